@@ -1,0 +1,82 @@
+#include "engine/arena.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "engine/error.h"
+
+namespace prsr {
+
+void* device_alloc(Device dev, size_t bytes) {
+  if (dev == Device::Cuda) return cuda::malloc_device(bytes);
+  const size_t align = 2 << 20;  // 2 MiB: lets big tensors use transparent huge pages
+  const size_t size = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(size >= align ? align : 256, size >= align ? size : (bytes + 255) / 256 * 256);
+  if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  if (size >= align) madvise(p, size, MADV_HUGEPAGE);
+  return p;
+}
+
+void device_free(Device dev, void* p) {
+  if (!p) return;
+  if (dev == Device::Cuda) cuda::free_device(p);
+  else std::free(p);
+}
+
+void device_upload(Device dev, void* dst, const void* src, size_t bytes) {
+  if (dev == Device::Cuda) cuda::copy_to_device(dst, src, bytes);
+  else std::memcpy(dst, src, bytes);
+}
+
+void device_download(Device dev, void* dst, const void* src, size_t bytes) {
+  if (dev == Device::Cuda) cuda::copy_to_host(dst, src, bytes);
+  else std::memcpy(dst, src, bytes);
+}
+
+Arena::Arena(Device dev, size_t min_chunk_bytes) : dev_(dev), min_chunk_(min_chunk_bytes) {}
+
+Arena::~Arena() {
+  for (auto& c : chunks_) device_free(dev_, c.p);
+}
+
+void* Arena::alloc(size_t bytes) {
+  bytes = (bytes + 255) / 256 * 256;
+  if (bytes == 0) bytes = 256;
+  while (cur_ < chunks_.size() && offset_ + bytes > chunks_[cur_].size) {
+    ++cur_;
+    offset_ = 0;
+  }
+  if (cur_ == chunks_.size()) {
+    // Geometric growth: a small graph stays small, a big one needs only a few chunks.
+    size_t size = std::max(min_chunk_, reserved_bytes());
+    if (bytes > size) size = bytes;
+    chunks_.push_back({static_cast<char*>(device_alloc(dev_, size)), size});
+    ++system_allocations_;
+    offset_ = 0;
+  }
+  char* p = chunks_[cur_].p + offset_;
+  offset_ += bytes;
+  size_t before = 0;
+  for (size_t i = 0; i < cur_; ++i) before += chunks_[i].size;
+  if (before + offset_ > used_) used_ = before + offset_;
+  return p;
+}
+
+void Arena::reset() {
+  cur_ = 0;
+  offset_ = 0;
+}
+
+size_t Arena::reserved_bytes() const {
+  size_t s = 0;
+  for (auto& c : chunks_) s += c.size;
+  return s;
+}
+
+size_t Arena::used_bytes() const { return used_; }
+
+}  // namespace prsr

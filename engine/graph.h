@@ -1,0 +1,95 @@
+// The tape. Ops (engine/ops.h) create their outputs through the Graph and record one Node each;
+// backward() walks the nodes in reverse and calls each op's backward kernel.
+//
+// Memory: activations and their gradients come from the graph's Arena. reset() rewinds it, so a
+// training loop that builds the same graph every step reuses the same memory: after the first
+// step nothing is allocated (Tensor and Node records are pooled too).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "engine/arena.h"
+#include "engine/error.h"
+#include "engine/tensor.h"
+
+namespace prsr {
+
+enum class Op { Conv, Deconv, Add, Mul, Relu, Tanh, Sigmoid, Gate, DownShift, BatchNorm, SoftmaxCE,
+                Mse, Mean };
+
+// One recorded op: enough to run its backward. in[] are inputs, aux[] saved tensors.
+template <class T>
+struct Node {
+  Op op;
+  Tensor<T>* out = nullptr;
+  Tensor<T>* in[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  Tensor<T>* aux[2] = {nullptr, nullptr};
+  ByteTensor target;
+  ConvGeom cg{};
+  DeconvGeom dg{};
+  bool flag = false;  // batch norm: training
+};
+
+template <class T>
+class Graph {
+ public:
+  explicit Graph(Device dev) : dev_(dev), arena_(dev) {}
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  Device device() const { return dev_; }
+  Arena& arena() { return arena_; }
+
+  // Record nodes (and allocate gradients in backward) only when true; false for evaluation.
+  bool grad_enabled = true;
+
+  // A fresh activation tensor with uninitialised data from the arena.
+  Tensor<T>* tensor(Shape s, bool requires_grad, const char* name = "") {
+    Tensor<T>* t;
+    if (n_tensors_ < tensors_.size()) {
+      t = tensors_[n_tensors_].get();
+    } else {
+      tensors_.push_back(std::make_unique<Tensor<T>>());
+      t = tensors_.back().get();
+    }
+    ++n_tensors_;
+    *t = Tensor<T>{};
+    t->shape = s;
+    t->dev = dev_;
+    t->data = static_cast<T*>(arena_.alloc(s.numel() * sizeof(T)));
+    t->requires_grad = requires_grad && grad_enabled;
+    t->name = name;
+    return t;
+  }
+
+  void record(const Node<T>& n) {
+    if (grad_enabled && n.out->requires_grad) nodes_.push_back(n);
+  }
+
+  // Seeds d(loss) = 1 and runs every recorded backward in reverse order. Gradients of
+  // activations are zeroed here; parameter gradients ACCUMULATE (zero them once per step).
+  void backward(Tensor<T>* loss);
+
+  // Forget every tensor and node; the next pass reuses the same memory.
+  void reset() {
+    nodes_.clear();
+    n_tensors_ = 0;
+    arena_.reset();
+  }
+
+  size_t node_count() const { return nodes_.size(); }
+
+ private:
+  T* ensure_grad(Tensor<T>* t);
+  void backward_node(const Node<T>& n);
+
+  Device dev_;
+  Arena arena_;
+  std::vector<std::unique_ptr<Tensor<T>>> tensors_;
+  size_t n_tensors_ = 0;
+  std::vector<Node<T>> nodes_;
+};
+
+}  // namespace prsr
+
+#include "engine/graph_impl.h"

@@ -1,0 +1,102 @@
+// Graph::backward: one switch over the op enum; each case calls the backward kernel that sits
+// beside its forward in the backends (engine/backend.h). Included from graph.h.
+#pragma once
+#include "engine/dispatch.h"
+
+namespace prsr {
+
+template <class T>
+T* Graph<T>::ensure_grad(Tensor<T>* t) {
+  if (!t || !t->requires_grad) return nullptr;
+  if (!t->grad) {
+    t->grad = static_cast<T*>(arena_.alloc(t->numel() * sizeof(T)));
+    PRSR_CALL(dev_, fill, t->grad, T(0), t->numel());
+  }
+  return t->grad;
+}
+
+template <class T>
+void Graph<T>::backward(Tensor<T>* loss) {
+  check(loss->numel() == 1, "backward() needs a scalar loss, got " + loss->shape.str());
+  check(loss->requires_grad, "backward(): the loss does not depend on anything that needs a gradient");
+  T* g = ensure_grad(loss);
+  PRSR_CALL(dev_, fill, g, T(1), size_t(1));
+  for (size_t i = nodes_.size(); i-- > 0;) {
+    if (!nodes_[i].out->grad) continue;  // nothing flowed back into this op
+    backward_node(nodes_[i]);
+  }
+}
+
+template <class T>
+void Graph<T>::backward_node(const Node<T>& nd) {
+  const T* dy = nd.out->grad;
+  const size_t n = nd.out->numel();
+  Tensor<T>* const* in = nd.in;
+  switch (nd.op) {
+    case Op::Conv: {
+      T* dx = ensure_grad(in[0]);
+      T* dw = ensure_grad(in[1]);
+      T* db = ensure_grad(in[2]);
+      PRSR_CALL(dev_, conv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.cg);
+      break;
+    }
+    case Op::Deconv: {
+      T* dx = ensure_grad(in[0]);
+      T* dw = ensure_grad(in[1]);
+      T* db = ensure_grad(in[2]);
+      PRSR_CALL(dev_, deconv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.dg);
+      break;
+    }
+    case Op::Add:
+      if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, axpy, da, T(1), dy, n);
+      if (T* db = ensure_grad(in[1])) PRSR_CALL(dev_, axpy, db, T(1), dy, n);
+      break;
+    case Op::Mul:  // in[1] is a constant (a mask): no gradient flows into it
+      if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, mul_backward, da, dy, in[1]->data, n);
+      break;
+    case Op::Relu:
+      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, relu_backward, dx, dy, nd.out->data, n);
+      break;
+    case Op::Tanh:
+      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, tanh_backward, dx, dy, nd.out->data, n);
+      break;
+    case Op::Sigmoid:
+      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, sigmoid_backward, dx, dy, nd.out->data, n);
+      break;
+    case Op::Gate: {
+      const Shape& s = nd.out->shape;
+      if (T* dz = ensure_grad(in[0])) PRSR_CALL(dev_, gate_backward, dz, dy, in[0]->data, s.n, s.c, s.hw());
+      break;
+    }
+    case Op::DownShift: {
+      const Shape& s = nd.out->shape;
+      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, down_shift_backward, dx, dy, s.n * s.c, s.h, s.w);
+      break;
+    }
+    case Op::BatchNorm: {
+      const Shape& s = nd.out->shape;
+      T* dx = ensure_grad(in[0]);
+      T* dgamma = ensure_grad(in[1]);
+      T* dbeta = ensure_grad(in[2]);
+      PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data,
+                nd.aux[0]->data, nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag);
+      break;
+    }
+    case Op::SoftmaxCE: {
+      const Shape& s = in[0]->shape;
+      T* da = ensure_grad(in[0]);
+      T* db = ensure_grad(in[1]);
+      PRSR_CALL(dev_, softmax_ce_backward, da, db, dy, in[0]->data, in[1] ? in[1]->data : nullptr,
+                nd.target.data, s.n, nd.target.shape.c, s.hw());
+      break;
+    }
+    case Op::Mse:
+      if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, mse_backward, da, dy, in[0]->data, in[1]->data, in[0]->numel());
+      break;
+    case Op::Mean:
+      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, mean_backward, dx, dy, in[0]->numel());
+      break;
+  }
+}
+
+}  // namespace prsr
