@@ -16,7 +16,7 @@ struct SummaryListener : doctest::IReporter {
   explicit SummaryListener(const doctest::ContextOptions&) {}
   void report_query(const doctest::QueryData&) override {}
   void test_run_start() override {}
-  void test_run_end(const doctest::TestRunStats&) override {}
+  void test_run_end(const doctest::TestRunStats&) override;
   void test_case_start(const doctest::TestCaseData& tc) override {
     current = &tc;
     current_failed = false;
@@ -35,10 +35,15 @@ struct SummaryListener : doctest::IReporter {
   // the final one via the run-level hook below.
 };
 
-SummaryListener* g_listener = nullptr;
+// doctest deletes its listeners inside run(): the counts are copied out at the end of the run.
+int g_passed = 0, g_failed = 0, g_skipped = 0;
+bool g_ran = false;
+void SummaryListener::test_run_end(const doctest::TestRunStats&) {
+  g_passed = passed; g_failed = failed; g_skipped = skipped; g_ran = true;
+}
 
 struct CountingListener : SummaryListener {
-  explicit CountingListener(const doctest::ContextOptions& o) : SummaryListener(o) { g_listener = this; }
+  explicit CountingListener(const doctest::ContextOptions& o) : SummaryListener(o) {}
   void test_case_end(const doctest::CurrentTestCaseStats& st) override {
     SummaryListener::test_case_end(st);
     if (!st.testCaseSuccess) current_failed = true;
@@ -58,13 +63,12 @@ int main(int argc, char** argv) {
   ctx.applyCommandLine(argc, argv);
   const int rc = ctx.run();
   // Printed after doctest's own summary so that it is the last line of the output.
-  if (g_listener) {
+  if (g_ran) {
     std::fflush(stdout);
-    if (g_listener->skipped)
-      std::printf("%d passed, %d failed, %d skipped\n", g_listener->passed, g_listener->failed,
-                  g_listener->skipped);
+    if (g_skipped)
+      std::printf("%d passed, %d failed, %d skipped\n", g_passed, g_failed, g_skipped);
     else
-      std::printf("%d passed, %d failed\n", g_listener->passed, g_listener->failed);
+      std::printf("%d passed, %d failed\n", g_passed, g_failed);
   }
   return rc;
 }
