@@ -58,6 +58,7 @@ class ParamSet {
 
   Device device() const { return dev_; }
   T* data() { return data_; }
+  const T* data() const { return data_; }
   T* grad() { return grad_; }
   size_t trainable_count() const { return n_trainable_; }  // the first elements of data()
   size_t total_count() const { return n_total_; }

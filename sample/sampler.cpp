@@ -1,0 +1,332 @@
+// The naive and the cached sampler (sample/sampler.h).
+#include "sample/sampler.h"
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "engine/ops.h"
+
+namespace prsr {
+
+DecodeMode parse_decode_mode(const std::string& s) {
+  if (s == "sample") return DecodeMode::Sample;
+  if (s == "mean") return DecodeMode::Mean;
+  if (s == "argmax") return DecodeMode::Argmax;
+  throw Error("unknown decoding mode '" + s + "' (sample|mean|argmax)");
+}
+
+const char* decode_mode_name(DecodeMode m) {
+  return m == DecodeMode::Sample ? "sample" : m == DecodeMode::Mean ? "mean" : "argmax";
+}
+
+namespace {
+
+// One level from 256 logits (A + B). One 53-bit uniform is drawn per call in every mode, so
+// the random stream does not depend on the mode.
+int draw(const float* logits, DecodeMode mode, float tau, std::mt19937_64& rng) {
+  const double u = double(rng() >> 11) * 0x1.0p-53;
+  int best = 0;
+  for (int l = 1; l < kLevels; ++l)
+    if (logits[l] > logits[best]) best = l;
+  if (mode == DecodeMode::Argmax) return best;
+  const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
+  double p[kLevels], sum = 0;
+  for (int l = 0; l < kLevels; ++l) sum += p[l] = std::exp((double(logits[l]) - logits[best]) / t);
+  if (mode == DecodeMode::Mean) {
+    double m = 0;
+    for (int l = 0; l < kLevels; ++l) m += p[l] * l;
+    return std::clamp(int(std::floor(m / sum + 0.5)), 0, 255);
+  }
+  const double target = u * sum;
+  double cum = 0;
+  for (int l = 0; l < kLevels; ++l) {
+    cum += p[l];
+    if (cum > target) return l;
+  }
+  return best;  // u * sum rounded up to the total: the last non-zero level is as good
+}
+
+uint8_t to_byte(float v) {  // [-1, 1] -> 0..255, rounded half up
+  return uint8_t(std::clamp(int(std::floor((double(v) + 1.0) * 127.5 + 0.5)), 0, 255));
+}
+
+// Host copies of the inputs: x as NCHW floats in [-1, 1].
+std::vector<float> normalise_low(const uint8_t* x, int n, int C, int L) {
+  std::vector<float> out(size_t(n) * C * L * L);
+  for (int b = 0; b < n; ++b)
+    for (int c = 0; c < C; ++c)
+      for (int p = 0; p < L * L; ++p)
+        out[(size_t(b) * C + c) * L * L + p] = float(x[(size_t(b) * L * L + p) * C + c]) / 127.5f - 1.f;
+  return out;
+}
+
+// A(x) in evaluation mode, on the model's device, returned to the host: [n, C*256 or C, S, S].
+std::vector<float> conditioning_logits(Model<float>& m, const std::vector<float>& xn, int n) {
+  const ModelConfig& cfg = m.config();
+  const int L = cfg.low();
+  Graph<float> g(m.device());
+  g.grad_enabled = false;
+  Tensor<float>* x = g.tensor({n, cfg.colors, L, L}, false, "x");
+  device_upload(m.device(), x->data, xn.data(), xn.size() * sizeof(float));
+  Tensor<float>* a = m.conditioning(g, x, false);
+  std::vector<float> out(a->numel());
+  device_download(m.device(), out.data(), a->data, out.size() * sizeof(float));
+  return out;
+}
+
+// ------------------------------------------------------------------------------- cached state
+
+// A conv's masked weights and bias on the host. w: [co][ci*kh*kw] (OIHW flattened).
+struct HostConv {
+  std::vector<float> w, b;
+  int co = 0, ci = 0, kh = 0, kw = 0, pad_t = 0, pad_l = 0;
+  int k() const { return ci * kh * kw; }
+};
+
+HostConv host_conv(const ConvLayer<float>& c, const Model<float>& m, const std::vector<float>& P,
+                   const std::vector<float>& M) {
+  HostConv h;
+  const Shape& s = c.w->shape;
+  h.co = s.n; h.ci = s.c; h.kh = s.h; h.kw = s.w;
+  h.pad_t = c.pad_t; h.pad_l = c.pad_l;
+  const size_t off = c.w->data - m.params.data();
+  h.w.assign(P.begin() + off, P.begin() + off + s.numel());
+  if (c.mask) {
+    const size_t mo = c.mask->data - m.masks.data();
+    for (size_t i = 0; i < s.numel(); ++i) h.w[i] *= M[mo + i];
+  }
+  h.b.assign(s.n, 0.f);
+  if (c.b) {
+    const size_t bo = c.b->data - m.params.data();
+    std::copy(P.begin() + bo, P.begin() + bo + s.n, h.b.begin());
+  }
+  return h;
+}
+
+// out[r][o] = b[o] + sum_k patch[r][k] * w[o][k]   (rows r = images or image x column)
+// Only output channels [o0, o0 + co) are computed (the head's per-colour slice).
+void gemm_rows(float* out, const float* patch, int rows, const HostConv& c, int o0 = 0, int co = -1) {
+  if (co < 0) co = c.co;
+  for (int r = 0; r < rows; ++r) std::copy(c.b.begin() + o0, c.b.begin() + o0 + co, out + size_t(r) * co);
+  dnnl_sgemm('N', 'T', rows, co, c.k(), 1.f, patch, c.k(), c.w.data() + size_t(o0) * c.k(), c.k(), 1.f,
+             out, co);
+}
+
+float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
+
+class CachedSampler {
+ public:
+  CachedSampler(Model<float>& m, int n) : m_(m), cfg_(m.config()), n_(n) {
+    const std::vector<float> P = m.params.download(), M = m.masks.download();
+    first_v_ = host_conv(m.first_v, m, P, M);
+    first_h_ = host_conv(m.first_h, m, P, M);
+    for (const auto& G : m.gated) {
+      v_.push_back(host_conv(G.v, m, P, M));
+      h_.push_back(host_conv(G.h, m, P, M));
+      link_.push_back(host_conv(G.link, m, P, M));
+      res_.push_back(host_conv(G.res, m, P, M));
+    }
+    head1_ = host_conv(m.head1, m, P, M);
+    head2_ = host_conv(m.head2, m, P, M);
+    const int S = cfg_.size, p = cfg_.prior_channels, L = cfg_.prior_layers, C = cfg_.colors;
+    yn_.assign(size_t(n) * C * S * S, -1.f);
+    vbuf_.assign(L, std::vector<float>(size_t(n) * p * S * S, 0.f));
+    vpre_prev_.assign(L, std::vector<float>(size_t(n) * 2 * p * S, 0.f));
+    hrow_.assign(L + 1, std::vector<float>(size_t(n) * p * S, 0.f));
+    int patch = std::max({first_v_.k(), first_h_.k(), head1_.k(), head2_.k(), 2 * p});
+    for (int l = 0; l < L; ++l) patch = std::max({patch, v_[l].k(), h_[l].k(), res_[l].k()});
+    patch_.assign(size_t(n) * S * size_t(patch), 0.f);
+    out_.assign(size_t(n) * S * std::max(2 * p, cfg_.head), 0.f);
+    tmp_.assign(size_t(n) * std::max(2 * p, cfg_.head), 0.f);
+    gate_.assign(size_t(n) * p, 0.f);
+  }
+
+  float* yn() { return yn_.data(); }
+
+  // The prior's logits B for colour `c` at pixel (i, j), for every image: out[n][256]. Uses the
+  // current y at (i, j) for colours < c (later colours are masked out) and the caches.
+  void pixel_logits(int i, int j, int c, float* out) {
+    const int S = cfg_.size, p = cfg_.prior_channels, n = n_;
+    // h_0 = first_h(y) at (i, j): taps j - pad_l + kx of row i, every colour.
+    gather_row(first_h_, j, [&](int b, int ci) { return yn_.data() + ((size_t(b) * cfg_.colors + ci) * S + i) * S; });
+    gemm_rows(tmp_.data(), patch_.data(), n, first_h_);
+    scatter_col(hrow_[0], p, j, tmp_.data());
+    for (size_t l = 0; l < h_.size(); ++l) {
+      // h_pre = Hconv(h) + link(down_shift(v_pre)): the link reads v_pre of row i - 1.
+      gather_row(h_[l], j, [&](int b, int ci) { return hrow_[l].data() + (size_t(b) * p + ci) * S; });
+      gemm_rows(tmp_.data(), patch_.data(), n, h_[l]);
+      for (int b = 0; b < n; ++b)
+        for (int ci = 0; ci < 2 * p; ++ci) patch_[size_t(b) * 2 * p + ci] = vpre_prev_[l][(size_t(b) * 2 * p + ci) * S + j];
+      const HostConv& lk = link_[l];
+      dnnl_sgemm('N', 'T', n, lk.co, lk.k(), 1.f, patch_.data(), lk.k(), lk.w.data(), lk.k(), 1.f, tmp_.data(), lk.co);
+      for (int b = 0; b < n; ++b)
+        for (int o = 0; o < lk.co; ++o) tmp_[size_t(b) * lk.co + o] += lk.b[o];
+      // h' = h + res(gate(h_pre))
+      for (int b = 0; b < n; ++b)
+        for (int ci = 0; ci < p; ++ci)
+          gate_[size_t(b) * p + ci] = std::tanh(tmp_[size_t(b) * 2 * p + ci]) * sigmoidf(tmp_[size_t(b) * 2 * p + p + ci]);
+      gemm_rows(out_.data(), gate_.data(), n, res_[l]);
+      for (int b = 0; b < n; ++b)
+        for (int ci = 0; ci < p; ++ci)
+          hrow_[l + 1][(size_t(b) * p + ci) * S + j] = hrow_[l][(size_t(b) * p + ci) * S + j] + out_[size_t(b) * p + ci];
+    }
+    // Head: relu -> head1 -> relu -> head2 (only colour c's 256 rows).
+    const auto& hl = hrow_.back();
+    for (int b = 0; b < n; ++b)
+      for (int ci = 0; ci < p; ++ci) gate_[size_t(b) * p + ci] = std::max(0.f, hl[(size_t(b) * p + ci) * S + j]);
+    gemm_rows(tmp_.data(), gate_.data(), n, head1_);
+    for (size_t q = 0; q < size_t(n) * head1_.co; ++q) tmp_[q] = std::max(0.f, tmp_[q]);
+    gemm_rows(out, tmp_.data(), n, head2_, c * kLevels, kLevels);
+  }
+
+  // After row i is complete: the vertical stack for row i (used by row i + 1 via the link).
+  void finish_row(int i) {
+    const int S = cfg_.size, p = cfg_.prior_channels, n = n_, C = cfg_.colors;
+    // v_0 = first_v(y) at row i: rows i - pad_t + ky.
+    gather_full_row(first_v_, i, C, [&](int b, int ci, int r) { return yn_.data() + ((size_t(b) * C + ci) * S + r) * S; });
+    gemm_rows(out_.data(), patch_.data(), n * S, first_v_);
+    if (!v_.empty()) scatter_row(vbuf_[0], p, i, out_.data());
+    for (size_t l = 0; l < v_.size(); ++l) {
+      gather_full_row(v_[l], i, p, [&](int b, int ci, int r) { return vbuf_[l].data() + ((size_t(b) * p + ci) * S + r) * S; });
+      gemm_rows(out_.data(), patch_.data(), n * S, v_[l]);  // v_pre: [n*S][2p]
+      for (int b = 0; b < n; ++b)
+        for (int j = 0; j < S; ++j)
+          for (int ci = 0; ci < 2 * p; ++ci)
+            vpre_prev_[l][(size_t(b) * 2 * p + ci) * S + j] = out_[(size_t(b) * S + j) * 2 * p + ci];
+      if (l + 1 < v_.size())
+        for (int b = 0; b < n; ++b)
+          for (int j = 0; j < S; ++j)
+            for (int ci = 0; ci < p; ++ci) {
+              const float* z = out_.data() + (size_t(b) * S + j) * 2 * p;
+              vbuf_[l + 1][((size_t(b) * p + ci) * S + i) * S + j] = std::tanh(z[ci]) * sigmoidf(z[p + ci]);
+            }
+    }
+  }
+
+ private:
+  // patch[b][ci][kx] = in(b, ci)[j - pad_l + kx] (zero outside), for a 1 x kw conv on one row.
+  template <class RowFn>
+  void gather_row(const HostConv& c, int j, RowFn row) {
+    const int S = cfg_.size;
+    for (int b = 0; b < n_; ++b)
+      for (int ci = 0; ci < c.ci; ++ci) {
+        const float* r = row(b, ci);
+        float* d = patch_.data() + (size_t(b) * c.ci + ci) * c.kw;
+        for (int kx = 0; kx < c.kw; ++kx) {
+          const int x = j - c.pad_l + kx;
+          d[kx] = x >= 0 && x < S ? r[x] : 0.f;
+        }
+      }
+  }
+  // patch[b*S + j][ci][ky][kx] for every column j of output row i of a kh x kw conv.
+  template <class RowFn>
+  void gather_full_row(const HostConv& c, int i, int ci_count, RowFn row) {
+    const int S = cfg_.size, K = c.k();
+    for (int b = 0; b < n_; ++b)
+      for (int ci = 0; ci < ci_count; ++ci)
+        for (int ky = 0; ky < c.kh; ++ky) {
+          const int r = i - c.pad_t + ky;
+          const float* src = r >= 0 && r < S ? row(b, ci, r) : nullptr;
+          for (int j = 0; j < S; ++j) {
+            float* d = patch_.data() + (size_t(b) * S + j) * K + (size_t(ci) * c.kh + ky) * c.kw;
+            for (int kx = 0; kx < c.kw; ++kx) {
+              const int x = j - c.pad_l + kx;
+              d[kx] = src && x >= 0 && x < S ? src[x] : 0.f;
+            }
+          }
+        }
+  }
+  void scatter_col(std::vector<float>& rowbuf, int p, int j, const float* v) {
+    const int S = cfg_.size;
+    for (int b = 0; b < n_; ++b)
+      for (int ci = 0; ci < p; ++ci) rowbuf[(size_t(b) * p + ci) * S + j] = v[size_t(b) * p + ci];
+  }
+  void scatter_row(std::vector<float>& full, int p, int i, const float* v) {  // v: [n*S][p]
+    const int S = cfg_.size;
+    for (int b = 0; b < n_; ++b)
+      for (int j = 0; j < S; ++j)
+        for (int ci = 0; ci < p; ++ci) full[((size_t(b) * p + ci) * S + i) * S + j] = v[(size_t(b) * S + j) * p + ci];
+  }
+
+  Model<float>& m_;
+  const ModelConfig& cfg_;
+  int n_;
+  HostConv first_v_, first_h_, head1_, head2_;
+  std::vector<HostConv> v_, h_, link_, res_;
+  std::vector<float> yn_;
+  std::vector<std::vector<float>> vbuf_, vpre_prev_, hrow_;
+  std::vector<float> patch_, out_, tmp_, gate_;
+};
+
+}  // namespace
+
+std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, const SampleOptions& opt) {
+  const ModelConfig& cfg = m.config();
+  check(n >= 1, "sample: no inputs");
+  check(opt.temperature > 0 && std::isfinite(opt.temperature), "sample: --temperature must be > 0");
+  const int C = cfg.colors, S = cfg.size, HW = S * S;
+  const std::vector<float> xn = normalise_low(x, n, C, cfg.low());
+  const std::vector<float> A = conditioning_logits(m, xn, n);
+  std::vector<uint8_t> out(size_t(n) * HW * C);
+  if (!cfg.has_prior()) {  // ResNet-L2: the regression is the (mean) prediction
+    for (int b = 0; b < n; ++b)
+      for (int c = 0; c < C; ++c)
+        for (int p = 0; p < HW; ++p) out[(size_t(b) * HW + p) * C + c] = to_byte(A[(size_t(b) * C + c) * HW + p]);
+    if (opt.progress) opt.progress(S, S);
+    return out;
+  }
+  std::mt19937_64 rng(opt.seed);
+  if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
+  std::vector<float> logits(size_t(n) * kLevels);
+  // Combine A + B for (pixel, colour), draw for every image, record.
+  auto draw_all = [&](int p, int c, float* yn) {
+    for (int b = 0; b < n; ++b) {
+      float* l = logits.data() + size_t(b) * kLevels;
+      for (int k = 0; k < kLevels; ++k) l[k] += A[((size_t(b) * C + c) * kLevels + k) * HW + p];
+      if (opt.logits_out)
+        std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
+      const int v = draw(l, opt.mode, opt.temperature, rng);
+      out[(size_t(b) * HW + p) * C + c] = uint8_t(v);
+      yn[(size_t(b) * C + c) * HW + p] = float(v) / 127.5f - 1.f;
+    }
+  };
+
+  if (opt.cached) {
+    CachedSampler cs(m, n);
+    for (int i = 0; i < S; ++i) {
+      for (int j = 0; j < S; ++j)
+        for (int c = 0; c < C; ++c) {
+          cs.pixel_logits(i, j, c, logits.data());
+          draw_all(i * S + j, c, cs.yn());
+        }
+      cs.finish_row(i);
+      if (opt.progress) opt.progress(i + 1, S);
+    }
+    return out;
+  }
+
+  // Naive: the whole prior for every sub-pixel.
+  std::vector<float> yn(size_t(n) * C * HW, -1.f), B(size_t(n) * C * kLevels * HW);
+  Graph<float> g(m.device());
+  g.grad_enabled = false;
+  for (int p = 0; p < HW; ++p) {
+    for (int c = 0; c < C; ++c) {
+      g.reset();
+      Tensor<float>* y = g.tensor({n, C, S, S}, false, "y");
+      device_upload(m.device(), y->data, yn.data(), yn.size() * sizeof(float));
+      Tensor<float>* b = m.prior(g, y);
+      device_download(m.device(), B.data(), b->data, B.size() * sizeof(float));
+      for (int img = 0; img < n; ++img)
+        for (int k = 0; k < kLevels; ++k)
+          logits[size_t(img) * kLevels + k] = B[((size_t(img) * C + c) * kLevels + k) * HW + p];
+      draw_all(p, c, yn.data());
+    }
+    if (opt.progress && (p + 1) % S == 0) opt.progress((p + 1) / S, S);
+  }
+  return out;
+}
+
+}  // namespace prsr

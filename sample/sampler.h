@@ -1,0 +1,46 @@
+// Sampling y ~ p(y | x) one sub-pixel at a time, in raster order, R < G < B (DESIGN 1.4).
+//
+//   naive:  A(x) once, then the whole prior B over the full image for every sub-pixel
+//           (32*32*C forward passes). Any backend. The ground truth for the cached sampler.
+//   cached: (Ramachandran et al. 2017) every layer keeps the rows it still needs: the vertical
+//           stack runs once per row, the horizontal stack and the head once per pixel and
+//           colour, at that position only, batched over the images as small GEMMs. The default.
+//           Runs on the host in float32 (Device::Cpu models; a CUDA model is read back first).
+//
+// Both draw the same random numbers in the same order (position, colour, image), so with the
+// same seed they produce the same images; their logits agree to float32 rounding.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace prsr {
+
+enum class DecodeMode {
+  Sample,  // draw from softmax((A + B) / temperature)   (default)
+  Mean,    // the mean of softmax(A + B), rounded: not a sample, a point estimate
+  Argmax,  // the most likely level: not a sample either
+};
+DecodeMode parse_decode_mode(const std::string& s);  // "sample" | "mean" | "argmax"
+const char* decode_mode_name(DecodeMode m);
+
+struct SampleOptions {
+  DecodeMode mode = DecodeMode::Sample;
+  float temperature = 1.0f;
+  uint64_t seed = 0;
+  bool cached = true;
+  // Called after each completed row (done rows, total rows) for progress bars; may be empty.
+  std::function<void(int, int)> progress;
+  // Tests: when set, receives the logits (A + B, before the temperature) of every drawn
+  // sub-pixel: index ((pixel * C + colour) * n + image) * 256 + level.
+  std::vector<float>* logits_out = nullptr;
+};
+
+// x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
+// A model trained with loss "l2" has no prior: it returns its regression, rounded.
+std::vector<uint8_t> sample_images(Model<float>& model, const uint8_t* x, int n, const SampleOptions& opt);
+
+}  // namespace prsr

@@ -1,0 +1,285 @@
+// ./build/sample end to end: grid and per-sample PNGs, colour handling, --eval tables, seeds,
+// and one clear error line for every bad flag or file. Tiny checkpoints are made here.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data/image.h"
+#include "engine/backend.h"
+#include "model/checkpoint.h"
+#include "model/model.h"
+
+using namespace prsr;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct SampleCliDir {
+  fs::path path;
+  SampleCliDir() {
+    path = fs::temp_directory_path() / ("prsr-cli-sample-" + std::to_string(getpid()) + "-" +
+                                        std::to_string(std::random_device{}()));
+    fs::create_directories(path);
+  }
+  ~SampleCliDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& s) const { return (path / s).string(); }
+};
+
+ModelConfig tiny_config(int colors, const std::string& loss = "pixel") {
+  ModelConfig c;
+  c.colors = colors;
+  c.size = 32;
+  c.cond_channels = 4;
+  c.cond_blocks = 1;
+  c.prior_channels = 4;
+  c.prior_layers = 1;
+  c.kernel = 3;
+  c.first_kernel = 3;
+  c.head = 16;
+  c.loss = loss;
+  return c;
+}
+
+void make_checkpoint(const std::string& path, int colors, const std::string& loss = "pixel") {
+  const ModelConfig cfg = tiny_config(colors, loss);
+  Model<float> m(cfg, Device::Cpu);
+  m.init(7);
+  CheckpointInfo info;
+  info.model = cfg;
+  info.step = 3;
+  save_checkpoint(path, m, nullptr, info);
+}
+
+data::Image random_image(int w, int h, int c, unsigned seed) {
+  std::mt19937 rng(seed);
+  data::Image im;
+  im.w = w;
+  im.h = h;
+  im.c = c;
+  im.px.resize(size_t(w) * h * c);
+  // Smooth-ish content (a gradient plus noise) so the metrics are not degenerate.
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int k = 0; k < c; ++k)
+        im.px[(size_t(y) * w + x) * c + k] = uint8_t((x * 255 / w + y * 97 / h + k * 40 + rng() % 32) % 256);
+  return im;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) out.push_back(l);
+  return out;
+}
+
+struct RunResult {
+  int rc = -1;
+  std::string out, err;
+};
+
+// Runs ./build/sample with `args` (already quoted as needed), stdout and stderr to files in dir.
+RunResult run_sample(const SampleCliDir& dir, const std::string& args) {
+  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd = "cd '" + dir.path.string() + "' && '" + std::string(PRSR_SAMPLE_BIN) + "' " + args +
+                          " >'" + out + "' 2>'" + err + "'";
+  const int st = std::system(cmd.c_str());
+  RunResult r;
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+// A failed run: non-zero exit and exactly one stderr line, "error: ...", containing `what`.
+void check_one_error_line(const RunResult& r, const std::string& what) {
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.rc != 0);
+  const std::vector<std::string> l = lines(r.err);
+  REQUIRE(l.size() == 1);
+  CHECK(l[0].rfind("error: ", 0) == 0);
+  CHECK(l[0].find(what) != std::string::npos);
+}
+
+// Grid size for `rows` rows of at most `cols` tiles (sample/grid.h: gap 2 around every tile).
+int grid_extent(int tiles, int tile) { return tiles * tile + (tiles + 1) * 2; }
+
+}  // namespace
+
+TEST_CASE("cli sample: grid and per-sample PNGs from a folder of inputs") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  fs::create_directories(d.path / "in");
+  data::write_png(d / "in/a_low.png", random_image(8, 8, 3, 1));     // used as is: no ground truth
+  data::write_png(d / "in/b_wide.png", random_image(40, 30, 3, 2));  // ground truth: crop 30x30, resize
+  data::write_png(d / "in/c_grey.png", random_image(36, 36, 1, 3));  // grey -> RGB for a C = 3 model
+  const RunResult r = run_sample(d, "--ckpt model.bin --input in --samples-per-input 2 --out grid.png "
+                                    "--out-dir samp --tile 48 --batch 4");
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("inputs: 3 (2 with ground truth)") != std::string::npos);
+  CHECK(r.out.find("replicated to RGB") != std::string::npos);
+  CHECK(r.err.find("sampling: [") != std::string::npos);  // the progress bar
+  // 3 rows; nearest | bicubic | 2 samples | ground truth = 5 tiles at most.
+  const data::Image grid = data::read_image(d / "grid.png");
+  CHECK(grid.w == grid_extent(5, 48));
+  CHECK(grid.h == grid_extent(3, 48));
+  CHECK(grid.c == 3);
+  for (const char* stem : {"a_low", "b_wide", "c_grey"})
+    for (int k = 0; k < 2; ++k) {
+      const std::string p = d / ("samp/" + std::string(stem) + "_s" + std::to_string(k) + ".png");
+      REQUIRE(fs::exists(p));
+      const data::Image s = data::read_image(p);
+      CHECK(s.w == 32);
+      CHECK(s.h == 32);
+      CHECK(s.c == 3);
+    }
+}
+
+TEST_CASE("cli sample: same seed gives the same samples, another seed others") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  data::write_png(d / "x.png", random_image(8, 8, 3, 4));
+  const char* common = "--ckpt model.bin --input x.png --samples-per-input 2 --batch 2 ";
+  REQUIRE(run_sample(d, std::string(common) + "--seed 5 --out-dir s1 --out g1.png").rc == 0);
+  REQUIRE(run_sample(d, std::string(common) + "--seed 5 --out-dir s2 --out g2.png").rc == 0);
+  REQUIRE(run_sample(d, std::string(common) + "--seed 6 --out-dir s3 --out g3.png").rc == 0);
+  for (int k = 0; k < 2; ++k) {
+    const std::string name = "/x_s" + std::to_string(k) + ".png";
+    const data::Image a = data::read_image(d / ("s1" + name)), b = data::read_image(d / ("s2" + name)),
+                      c = data::read_image(d / ("s3" + name));
+    CHECK(a.px == b.px);
+    CHECK(a.px != c.px);
+  }
+  CHECK(slurp(d / "g1.png") == slurp(d / "g2.png"));
+  // The two samples of one input differ (they are different draws).
+  CHECK(data::read_image(d / "s1/x_s0.png").px != data::read_image(d / "s1/x_s1.png").px);
+}
+
+TEST_CASE("cli sample: a grey model converts RGB input to grey; several temperatures") {
+  SampleCliDir d;
+  make_checkpoint(d / "grey.bin", 1);
+  data::write_png(d / "rgb.png", random_image(32, 32, 3, 5));
+  const RunResult r = run_sample(d, "--ckpt grey.bin --input rgb.png --samples-per-input 1 "
+                                    "--temperature 1.0,0.5 --out g.png --out-dir s --tile 32");
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("converted to grey") != std::string::npos);
+  const data::Image grid = data::read_image(d / "g.png");
+  CHECK(grid.c == 1);
+  CHECK(grid.w == grid_extent(5, 32));  // nearest | bicubic | T=1.0 | T=0.5 | ground truth
+  CHECK(grid.h == grid_extent(1, 32));
+  for (const char* name : {"s/rgb_t1.0_s0.png", "s/rgb_t0.5_s0.png"}) {
+    REQUIRE(fs::exists(d / name));
+    const data::Image s = data::read_image(d / name);
+    CHECK(s.w == 32);
+    CHECK(s.c == 1);
+  }
+}
+
+TEST_CASE("cli sample: --eval prints the table and writes CSV and JSON") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  make_checkpoint(d / "l2.bin", 3, "l2");
+  // Fewer than 20 images: a folder data set puts every image in every split (data/dataset.h).
+  fs::create_directories(d.path / "faces");
+  for (int i = 0; i < 12; ++i)
+    data::write_png(d / ("faces/img" + std::to_string(10 + i) + ".png"), random_image(32, 32, 3, 100 + i));
+  const RunResult r = run_sample(d, "--ckpt model.bin --data folder:faces --cache-dir cache --split test "
+                                    "--count 5 --eval --temperature 1.0,0.8 --baseline-ckpt l2.bin "
+                                    "--out res/eval.png --batch 4");
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("bits/dim") != std::string::npos);
+  CHECK(r.out.find("consistency") != std::string::npos);
+  // Table rows: model at each temperature, bicubic, resnet-l2.
+  int table_rows = 0;
+  for (const std::string& l : lines(r.out))
+    for (const char* m : {"model ", "bicubic ", "resnet-l2 "})
+      if (l.rfind(m, 0) == 0) ++table_rows;
+  CHECK(table_rows == 4);
+  const std::vector<std::string> csv = lines(slurp(d / "res/eval.csv"));
+  REQUIRE(csv.size() == 5);
+  CHECK(csv[0] == "method,temperature,bits_per_dim,psnr,ssim,consistency,outputs");
+  CHECK(csv[1].rfind("model,1.0,", 0) == 0);
+  CHECK(csv[2].rfind("model,0.8,", 0) == 0);
+  CHECK(csv[3].rfind("bicubic,,,", 0) == 0);  // no temperature, no bits/dim
+  CHECK(csv[4].rfind("resnet-l2,,,", 0) == 0);
+  // bits/dim of an untrained model: finite and positive (about 8 for uniform logits).
+  const std::string model_row = csv[1].substr(std::string("model,1.0,").size());
+  const double bits = std::stod(model_row.substr(0, model_row.find(',')));
+  CHECK(bits > 1.0);
+  CHECK(bits < 20.0);
+  for (const std::string& row : csv) CHECK(row.substr(row.rfind(',') + 1) == (row == csv[0] ? "outputs" : "5"));
+  const std::string js = slurp(d / "res/eval.json");
+  CHECK(js.find("\"rows\"") != std::string::npos);
+  CHECK(js.find("\"method\": \"resnet-l2\"") != std::string::npos);
+  CHECK(js.find("\"temperature\": 0.8") != std::string::npos);
+  CHECK(js.find("\"bits_per_dim\": null") != std::string::npos);
+  CHECK(fs::exists(d / "res/eval.png"));
+}
+
+TEST_CASE("cli sample: every bad flag or file is one error line and a non-zero exit") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  data::write_png(d / "x.png", random_image(8, 8, 3, 6));
+  {  // truncated checkpoint
+    const std::string full = slurp(d / "model.bin");
+    std::ofstream(d / "cut.bin", std::ios::binary) << full.substr(0, full.size() / 2);
+  }
+  std::ofstream(d / "junk.png") << "this is not an image\n";
+  fs::create_directories(d.path / "empty");
+  std::ofstream(d / "empty/junk.jpg") << "nor this\n";
+
+  check_one_error_line(run_sample(d, "--ckpt missing.bin --input x.png"), "missing.bin");
+  check_one_error_line(run_sample(d, "--ckpt cut.bin --input x.png"), "truncated");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input junk.png"), "junk.png");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input nowhere.png"), "nowhere.png");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --frobnicate 3"), "--frobnicate");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --eval"), "--eval");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --temperature"), "missing value");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --temperature 0"), "--temperature");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --batch two"), "--batch");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --mode best"), "best");
+  check_one_error_line(run_sample(d, "--input x.png"), "--ckpt");
+  check_one_error_line(run_sample(d, "--ckpt model.bin"), "--input");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input empty"), "empty");
+  if (!cuda::available())
+    check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --device cuda"), cuda::unavailable_reason());
+
+  // A folder with one unreadable file: reported and skipped, the run goes on.
+  fs::create_directories(d.path / "mixed");
+  data::write_png(d / "mixed/ok.png", random_image(8, 8, 3, 7));
+  std::ofstream(d / "mixed/bad.png") << "garbage";
+  const RunResult r = run_sample(d, "--ckpt model.bin --input mixed --samples-per-input 1 --out m.png --out-dir ms");
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.rc == 0);
+  CHECK(r.err.find("skipped 1 unreadable file") != std::string::npos);
+  CHECK(fs::exists(d / "ms/ok_s0.png"));
+  CHECK(!fs::exists(d / "ms/bad_s0.png"));
+
+  const RunResult h = run_sample(d, "--help");
+  CHECK(h.rc == 0);
+  for (const char* flag : {"--ckpt", "--input", "--data", "--data-dir", "--cache-dir", "--split", "--count",
+                           "--temperature", "--samples-per-input", "--mode", "--seed", "--batch", "--naive",
+                           "--device", "--out", "--out-dir", "--tile", "--eval", "--baseline-ckpt"})
+    CHECK_MESSAGE(h.out.find(flag) != std::string::npos, flag);
+}
