@@ -24,7 +24,7 @@ struct Node {
   Tensor<T>* out = nullptr;
   Tensor<T>* in[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
   Tensor<T>* aux[2] = {nullptr, nullptr};
-  ByteTensor target;
+  ByteTensor target{};
   ConvGeom cg{};
   DeconvGeom dg{};
   bool flag = false;  // batch norm: training

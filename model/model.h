@@ -92,6 +92,7 @@ class Model {
   size_t parameter_count() const { return params.trainable_count(); }
   double forward_flops_per_image() const;  // 2 * multiply-adds of every conv
 
+  ModelConfig cfg_;    // (declared first: the constructor initialises it before the params)
   ParamSet<T> params;  // trainable weights, then batch-norm running statistics
   ParamSet<T> masks;   // colour masks: derived from the config, never saved
 
@@ -109,7 +110,6 @@ class Model {
   BatchNormLayer<T> make_bn(const std::string& name, int c);
   std::vector<ConvLayer<T>*> all_convs();
 
-  ModelConfig cfg_;
   std::vector<std::pair<ConvLayer<T>*, MaskSpec>> mask_specs_;
 };
 

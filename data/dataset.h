@@ -1,0 +1,50 @@
+// The data sets: CelebA, Fashion-MNIST and a folder of images, decoded and preprocessed once
+// into 32x32 uint8 targets y and cached as packed files so training never decodes in its loop.
+// See docs/data.md for the folders, the splits, the preprocessing and the cache format.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace prsr::data {
+
+enum class Split { Train, Valid, Test };
+Split parse_split(const std::string& s);  // "train" | "valid" | "test", else prsr::Error
+const char* split_name(Split s);
+
+struct DataOptions {
+  std::string spec;       // "celeba" | "fashion-mnist" | "folder:PATH"
+  std::string data_dir;   // empty = datasets/celeba (CelebA), /usr/share/datasets/fashion-mnist
+                          // (Fashion-MNIST); for folder:PATH an empty PATH uses data_dir
+  std::string cache_dir;  // empty = "datasets/cache"; relative paths are to the current dir
+  bool progress = true;   // progress bar on stderr while decoding (>= 100 files)
+};
+
+struct Dataset {
+  std::string name;         // "celeba", "fashion-mnist", "folder"
+  int colors = 0;           // C: 3 (RGB) or 1 (grey)
+  int n = 0;                // number of images
+  int size = 32;            // images are size x size x colors
+  std::vector<uint8_t> hr;  // n * size*size*colors, HWC per image, image i at i*size*size*colors
+  int skipped = 0;          // source files that were unreadable / corrupt and left out
+  bool from_cache = false;  // true when the pixels came from the cache file
+  std::string cache_path;   // the cache file used or written ("" when caching was off)
+
+  size_t image_bytes() const { return (size_t)size * size * colors; }
+  const uint8_t* image(int i) const;  // throws prsr::Error when i is out of range
+};
+
+// Loads (from the cache when it is valid, else by decoding and writing the cache) one split.
+// Throws prsr::Error when the data set is missing (with where it was looked for and how to get
+// it) or has no usable image in the split.
+Dataset load_dataset(const DataOptions& opt, Split split);
+
+// 3 for celeba and folder:..., 1 for fashion-mnist; prsr::Error for an unknown spec.
+int dataset_colors(const std::string& spec);
+
+// The split of a folder data set's file (relative path with '/' separators) when the folder has
+// `total` images: all splits when total < 20, else by FNV-1a(relpath) % 100: < 90 train,
+// < 95 valid, else test.
+bool folder_in_split(const std::string& relpath, int total, Split split);
+
+}  // namespace prsr::data
