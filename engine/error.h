@@ -16,3 +16,10 @@ inline void check(bool cond, const std::string& msg) {
 }
 
 }  // namespace prsr
+
+// PRSR_CHECK(cond, message-expression): the message is only built when the check fails, so
+// checks on hot paths cost no allocation.
+#define PRSR_CHECK(cond, msg)                  \
+  do {                                         \
+    if (!(cond)) throw ::prsr::Error(msg);     \
+  } while (0)

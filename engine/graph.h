@@ -16,6 +16,38 @@ namespace prsr {
 
 enum class Op { Conv, Deconv, Add, Mul, Relu, Tanh, Sigmoid, Gate, DownShift, BatchNorm, SoftmaxCE,
                 Mse, Mean };
+constexpr int kOpCount = 13;
+const char* op_name(Op op);
+
+// Optional per-op timing (benchmarks): wall time of every forward and backward kernel call.
+// Accurate on the synchronous backends (ref, cpu); on cuda it measures launch time only.
+struct OpProfile {
+  double fwd_s[kOpCount] = {}, bwd_s[kOpCount] = {};
+  long fwd_calls[kOpCount] = {}, bwd_calls[kOpCount] = {};
+  void clear() { *this = OpProfile{}; }
+};
+
+double now_seconds();
+
+// Adds the time of its scope to profile->fwd_s/bwd_s[op] (no-op when profile is null).
+class OpTimer {
+ public:
+  OpTimer(OpProfile* p, Op op, bool forward) : p_(p), op_(op), fwd_(forward), t0_(p ? now_seconds() : 0) {}
+  ~OpTimer() {
+    if (!p_) return;
+    const double dt = now_seconds() - t0_;
+    if (fwd_) { p_->fwd_s[int(op_)] += dt; ++p_->fwd_calls[int(op_)]; }
+    else { p_->bwd_s[int(op_)] += dt; ++p_->bwd_calls[int(op_)]; }
+  }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  OpProfile* p_;
+  Op op_;
+  bool fwd_;
+  double t0_;
+};
 
 // One recorded op: enough to run its backward. in[] are inputs, aux[] saved tensors.
 template <class T>
@@ -42,6 +74,8 @@ class Graph {
 
   // Record nodes (and allocate gradients in backward) only when true; false for evaluation.
   bool grad_enabled = true;
+  // When set, every op's forward and backward kernel time is added here.
+  OpProfile* profile = nullptr;
 
   // A fresh activation tensor with uninitialised data from the arena.
   Tensor<T>* tensor(Shape s, bool requires_grad, const char* name = "") {

@@ -17,8 +17,8 @@ T* Graph<T>::ensure_grad(Tensor<T>* t) {
 
 template <class T>
 void Graph<T>::backward(Tensor<T>* loss) {
-  check(loss->numel() == 1, "backward() needs a scalar loss, got " + loss->shape.str());
-  check(loss->requires_grad, "backward(): the loss does not depend on anything that needs a gradient");
+  PRSR_CHECK(loss->numel() == 1, "backward() needs a scalar loss, got " + loss->shape.str());
+  PRSR_CHECK(loss->requires_grad, "backward(): the loss does not depend on anything that needs a gradient");
   T* g = ensure_grad(loss);
   PRSR_CALL(dev_, fill, g, T(1), size_t(1));
   for (size_t i = nodes_.size(); i-- > 0;) {
@@ -31,6 +31,7 @@ template <class T>
 void Graph<T>::backward_node(const Node<T>& nd) {
   const T* dy = nd.out->grad;
   const size_t n = nd.out->numel();
+  OpTimer timer(profile, nd.op, false);
   Tensor<T>* const* in = nd.in;
   switch (nd.op) {
     case Op::Conv: {

@@ -32,12 +32,13 @@ template <class T>
 Tensor<T>* conv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*> b, int pad_t, int pad_b,
                   int pad_l, int pad_r) {
   detail::same_device(g, x, "conv2d"); detail::same_device(g, w, "conv2d"); detail::same_device(g, b, "conv2d");
-  check(w->shape.c == x->shape.c, "conv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
-  check(!b || b->numel() == size_t(w->shape.n), "conv2d: bias size does not match the output channels");
+  PRSR_CHECK(w->shape.c == x->shape.c, "conv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
+  PRSR_CHECK(!b || b->numel() == size_t(w->shape.n), "conv2d: bias size does not match the output channels");
   ConvGeom cg{x->shape.n, x->shape.c, x->shape.h, x->shape.w, w->shape.n, w->shape.h, w->shape.w,
               pad_t, pad_b, pad_l, pad_r};
-  check(cg.ho() > 0 && cg.wo() > 0, "conv2d: empty output for input " + x->shape.str());
+  PRSR_CHECK(cg.ho() > 0 && cg.wo() > 0, "conv2d: empty output for input " + x->shape.str());
   Tensor<T>* y = g.tensor({cg.n, cg.co, cg.ho(), cg.wo()}, detail::any_grad<T>({x, w, b}), "conv");
+  OpTimer timer(g.profile, Op::Conv, true);
   PRSR_CALL(g.device(), conv2d_forward, y->data, x->data, w->data, b ? b->data : nullptr, cg);
   Node<T> nd{Op::Conv, y, {x, w, b}};
   nd.cg = cg;
@@ -50,11 +51,12 @@ template <class T>
 Tensor<T>* deconv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*> b, int stride, int pad,
                     int out_pad) {
   detail::same_device(g, x, "deconv2d"); detail::same_device(g, w, "deconv2d"); detail::same_device(g, b, "deconv2d");
-  check(w->shape.c == x->shape.c && w->shape.h == w->shape.w,
+  PRSR_CHECK(w->shape.c == x->shape.c && w->shape.h == w->shape.w,
         "deconv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
-  check(!b || b->numel() == size_t(w->shape.n), "deconv2d: bias size does not match the output channels");
+  PRSR_CHECK(!b || b->numel() == size_t(w->shape.n), "deconv2d: bias size does not match the output channels");
   DeconvGeom dg{x->shape.n, x->shape.c, x->shape.h, x->shape.w, w->shape.n, w->shape.h, stride, pad, out_pad};
   Tensor<T>* y = g.tensor({dg.n, dg.co, dg.ho(), dg.wo()}, detail::any_grad<T>({x, w, b}), "deconv");
+  OpTimer timer(g.profile, Op::Deconv, true);
   PRSR_CALL(g.device(), deconv2d_forward, y->data, x->data, w->data, b ? b->data : nullptr, dg);
   Node<T> nd{Op::Deconv, y, {x, w, b}};
   nd.dg = dg;
@@ -65,8 +67,9 @@ Tensor<T>* deconv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T
 template <class T>
 Tensor<T>* add(Graph<T>& g, Tensor<T>* a, Tensor<T>* b) {
   detail::same_device(g, a, "add"); detail::same_device(g, b, "add");
-  check(a->shape == b->shape, "add: shapes " + a->shape.str() + " and " + b->shape.str() + " differ");
+  PRSR_CHECK(a->shape == b->shape, "add: shapes " + a->shape.str() + " and " + b->shape.str() + " differ");
   Tensor<T>* y = g.tensor(a->shape, detail::any_grad<T>({a, b}), "add");
+  OpTimer timer(g.profile, Op::Add, true);
   PRSR_CALL(g.device(), add_forward, y->data, a->data, b->data, a->numel());
   g.record(Node<T>{Op::Add, y, {a, b}});
   return y;
@@ -76,8 +79,9 @@ Tensor<T>* add(Graph<T>& g, Tensor<T>* a, Tensor<T>* b) {
 template <class T>
 Tensor<T>* mul(Graph<T>& g, Tensor<T>* a, Tensor<T>* m) {
   detail::same_device(g, a, "mul"); detail::same_device(g, m, "mul");
-  check(a->shape == m->shape, "mul: shapes " + a->shape.str() + " and " + m->shape.str() + " differ");
+  PRSR_CHECK(a->shape == m->shape, "mul: shapes " + a->shape.str() + " and " + m->shape.str() + " differ");
   Tensor<T>* y = g.tensor(a->shape, a->requires_grad, "mul");
+  OpTimer timer(g.profile, Op::Mul, true);
   PRSR_CALL(g.device(), mul_forward, y->data, a->data, m->data, a->numel());
   g.record(Node<T>{Op::Mul, y, {a, m}});
   return y;
@@ -88,6 +92,7 @@ Tensor<T>* mul(Graph<T>& g, Tensor<T>* a, Tensor<T>* m) {
   Tensor<T>* name(Graph<T>& g, Tensor<T>* x) {                                 \
     detail::same_device(g, x, #name);                                          \
     Tensor<T>* y = g.tensor(x->shape, x->requires_grad, #name);                \
+    OpTimer timer(g.profile, op_enum, true);                                   \
     PRSR_CALL(g.device(), kernel, y->data, x->data, x->numel());               \
     g.record(Node<T>{op_enum, y, {x}});                                        \
     return y;                                                                  \
@@ -101,10 +106,11 @@ PRSR_UNARY_OP(sigmoid, Op::Sigmoid, sigmoid_forward)
 template <class T>
 Tensor<T>* gate(Graph<T>& g, Tensor<T>* z) {
   detail::same_device(g, z, "gate");
-  check(z->shape.c % 2 == 0, "gate: needs an even channel count, got " + z->shape.str());
+  PRSR_CHECK(z->shape.c % 2 == 0, "gate: needs an even channel count, got " + z->shape.str());
   Shape s = z->shape;
   s.c /= 2;
   Tensor<T>* y = g.tensor(s, z->requires_grad, "gate");
+  OpTimer timer(g.profile, Op::Gate, true);
   PRSR_CALL(g.device(), gate_forward, y->data, z->data, s.n, s.c, s.hw());
   g.record(Node<T>{Op::Gate, y, {z}});
   return y;
@@ -116,6 +122,7 @@ Tensor<T>* down_shift(Graph<T>& g, Tensor<T>* x) {
   detail::same_device(g, x, "down_shift");
   const Shape& s = x->shape;
   Tensor<T>* y = g.tensor(s, x->requires_grad, "down_shift");
+  OpTimer timer(g.profile, Op::DownShift, true);
   PRSR_CALL(g.device(), down_shift_forward, y->data, x->data, s.n * s.c, s.h, s.w);
   g.record(Node<T>{Op::DownShift, y, {x}});
   return y;
@@ -130,10 +137,11 @@ Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* be
   for (auto* t : {x, gamma, beta, running_mean, running_var}) detail::same_device(g, t, "batch_norm");
   const Shape& s = x->shape;
   for (auto* t : {gamma, beta, running_mean, running_var})
-    check(t->numel() == size_t(s.c), "batch_norm: per-channel tensor size does not match " + s.str());
+    PRSR_CHECK(t->numel() == size_t(s.c), "batch_norm: per-channel tensor size does not match " + s.str());
   Tensor<T>* y = g.tensor(s, detail::any_grad<T>({x, gamma, beta}), "batch_norm");
   Tensor<T>* mean = g.tensor({1, s.c, 1, 1}, false, "bn_mean");
   Tensor<T>* invstd = g.tensor({1, s.c, 1, 1}, false, "bn_invstd");
+  OpTimer timer(g.profile, Op::BatchNorm, true);
   if (training)
     PRSR_CALL(g.device(), batchnorm_forward_train, y->data, mean->data, invstd->data,
               running_mean->data, running_var->data, x->data, gamma->data, beta->data, s.n, s.c,
@@ -153,13 +161,14 @@ Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* be
 template <class T>
 Tensor<T>* softmax_ce(Graph<T>& g, Tensor<T>* a, detail::nd<Tensor<T>*> b, const ByteTensor& target) {
   detail::same_device(g, a, "softmax_ce"); detail::same_device(g, b, "softmax_ce");
-  check(target.dev == g.device(), "softmax_ce: targets live on another device");
+  PRSR_CHECK(target.dev == g.device(), "softmax_ce: targets live on another device");
   const Shape& s = a->shape;
-  check(!b || b->shape == s, "softmax_ce: logits shapes differ");
-  check(target.shape.n == s.n && target.shape.h == s.h && target.shape.w == s.w &&
+  PRSR_CHECK(!b || b->shape == s, "softmax_ce: logits shapes differ");
+  PRSR_CHECK(target.shape.n == s.n && target.shape.h == s.h && target.shape.w == s.w &&
             target.shape.c * kLevels == s.c,
         "softmax_ce: logits " + s.str() + " do not match targets " + target.shape.str());
   Tensor<T>* y = g.tensor({1, 1, 1, 1}, detail::any_grad<T>({a, b}), "softmax_ce");
+  OpTimer timer(g.profile, Op::SoftmaxCE, true);
   PRSR_CALL(g.device(), softmax_ce_forward, y->data, a->data, b ? b->data : nullptr, target.data,
             s.n, target.shape.c, s.hw());
   Node<T> nd{Op::SoftmaxCE, y, {a, b}};
@@ -172,8 +181,9 @@ Tensor<T>* softmax_ce(Graph<T>& g, Tensor<T>* a, detail::nd<Tensor<T>*> b, const
 template <class T>
 Tensor<T>* mse(Graph<T>& g, Tensor<T>* a, Tensor<T>* t) {
   detail::same_device(g, a, "mse"); detail::same_device(g, t, "mse");
-  check(a->shape == t->shape, "mse: shapes " + a->shape.str() + " and " + t->shape.str() + " differ");
+  PRSR_CHECK(a->shape == t->shape, "mse: shapes " + a->shape.str() + " and " + t->shape.str() + " differ");
   Tensor<T>* y = g.tensor({1, 1, 1, 1}, a->requires_grad, "mse");
+  OpTimer timer(g.profile, Op::Mse, true);
   PRSR_CALL(g.device(), mse_forward, y->data, a->data, t->data, a->numel());
   g.record(Node<T>{Op::Mse, y, {a, t}});
   return y;
@@ -183,6 +193,7 @@ template <class T>
 Tensor<T>* mean(Graph<T>& g, Tensor<T>* x) {
   detail::same_device(g, x, "mean");
   Tensor<T>* y = g.tensor({1, 1, 1, 1}, x->requires_grad, "mean");
+  OpTimer timer(g.profile, Op::Mean, true);
   PRSR_CALL(g.device(), mean_forward, y->data, x->data, x->numel());
   g.record(Node<T>{Op::Mean, y, {x}});
   return y;

@@ -1,0 +1,170 @@
+// Training-step benchmark (not a test): images/s, ms/step, achieved GFLOP/s and % of this
+// machine's conv peak measured in the same run, a per-op breakdown of the step, heap
+// allocations inside the step loop, and peak resident memory.
+//
+//   build/bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]
+//                     [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024] ...
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model/trainer.h"
+
+// Count every heap allocation (operator new) so the step loop can be shown to allocate nothing.
+static std::atomic<long> g_allocs{0};
+void* operator new(size_t n) {
+  ++g_allocs;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+
+using namespace prsr;
+
+namespace {
+
+// oneDNN's own 3x3 conv, forward, N=32, 64->64, 32x32, pad 1, best format: the machine's peak.
+double conv_peak_gflops() {
+  using namespace dnnl;
+  engine eng(engine::kind::cpu, 0);
+  stream s(eng);
+  const memory::dim N = 32, C = 64, H = 32;
+  memory::desc src({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
+  memory::desc wei({C, C, 3, 3}, memory::data_type::f32, memory::format_tag::any);
+  memory::desc dst({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
+  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, dst,
+                              {1, 1}, {1, 1}, {1, 1});
+  convolution_forward::primitive_desc pd(d, eng);
+  memory ms(pd.src_desc(), eng), mw(pd.weights_desc(), eng), md(pd.dst_desc(), eng);
+  std::fill_n(static_cast<float*>(ms.get_data_handle()), pd.src_desc().get_size() / 4, 0.5f);
+  std::fill_n(static_cast<float*>(mw.get_data_handle()), pd.weights_desc().get_size() / 4, 0.01f);
+  convolution_forward conv(pd);
+  auto run = [&] { conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}}); s.wait(); };
+  for (int i = 0; i < 3; ++i) run();
+  std::vector<double> t;
+  for (int i = 0; i < 10; ++i) {
+    const double t0 = now_seconds();
+    run();
+    t.push_back(now_seconds() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return 2.0 * N * C * C * 9 * H * H / t[t.size() / 2] / 1e9;
+}
+
+long peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024;
+}
+
+int int_arg(int argc, char** argv, const char* name, int def) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == name) return std::atoi(argv[i + 1]);
+  return def;
+}
+std::string str_arg(int argc, char** argv, const char* name, const char* def) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == name) return argv[i + 1];
+  return def;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help") {
+      std::printf("usage: bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]\n"
+                  "                   [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024]\n"
+                  "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n");
+      return 0;
+    }
+  const int batch = int_arg(argc, argv, "--batch", 32), steps = int_arg(argc, argv, "--steps", 5);
+  const int warmup = int_arg(argc, argv, "--warmup", 2), threads = int_arg(argc, argv, "--threads", 2);
+  const std::string dev_name = str_arg(argc, argv, "--device", "cpu");
+  omp_set_num_threads(threads);
+  ModelConfig cfg;
+  cfg.colors = int_arg(argc, argv, "--colors", 3);
+  cfg.prior_layers = int_arg(argc, argv, "--layers", cfg.prior_layers);
+  cfg.prior_channels = int_arg(argc, argv, "--channels", cfg.prior_channels);
+  cfg.head = int_arg(argc, argv, "--head", cfg.head);
+  cfg.cond_channels = int_arg(argc, argv, "--cond-channels", cfg.cond_channels);
+  cfg.cond_blocks = int_arg(argc, argv, "--cond-blocks", cfg.cond_blocks);
+  OptimConfig oc;
+  oc.kind = str_arg(argc, argv, "--optimizer", "rmsprop");
+  const Device dev = dev_name == "cuda" ? Device::Cuda : Device::Cpu;
+  if (dev == Device::Cuda && !cuda::available()) {
+    std::printf("cuda: %s\n", cuda::unavailable_reason());
+    return 1;
+  }
+
+  double peak = 0;
+  if (dev == Device::Cpu) {
+    peak = conv_peak_gflops();
+    std::printf("conv peak (oneDNN 3x3, N=32, 64->64, 32x32, fwd, %d threads): %.1f GFLOP/s\n", threads, peak);
+  }
+  Model<float> model(cfg, dev);
+  model.init(1);
+  const double fwd = model.forward_flops_per_image();
+  std::printf("model: %s\n  %zu parameters, %.3f GFLOP/image forward, %.3f GFLOP/image per training step (3x)\n",
+              cfg.to_string().c_str(), model.parameter_count(), fwd / 1e9, 3 * fwd / 1e9);
+  std::mt19937 rng(3);
+  std::vector<uint8_t> data(size_t(batch) * cfg.size * cfg.size * cfg.colors);
+  for (auto& v : data) v = uint8_t(rng() % 256);
+  std::vector<const uint8_t*> imgs(batch);
+  for (int b = 0; b < batch; ++b) imgs[b] = data.data() + size_t(b) * cfg.size * cfg.size * cfg.colors;
+
+  Trainer<float> trainer(model, oc, batch);
+  for (int s = 0; s < warmup; ++s) trainer.step(imgs.data(), s);
+  OpProfile prof;
+  trainer.graph().profile = &prof;
+  const long allocs0 = g_allocs.load();
+  std::vector<double> times;
+  double opt_s = 0;
+  StepResult r;
+  for (int s = 0; s < steps; ++s) {
+    const double t0 = now_seconds();
+    r = trainer.step(imgs.data(), warmup + s);
+    if (dev == Device::Cuda) cuda::synchronize();
+    times.push_back(now_seconds() - t0);
+  }
+  const long allocs = g_allocs.load() - allocs0;
+  {  // optimiser alone
+    const double t0 = now_seconds();
+    for (int s = 0; s < steps; ++s) trainer.optimizer().step(1000);
+    if (dev == Device::Cuda) cuda::synchronize();
+    opt_s = (now_seconds() - t0) / steps;
+  }
+  std::sort(times.begin(), times.end());
+  const double med = times[times.size() / 2];
+  const double gflops = 3 * fwd * batch / med / 1e9;
+  std::printf("\nbatch %d, %d threads, device %s, %d timed steps (median):\n", batch, threads, dev_name.c_str(), steps);
+  std::printf("  %.1f images/s   %.0f ms/step   %.1f GFLOP/s achieved", batch / med, med * 1e3, gflops);
+  if (peak > 0) std::printf("   %.0f%% of the conv peak", 100 * gflops / peak);
+  std::printf("\n  loss %.3f, heap allocations in the step loop: %ld, peak RSS %ld MiB, graph arena %.0f MiB\n",
+              r.loss, allocs, peak_rss_mib(), trainer.graph().arena().reserved_bytes() / 1048576.0);
+  std::printf("\nper-op breakdown (ms per step, sum of kernel calls):\n  %-12s %9s %9s %7s\n", "op", "forward", "backward", "share");
+  double total = 0;
+  for (int o = 0; o < kOpCount; ++o) total += prof.fwd_s[o] + prof.bwd_s[o];
+  for (int o = 0; o < kOpCount; ++o) {
+    if (!prof.fwd_calls[o] && !prof.bwd_calls[o]) continue;
+    std::printf("  %-12s %9.1f %9.1f %6.1f%%\n", op_name(Op(o)), prof.fwd_s[o] * 1e3 / steps,
+                prof.bwd_s[o] * 1e3 / steps, 100 * (prof.fwd_s[o] + prof.bwd_s[o]) / total);
+  }
+  std::printf("  %-12s %9.1f\n", "optimizer", opt_s * 1e3);
+  std::printf("  %-12s %9.1f  (step time not in ops or optimizer: batch upload, graph, zeroing)\n", "other",
+              med * 1e3 - total * 1e3 / steps - opt_s * 1e3);
+  return 0;
+}
