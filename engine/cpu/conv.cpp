@@ -64,12 +64,24 @@ struct Arg {
   memory user, prim;
   dnnl::primitive reorder;
   std::unordered_map<int, memory> reorder_args;
+  std::vector<dnnl_exec_arg_t> reorder_cargs;  // the same, for the C API (no allocation per call)
   bool has_reorder = false;
 };
+
+// Executes through the C API with a prebuilt argument array: the C++ execute() converts its
+// map to a vector on every call, which would allocate inside the training step.
+inline void execute_c(const dnnl::primitive& p, dnnl::stream& s, std::vector<dnnl_exec_arg_t>& cargs,
+                      const std::unordered_map<int, memory>& args) {
+  if (cargs.empty())
+    for (auto& [k, m] : args) cargs.push_back({k, m.get()});
+  const dnnl_status_t st = dnnl_primitive_execute(p.get(), s.get(), int(cargs.size()), cargs.data());
+  if (st != dnnl_success) throw prsr::Error("oneDNN primitive execution failed (status " + std::to_string(int(st)) + ")");
+}
 
 struct Entry {
   dnnl::primitive prim;
   std::unordered_map<int, memory> args;
+  std::vector<dnnl_exec_arg_t> cargs;
   std::vector<Arg> a;  // in the order the pointers are passed to run()
   memory scratchpad;
 
@@ -106,10 +118,10 @@ struct Entry {
     size_t i = 0;
     for (const void* p : ptrs) a[i++].user.set_data_handle(const_cast<void*>(p));
     for (auto& x : a)
-      if (x.role == Role::In && x.has_reorder) x.reorder.execute(strm, x.reorder_args);
-    prim.execute(strm, args);
+      if (x.role == Role::In && x.has_reorder) execute_c(x.reorder, strm, x.reorder_cargs, x.reorder_args);
+    execute_c(prim, strm, cargs, args);
     for (auto& x : a)
-      if (x.role != Role::In && x.has_reorder) x.reorder.execute(strm, x.reorder_args);
+      if (x.role != Role::In && x.has_reorder) execute_c(x.reorder, strm, x.reorder_cargs, x.reorder_args);
     strm.wait();
   }
 };
