@@ -294,11 +294,14 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
     }
   };
 
+  const long limit = opt.stop_after < 0 ? long(HW) * C : opt.stop_after;
+  long drawn = 0;
   if (opt.cached) {
     CachedSampler cs(m, n);
     for (int i = 0; i < S; ++i) {
       for (int j = 0; j < S; ++j)
         for (int c = 0; c < C; ++c) {
+          if (drawn++ >= limit) return out;
           cs.pixel_logits(i, j, c, logits.data());
           draw_all(i * S + j, c, cs.yn());
         }
@@ -314,6 +317,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   g.grad_enabled = false;
   for (int p = 0; p < HW; ++p) {
     for (int c = 0; c < C; ++c) {
+      if (drawn++ >= limit) return out;
       g.reset();
       Tensor<float>* y = g.tensor({n, C, S, S}, false, "y");
       device_upload(m.device(), y->data, yn.data(), yn.size() * sizeof(float));

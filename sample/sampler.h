@@ -37,6 +37,9 @@ struct SampleOptions {
   // Tests: when set, receives the logits (A + B, before the temperature) of every drawn
   // sub-pixel: index ((pixel * C + colour) * n + image) * 256 + level.
   std::vector<float>* logits_out = nullptr;
+  // Benchmarks: stop after this many sub-pixel positions (pixel * C + colour); -1 = all.
+  // Undrawn sub-pixels stay 0.
+  long stop_after = -1;
 };
 
 // x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
