@@ -18,6 +18,8 @@
 #include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/ref/kernels.h"
+#include "model/trainer.h"
+#include "sample/sampler.h"
 
 namespace {
 
@@ -632,3 +634,118 @@ TEST_CASE("gpu: reductions are bitwise reproducible" * doctest::skip(!gpu_ok()))
 // ================================================================ whole-model GPU tests
 // Reserved for the lead: model forward/backward on --device cuda against the CPU backend,
 // a few training steps, sampler parity. Add them below this line.
+
+using namespace prsr;
+
+namespace {
+
+ModelConfig gpu_model_config(int colors) {
+  ModelConfig c;
+  c.colors = colors;
+  c.size = 16;
+  c.cond_channels = 8;
+  c.cond_blocks = 1;
+  c.prior_channels = colors == 3 ? 12 : 8;
+  c.prior_layers = 2;
+  c.kernel = 5;
+  c.first_kernel = 7;
+  c.head = 64;
+  return c;
+}
+
+std::vector<uint8_t> gpu_images(int n, const ModelConfig& c, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(size_t(n) * c.size * c.size * c.colors);
+  for (auto& x : v) x = uint8_t(rng() % 256);
+  return v;
+}
+
+void expect_close_vec(const std::vector<float>& a, const std::vector<float>& b, double rtol, double atol,
+                      const char* what) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = std::fabs(double(a[i]) - b[i]);
+    worst = std::max(worst, e);
+    if (e > atol + rtol * std::fabs(double(b[i]))) ++bad;
+  }
+  INFO(what << ": max abs diff " << worst);
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+// The full model on the GPU against the CPU backend: logits, loss and every parameter gradient.
+TEST_CASE("gpu: whole model logits, loss and gradients match the CPU backend" * doctest::skip(!gpu_ok())) {
+  for (int colors : {1, 3}) {
+    const ModelConfig cfg = gpu_model_config(colors);
+    Model<float> mc(cfg, Device::Cpu), mg(cfg, Device::Cuda);
+    mc.init(3);
+    mg.init(3);
+    CHECK(mg.params.download() == mc.params.download());
+    const auto img = gpu_images(4, cfg, 11);
+    std::vector<float> xs, ys;
+    std::vector<uint8_t> tg;
+    make_batch_vec<float>(img.data(), 4, colors, cfg.size, xs, ys, tg);
+    auto run = [&](Model<float>& m, std::vector<float>& a, std::vector<float>& b, double& loss) {
+      Graph<float> g(m.device());
+      Tensor<float>* x = g.tensor({4, colors, cfg.low(), cfg.low()}, false, "x");
+      Tensor<float>* y = g.tensor({4, colors, cfg.size, cfg.size}, false, "y");
+      auto* t = static_cast<uint8_t*>(g.arena().alloc(tg.size()));
+      device_upload(m.device(), x->data, xs.data(), xs.size() * 4);
+      device_upload(m.device(), y->data, ys.data(), ys.size() * 4);
+      device_upload(m.device(), t, tg.data(), tg.size());
+      m.params.zero_grad();
+      auto L = m.loss(g, x, y, ByteTensor{{4, colors, cfg.size, cfg.size}, m.device(), t}, true);
+      g.backward(L.total);
+      a.resize(L.a->numel());
+      b.resize(L.b->numel());
+      device_download(m.device(), a.data(), L.a->data, a.size() * 4);
+      device_download(m.device(), b.data(), L.b->data, b.size() * 4);
+      float lv;
+      device_download(m.device(), &lv, L.total->data, 4);
+      loss = lv;
+    };
+    std::vector<float> ac, bc, ag, bg;
+    double lc, lg;
+    run(mc, ac, bc, lc);
+    run(mg, ag, bg, lg);
+    expect_close_vec(ag, ac, 1e-3, 1e-4, "A logits");
+    expect_close_vec(bg, bc, 1e-3, 1e-4, "B logits");
+    CHECK(lg == doctest::Approx(lc).epsilon(1e-5));
+    expect_close_vec(mg.params.download_grad(), mc.params.download_grad(), 2e-3, 1e-5, "parameter gradients");
+    // Running statistics updated the same way.
+    expect_close_vec(mg.params.download(), mc.params.download(), 1e-5, 1e-6, "parameters and running stats");
+  }
+}
+
+TEST_CASE("gpu: training steps follow the CPU backend" * doctest::skip(!gpu_ok())) {
+  const ModelConfig cfg = gpu_model_config(3);
+  Model<float> mc(cfg, Device::Cpu), mg(cfg, Device::Cuda);
+  mc.init(5);
+  mg.init(5);
+  const auto img = gpu_images(4, cfg, 2);
+  std::vector<const uint8_t*> p;
+  for (int b = 0; b < 4; ++b) p.push_back(img.data() + size_t(b) * cfg.size * cfg.size * 3);
+  Trainer<float> tc(mc, OptimConfig{}, 4), tg(mg, OptimConfig{}, 4);
+  for (int s = 0; s < 3; ++s) {
+    const StepResult rc = tc.step(p.data(), s), rg = tg.step(p.data(), s);
+    CHECK(rg.loss == doctest::Approx(rc.loss).epsilon(1e-4));
+  }
+  expect_close_vec(mg.params.download(), mc.params.download(), 1e-3, 1e-5, "parameters after 3 steps");
+}
+
+TEST_CASE("gpu: the cached sampler on a GPU model equals the naive GPU sampler" * doctest::skip(!gpu_ok())) {
+  ModelConfig cfg = gpu_model_config(3);
+  cfg.size = 8;
+  Model<float> m(cfg, Device::Cuda);
+  m.init(7);
+  const auto x = gpu_images(2, ModelConfig{cfg}, 4);  // only the first 2*2*2*3 bytes are used
+  SampleOptions o;
+  o.seed = 5;
+  const auto cached = sample_images(m, x.data(), 2, o);
+  o.cached = false;
+  const auto naive = sample_images(m, x.data(), 2, o);
+  CHECK(cached == naive);
+}
