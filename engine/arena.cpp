@@ -28,11 +28,13 @@ void device_free(Device dev, void* p) {
 }
 
 void device_upload(Device dev, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
   if (dev == Device::Cuda) cuda::copy_to_device(dst, src, bytes);
   else std::memcpy(dst, src, bytes);
 }
 
 void device_download(Device dev, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
   if (dev == Device::Cuda) cuda::copy_to_host(dst, src, bytes);
   else std::memcpy(dst, src, bytes);
 }

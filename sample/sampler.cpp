@@ -1,7 +1,6 @@
 // The naive and the cached sampler (sample/sampler.h).
 #include "sample/sampler.h"
 
-#include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
 #include <cmath>
@@ -107,12 +106,23 @@ HostConv host_conv(const ConvLayer<float>& c, const Model<float>& m, const std::
 }
 
 // out[r][o] = b[o] + sum_k patch[r][k] * w[o][k]   (rows r = images or image x column)
-// Only output channels [o0, o0 + co) are computed (the head's per-colour slice).
+// Only output channels [o0, o0 + co) are computed (the head's per-colour slice). These products
+// are small (a few images x tens of channels) and there are ~60 of them per sub-pixel: a plain
+// dot-product loop beats a BLAS call, whose per-call overhead dominates at this size.
 void gemm_rows(float* out, const float* patch, int rows, const HostConv& c, int o0 = 0, int co = -1) {
   if (co < 0) co = c.co;
-  for (int r = 0; r < rows; ++r) std::copy(c.b.begin() + o0, c.b.begin() + o0 + co, out + size_t(r) * co);
-  dnnl_sgemm('N', 'T', rows, co, c.k(), 1.f, patch, c.k(), c.w.data() + size_t(o0) * c.k(), c.k(), 1.f,
-             out, co);
+  const int K = c.k();
+  const long work = long(rows) * co * K;
+#pragma omp parallel for collapse(2) schedule(static) if (work > (1L << 18))
+  for (int r = 0; r < rows; ++r)
+    for (int o = 0; o < co; ++o) {
+      const float* a = patch + size_t(r) * K;
+      const float* w = c.w.data() + size_t(o0 + o) * K;
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int k = 0; k < K; ++k) acc += a[k] * w[k];
+      out[size_t(r) * co + o] = c.b[o0 + o] + acc;
+    }
 }
 
 float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
@@ -161,9 +171,8 @@ class CachedSampler {
       for (int b = 0; b < n; ++b)
         for (int ci = 0; ci < 2 * p; ++ci) patch_[size_t(b) * 2 * p + ci] = vpre_prev_[l][(size_t(b) * 2 * p + ci) * S + j];
       const HostConv& lk = link_[l];
-      dnnl_sgemm('N', 'T', n, lk.co, lk.k(), 1.f, patch_.data(), lk.k(), lk.w.data(), lk.k(), 1.f, tmp_.data(), lk.co);
-      for (int b = 0; b < n; ++b)
-        for (int o = 0; o < lk.co; ++o) tmp_[size_t(b) * lk.co + o] += lk.b[o];
+      gemm_rows(out_.data(), patch_.data(), n, lk);  // link(v_pre above), bias included
+      for (size_t q = 0; q < size_t(n) * lk.co; ++q) tmp_[q] += out_[q];
       // h' = h + res(gate(h_pre))
       for (int b = 0; b < n; ++b)
         for (int ci = 0; ci < p; ++ci)
