@@ -23,7 +23,9 @@ inline float exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float e = p * r * r + r + 1.0f;
-  const int32_t bits = (int32_t(n) + 127) << 23;  // 2^n, n in [-126, 127]
+  // 2^n, n in [-126, 127]; unsigned so that a NaN input (n = NaN) shifts without UB and the
+  // NaN still propagates through e.
+  const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;
   return e * __builtin_bit_cast(float, bits);
 }
 
