@@ -48,10 +48,27 @@ void Graph<T>::backward_node(const Node<T>& nd) {
       PRSR_CALL(dev_, deconv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.dg);
       break;
     }
-    case Op::Add:
-      if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, axpy, da, T(1), dy, n);
-      if (T* db = ensure_grad(in[1])) PRSR_CALL(dev_, axpy, db, T(1), dy, n);
+    case Op::Add: {
+      // y = a + b passes dy through unchanged. An input that has no gradient buffer yet takes
+      // over dy's buffer instead of a zeroed copy: dy is final here (every consumer of y comes
+      // later on the tape and has run) and nothing reads it after this node, so the input's
+      // later accumulations may go into it. Only one input can take it over; the other (or
+      // one that already has a gradient, e.g. a parameter) accumulates as usual. When both
+      // inputs are the same tensor, it takes the buffer and the axpy below doubles it in place.
+      // Consequence: after backward() the gradient of an add's output is not kept.
+      Tensor<T>* a = in[0];
+      Tensor<T>* b = in[1];
+      bool aliased = false;
+      for (Tensor<T>* t : {a, b})
+        if (!aliased && t && t->requires_grad && !t->grad) {
+          t->grad = const_cast<T*>(dy);
+          aliased = true;
+          if (t == a) a = nullptr; else b = nullptr;
+        }
+      if (T* da = ensure_grad(a)) PRSR_CALL(dev_, axpy, da, T(1), dy, n);
+      if (T* db = ensure_grad(b)) PRSR_CALL(dev_, axpy, db, T(1), dy, n);
       break;
+    }
     case Op::Mul:  // in[1] is a constant (a mask): no gradient flows into it
       if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, mul_backward, da, dy, in[1]->data, n);
       break;

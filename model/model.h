@@ -246,7 +246,7 @@ void Model<T>::init(uint64_t seed) {
 
 template <class T>
 Tensor<T>* Model<T>::conditioning(Graph<T>& g, Tensor<T>* x, bool training) const {
-  check(x->shape.c == cfg_.colors && x->shape.h == cfg_.low() && x->shape.w == cfg_.low(),
+  PRSR_CHECK(x->shape.c == cfg_.colors && x->shape.h == cfg_.low() && x->shape.w == cfg_.low(),
         "model: low-res input " + x->shape.str() + " does not match the model (C=" +
             std::to_string(cfg_.colors) + ", " + std::to_string(cfg_.low()) + "x" + std::to_string(cfg_.low()) + ")");
   Tensor<T>* h = stem(g, x);
@@ -267,8 +267,8 @@ Tensor<T>* Model<T>::conditioning(Graph<T>& g, Tensor<T>* x, bool training) cons
 
 template <class T>
 Tensor<T>* Model<T>::prior(Graph<T>& g, Tensor<T>* y) const {
-  check(cfg_.has_prior(), "model: this model (loss l2) has no prior network");
-  check(y->shape.c == cfg_.colors && y->shape.h == cfg_.size && y->shape.w == cfg_.size,
+  PRSR_CHECK(cfg_.has_prior(), "model: this model (loss l2) has no prior network");
+  PRSR_CHECK(y->shape.c == cfg_.colors && y->shape.h == cfg_.size && y->shape.w == cfg_.size,
         "model: high-res input " + y->shape.str() + " does not match the model");
   Tensor<T>* v = first_v(g, y);
   Tensor<T>* h = first_h(g, y);

@@ -46,19 +46,29 @@ class Trainer {
   // Forward, backward and one optimiser update on `batch` images (uint8 HWC). Throws Error
   // naming the step when the loss is not finite; the parameters are then left un-updated.
   StepResult step(const uint8_t* const* images, long step) {
+    const double t0 = now_seconds();
     upload(images, batch_);
     g_.reset();
     g_.grad_enabled = true;
     m_.params.zero_grad();
+    const double t1 = now_seconds();
     auto L = forward(g_, batch_, true);
     StepResult r = read(L);
     if (!std::isfinite(r.loss))
       throw Error("the loss is " + std::string(std::isnan(r.loss) ? "NaN" : "infinite") + " at step " +
                   std::to_string(step) + "; stopping (parameters of the last good step are kept)");
+    const double t2 = now_seconds();
     g_.backward(L.total);
+    const double t3 = now_seconds();
     opt_.step(step);
+    const double t4 = now_seconds();
+    times_ = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
     return r;
   }
+
+  // Wall time of the phases of the last step() (benchmarks).
+  struct StepTimes { double setup = 0, forward = 0, backward = 0, optimizer = 0; };
+  const StepTimes& last_times() const { return times_; }
 
   // Loss on n <= batch images with evaluation-mode batch norm and no gradients.
   StepResult evaluate(const uint8_t* const* images, int n) {
@@ -115,6 +125,7 @@ class Trainer {
   T* dy_ = nullptr;
   uint8_t* dt_ = nullptr;
   Tensor<T> xt_, yt_;
+  StepTimes times_;
 };
 
 }  // namespace prsr

@@ -279,14 +279,17 @@ void bench_optim() {
 
 int main(int argc, char** argv) {
   bool both_layouts = false;
+  std::string filter;  // --only NAME: only the convs whose name contains NAME, no other ops
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--layouts")) {
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
+      filter = argv[++i];
+    } else if (!std::strcmp(argv[i], "--layouts")) {
       both_layouts = true;
     } else if (!std::strcmp(argv[i], "--quick")) {
       g_min_reps = 3;
       g_min_seconds = 0.05;
     } else {
-      std::fprintf(stderr, "usage: bench_ops [--layouts] [--quick]\n");
+      std::fprintf(stderr, "usage: bench_ops [--layouts] [--quick] [--only NAME]\n");
       return 2;
     }
   }
@@ -322,7 +325,9 @@ int main(int argc, char** argv) {
       {"cond out 1x1", {N, 32, 32, 32, 768, 1, 1, 0, 0, 0, 0}, true},
   };
   for (const C& c : convs)
-    for (L l : layouts) bench_conv(c.name, c.g, c.bias, l);
+    if (filter.empty() || std::string(c.name).find(filter) != std::string::npos)
+      for (L l : layouts) bench_conv(c.name, c.g, c.bias, l);
+  if (!filter.empty()) return 0;
   // (plain layouts would run oneDNN's reference deconvolution, seconds per call: not timed)
   for (L l : both_layouts ? std::vector<L>{L::Any} : layouts) {
     bench_deconv("cond deconv 8->16", {N, 32, 8, 8, 32, 3, 2, 1, 1}, true, l);

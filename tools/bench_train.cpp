@@ -7,6 +7,7 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu/conv.h"
 #include "model/trainer.h"
 
 // Count every heap allocation (operator new) so the step loop can be shown to allocate nothing.
@@ -35,6 +37,8 @@ void* operator new(size_t n) {
   throw std::bad_alloc();
 }
 void* operator new[](size_t n) { return operator new(n); }
+// (These replace the global operators: malloc/free underneath is what they pair with.)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
@@ -72,6 +76,13 @@ double conv_peak_gflops() {
   return 2.0 * N * C * C * 9 * H * H / t[t.size() / 2] / 1e9;
 }
 
+// Process CPU time (all threads), seconds: on a loaded machine it still measures the work.
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 long peak_rss_mib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -96,7 +107,8 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--help") {
       std::printf("usage: bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]\n"
                   "                   [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024]\n"
-                  "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n");
+                  "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n"
+                  "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive)\n");
       return 0;
     }
   const int batch = int_arg(argc, argv, "--batch", 32), steps = int_arg(argc, argv, "--steps", 5);
@@ -138,17 +150,25 @@ int main(int argc, char** argv) {
   for (int s = 0; s < warmup; ++s) trainer.step(imgs.data(), s);
   OpProfile prof;
   trainer.graph().profile = &prof;
+  bool conv_prof = false;
+  for (int i = 1; i < argc; ++i) conv_prof |= std::string(argv[i]) == "--conv-profile";
+  if (conv_prof && dev == Device::Cpu) cpu::detail::set_conv_profile(true);
+  Trainer<float>::StepTimes phase;
   const long allocs0 = g_allocs.load(), large0 = g_large_allocs.load();
   g_trap = std::getenv("PRSR_TRAP_ALLOC") != nullptr;
   if (const char* k = std::getenv("PRSR_TRAP_SMALL")) g_trap_at = allocs0 + std::atol(k);
-  std::vector<double> times;
+  std::vector<double> times, cpu_times;
   double opt_s = 0;
   StepResult r;
   for (int s = 0; s < steps; ++s) {
-    const double t0 = now_seconds();
+    const double t0 = now_seconds(), c0 = cpu_seconds();
     r = trainer.step(imgs.data(), warmup + s);
     if (dev == Device::Cuda) cuda::synchronize();
     times.push_back(now_seconds() - t0);
+    cpu_times.push_back(cpu_seconds() - c0);
+    const auto& lt = trainer.last_times();
+    phase.setup += lt.setup / steps; phase.forward += lt.forward / steps;
+    phase.backward += lt.backward / steps; phase.optimizer += lt.optimizer / steps;
   }
   g_trap = false;
   const long allocs = g_allocs.load() - allocs0, large = g_large_allocs.load() - large0;
@@ -159,15 +179,20 @@ int main(int argc, char** argv) {
     opt_s = (now_seconds() - t0) / steps;
   }
   std::sort(times.begin(), times.end());
+  std::sort(cpu_times.begin(), cpu_times.end());
   const double med = times[times.size() / 2];
   const double gflops = 3 * fwd * batch / med / 1e9;
   std::printf("\nbatch %d, %d threads, device %s, %d timed steps (median):\n", batch, threads, dev_name.c_str(), steps);
   std::printf("  %.1f images/s   %.0f ms/step   %.1f GFLOP/s achieved", batch / med, med * 1e3, gflops);
   if (peak > 0) std::printf("   %.0f%% of the conv peak", 100 * gflops / peak);
+  std::printf("\n  CPU time %.0f ms/step (%.2f cores busy)", cpu_times[cpu_times.size() / 2] * 1e3,
+              cpu_times[cpu_times.size() / 2] / med);
+  std::printf("\n  phases (mean ms/step): setup %.1f, forward %.1f, backward %.1f, optimizer %.1f",
+              phase.setup * 1e3, phase.forward * 1e3, phase.backward * 1e3, phase.optimizer * 1e3);
   std::printf("\n  loss %.3f; heap allocations per step in the loop: %ld >= 64 KiB, %.0f small (inside oneDNN's execute)\n"
-              "  peak RSS %ld MiB, graph arena %.0f MiB\n",
+              "  peak RSS %ld MiB, graph arena %.0f MiB (high-water %.0f MiB)\n",
               r.loss, large / steps, double(allocs - large) / steps, peak_rss_mib(),
-              trainer.graph().arena().reserved_bytes() / 1048576.0);
+              trainer.graph().arena().reserved_bytes() / 1048576.0, trainer.graph().arena().used_bytes() / 1048576.0);
   std::printf("\nper-op breakdown (ms per step, sum of kernel calls):\n  %-12s %9s %9s %7s\n", "op", "forward", "backward", "share");
   double total = 0;
   for (int o = 0; o < kOpCount; ++o) total += prof.fwd_s[o] + prof.bwd_s[o];
@@ -177,7 +202,9 @@ int main(int argc, char** argv) {
                 prof.bwd_s[o] * 1e3 / steps, 100 * (prof.fwd_s[o] + prof.bwd_s[o]) / total);
   }
   std::printf("  %-12s %9.1f\n", "optimizer", opt_s * 1e3);
-  std::printf("  %-12s %9.1f  (step time not in ops or optimizer: batch upload, graph, zeroing)\n", "other",
-              med * 1e3 - total * 1e3 / steps - opt_s * 1e3);
+  const double mean_step = phase.setup + phase.forward + phase.backward + phase.optimizer;
+  std::printf("  %-12s %9.1f  (mean step time not in ops or optimizer: batch upload, graph, zeroing)\n", "other",
+              mean_step * 1e3 - total * 1e3 / steps - opt_s * 1e3);
+  if (conv_prof && dev == Device::Cpu) cpu::detail::print_conv_profile(steps);
   return 0;
 }

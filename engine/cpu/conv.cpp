@@ -21,10 +21,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <omp.h>
+
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <unordered_map>
@@ -32,6 +35,10 @@
 
 #include "engine/backend.h"
 #include "engine/error.h"
+
+namespace prsr {
+double now_seconds();  // engine/graph.h
+}
 
 namespace prsr::cpu {
 
@@ -50,6 +57,7 @@ struct Global {
   dnnl::stream strm{eng};
   std::mutex mu;
   ConvLayout layout = ConvLayout::Default;
+  bool profile = false;  // time every entry's phases (detail::set_conv_profile)
 };
 Global& global() {
   static Global g;
@@ -84,6 +92,9 @@ struct Entry {
   std::vector<dnnl_exec_arg_t> cargs;
   std::vector<Arg> a;  // in the order the pointers are passed to run()
   memory scratchpad;
+  std::string name;    // "direction geometry layout", for the profile
+  double t_in = 0, t_prim = 0, t_out = 0;  // seconds in reorders in, primitive, reorders out
+  long calls = 0;
 
   void add(int dnnl_arg, Role role, const memory::desc& prim_md, const memory::desc& user_md) {
     auto& eng = global().eng;
@@ -113,16 +124,40 @@ struct Entry {
     a.push_back(std::move(x));
   }
 
-  void run(std::initializer_list<const void*> ptrs) {
+  // `reuse`: an input argument (index into a[]) whose converted copy already sits in `from`'s
+  // private buffer (same layout): its reorder is skipped and the primitive reads that buffer.
+  void run(std::initializer_list<const void*> ptrs, int reuse = -1, const Arg* from = nullptr) {
     auto& strm = global().strm;
+    const bool prof = global().profile;
     size_t i = 0;
     for (const void* p : ptrs) a[i++].user.set_data_handle(const_cast<void*>(p));
-    for (auto& x : a)
-      if (x.role == Role::In && x.has_reorder) execute_c(x.reorder, strm, x.reorder_cargs, x.reorder_args);
-    execute_c(prim, strm, cargs, args);
+    const double t0 = prof ? now_seconds() : 0;
+    for (size_t k = 0; k < a.size(); ++k)
+      if (a[k].role == Role::In && a[k].has_reorder && int(k) != reuse)
+        execute_c(a[k].reorder, strm, a[k].reorder_cargs, a[k].reorder_args);
+    if (prof) strm.wait();
+    const double t1 = prof ? now_seconds() : 0;
+    if (reuse >= 0) {
+      if (cargs.empty())
+        for (auto& [k, m] : args) cargs.push_back({k, m.get()});
+      dnnl_exec_arg_t* slot = nullptr;
+      for (auto& c : cargs)
+        if (c.memory == a[reuse].prim.get()) slot = &c;
+      slot->memory = from->prim.get();
+      execute_c(prim, strm, cargs, args);
+      slot->memory = a[reuse].prim.get();
+    } else {
+      execute_c(prim, strm, cargs, args);
+    }
+    if (prof) strm.wait();
+    const double t2 = prof ? now_seconds() : 0;
     for (auto& x : a)
       if (x.role != Role::In && x.has_reorder) execute_c(x.reorder, strm, x.reorder_cargs, x.reorder_args);
     strm.wait();
+    if (prof) {
+      const double t3 = now_seconds();
+      t_in += t1 - t0; t_prim += t2 - t1; t_out += t3 - t2; ++calls;
+    }
   }
 };
 
@@ -327,6 +362,14 @@ std::unique_ptr<Entry> build_deconv(Kind kind, bool bias, bool any, const Deconv
   return e;
 }
 
+std::string dnnl_pd_impl(const dnnl::primitive& p) {
+  const_dnnl_primitive_desc_t pd = nullptr;
+  dnnl_primitive_get_primitive_desc(p.get(), &pd);
+  const char* s = nullptr;
+  if (pd) dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
+  return s ? s : "?";
+}
+
 // The cached entry for (kind, bias, geometry), built on first use.
 template <class Geom, class KeyFn, class BuildFn>
 Entry& lookup(Kind kind, bool bias, bool any, const Geom& g, KeyFn key_fn, BuildFn build_fn) {
@@ -335,7 +378,12 @@ Entry& lookup(Kind kind, bool bias, bool any, const Geom& g, KeyFn key_fn, Build
   auto it = c.find(key);
   if (it != c.end()) return *it->second;
   try {
-    return *c.emplace(key, build_fn(kind, bias, any, g)).first->second;
+    auto e = build_fn(kind, bias, any, g);
+    static const char* kind_names[] = {"conv_fwd", "conv_bwd_data", "conv_bwd_w", "deconv_fwd", "deconv_bwd_data", "deconv_bwd_w"};
+    e->name = std::string(kind_names[int(kind)]) + " n" + std::to_string(g.n) + " " + std::to_string(g.ci) + "->" +
+              std::to_string(g.co) + " " + std::to_string(g.h) + "x" + std::to_string(g.w) + " k" +
+              std::to_string(key[8]) + "x" + std::to_string(key[9]) + (any ? " blocked" : " plain") + (bias ? " +b" : "");
+    return *c.emplace(key, std::move(e)).first->second;
   } catch (const dnnl::error& err) {
     throw Error(std::string("oneDNN: cannot create a convolution primitive: ") + err.what());
   }
@@ -361,12 +409,127 @@ void bias_grad(float* db, const float* dy, int n, int co, int hw) {
   }
 }
 
+// ---------------------------------------------------------------- 1x1 convolutions as GEMMs
+// A 1x1 convolution without padding on plain NCHW is one GEMM per image (row-major):
+//   y_n[co, hw] = W[co, ci] x_n[ci, hw] + b          (forward, overwrites)
+//   dx_n[ci, hw] += W^T[ci, co] dy_n[co, hw]         (backward data: beta = 1 accumulates in place)
+//   dW[co, ci] += sum_n dy_n[co, hw] x_n^T[hw, ci]   (backward weights)
+// Called straight through dnnl_sgemm: no private buffers, no reorders, and the backward
+// accumulates with beta = 1 instead of a scratch result plus a reorder-sum pass.
+// Threads: one image per iteration of an OpenMP loop (oneDNN's sgemm runs single-threaded inside
+// a parallel region); with fewer images than threads, the sgemm itself is threaded.
+// The weight gradient is summed per fixed block of images, and the blocks are added in order:
+// the result does not depend on the number of threads.
+// Which 1x1 convolutions take this path (ConvLayout::Default only), measured on the idle 2-core
+// EPYC with `bench_ops --only 1x1` (docs/performance.md): the large ones (>= 256 channels on one
+// side: prior head, conditioning output) forward, and backward when the input side is narrow
+// (head1 32->1024 backward-weights: 29 ms instead of 98; conditioning output). head2's backward
+// (1024->768) and the small link/res convs stay on oneDNN, which is as fast or faster there.
+bool gemm_1x1(Kind kind, const ConvGeom& g) {
+  if (global().layout != ConvLayout::Default || g.kh != 1 || g.kw != 1 || g.pad_t || g.pad_b ||
+      g.pad_l || g.pad_r || std::max(g.ci, g.co) < 256)
+    return false;
+  return kind == Kind::ConvFwd || g.ci < 256;
+}
+
+void sgemm(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda,
+           const float* b, long ldb, float beta, float* c, long ldc) {
+  const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success) throw prsr::Error("dnnl_sgemm failed (status " + std::to_string(int(st)) + ")");
+}
+
+bool parallel_images(int n) { return n >= 2 * omp_get_max_threads() || (n >= omp_get_max_threads() && n > 1); }
+
+void conv1x1_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
+  const long hw = long(g.h) * g.w;
+  auto one = [&](int i) {
+    float* yi = y + size_t(i) * g.co * hw;
+    const float* xi = x + size_t(i) * g.ci * hw;
+    if (b)
+      for (int o = 0; o < g.co; ++o) std::fill(yi + o * hw, yi + (o + 1) * hw, b[o]);
+    sgemm('N', 'N', g.co, hw, g.ci, 1.0f, w, g.ci, xi, hw, b ? 1.0f : 0.0f, yi, hw);
+  };
+  if (parallel_images(g.n)) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < g.n; ++i) one(i);
+  } else {
+    for (int i = 0; i < g.n; ++i) one(i);
+  }
+}
+
+void conv1x1_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g) {
+  const long hw = long(g.h) * g.w;
+  auto one = [&](int i) {
+    sgemm('T', 'N', g.ci, hw, g.co, 1.0f, w, g.ci, dy + size_t(i) * g.co * hw, hw, 1.0f,
+          dx + size_t(i) * g.ci * hw, hw);
+  };
+  if (parallel_images(g.n)) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < g.n; ++i) one(i);
+  } else {
+    for (int i = 0; i < g.n; ++i) one(i);
+  }
+}
+
+// Images per block of the weight gradient: fixed by the shape, so the sum order is too.
+constexpr int kWeightBlock = 4;
+
+struct GemmScratch { std::vector<float> v; };
+GemmScratch& gemm_scratch() { static GemmScratch s; return s; }
+
+void conv1x1_backward_weights(float* dw, const float* dy, const float* x, const ConvGeom& g) {
+  const long hw = long(g.h) * g.w;
+  const size_t nw = size_t(g.co) * g.ci;
+  const int blocks = (g.n + kWeightBlock - 1) / kWeightBlock;
+  if (blocks == 1) {
+    // dW += sum_n dy_n x_n^T, image by image, threaded sgemm
+    for (int i = 0; i < g.n; ++i)
+      sgemm('N', 'T', g.co, g.ci, hw, 1.0f, dy + size_t(i) * g.co * hw, hw,
+            x + size_t(i) * g.ci * hw, hw, 1.0f, dw, g.ci);
+    return;
+  }
+  // one partial sum per block (allocated on the first call of the largest shape, then reused)
+  std::vector<float>& part = gemm_scratch().v;
+  if (part.size() < nw * blocks) part.resize(nw * blocks);
+#pragma omp parallel for schedule(static)
+  for (int bk = 0; bk < blocks; ++bk) {
+    float* p = part.data() + nw * bk;
+    const int i0 = bk * kWeightBlock, i1 = std::min(g.n, i0 + kWeightBlock);
+    for (int i = i0; i < i1; ++i)
+      sgemm('N', 'T', g.co, g.ci, hw, 1.0f, dy + size_t(i) * g.co * hw, hw,
+            x + size_t(i) * g.ci * hw, hw, i == i0 ? 0.0f : 1.0f, p, g.ci);
+  }
+  const long nwl = long(nw);
+#pragma omp parallel for schedule(static) if (nwl >= 32768)
+  for (long j = 0; j < nwl; ++j) {
+    float s = dw[j];
+    for (int bk = 0; bk < blocks; ++bk) s += part[nw * bk + j];
+    dw[j] = s;
+  }
+}
+
 }  // namespace
 
 namespace detail {
 void set_conv_layout(ConvLayout layout) {
   std::lock_guard<std::mutex> lock(global().mu);
   global().layout = layout;
+}
+void set_conv_profile(bool on) {
+  std::lock_guard<std::mutex> lock(global().mu);
+  global().profile = on;
+  for (auto& [k, e] : cache()) { e->t_in = e->t_prim = e->t_out = 0; e->calls = 0; }
+}
+void print_conv_profile(int steps) {
+  std::lock_guard<std::mutex> lock(global().mu);
+  std::vector<Entry*> v;
+  for (auto& [k, e] : cache()) if (e->calls) v.push_back(e.get());
+  std::sort(v.begin(), v.end(), [](Entry* a, Entry* b) { return a->t_in + a->t_prim + a->t_out > b->t_in + b->t_prim + b->t_out; });
+  std::printf("\nconv profile (ms per step: reorders in, primitive, reorders out; calls per step):\n");
+  for (Entry* e : v)
+    std::printf("  %-52s %8.1f %8.1f %8.1f  %5.1f  %s\n", e->name.c_str(), e->t_in * 1e3 / steps,
+                e->t_prim * 1e3 / steps, e->t_out * 1e3 / steps, double(e->calls) / steps,
+                dnnl_pd_impl(e->prim).c_str());
 }
 int conv_cache_size() {
   std::lock_guard<std::mutex> lock(global().mu);
@@ -376,6 +539,7 @@ int conv_cache_size() {
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
+  if (gemm_1x1(Kind::ConvFwd, g)) return conv1x1_forward(y, x, w, b, g);
   Entry& e = lookup(Kind::ConvFwd, b != nullptr, conv_blocked(Kind::ConvFwd, g), g, conv_key,
                     build_conv);
   if (b)
@@ -387,16 +551,28 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, const ConvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
-  if (dx)
-    lookup(Kind::ConvBwdData, false, conv_blocked(Kind::ConvBwdData, g), g, conv_key, build_conv)
-        .run({dy, w, dx});
+  if (gemm_1x1(Kind::ConvBwdData, g)) {
+    if (dx) conv1x1_backward_data(dx, dy, w, g);
+    if (dw) conv1x1_backward_weights(dw, dy, x, g);
+    if (db) bias_grad(db, dy, g.n, g.co, g.ho() * g.wo());
+    return;
+  }
+  Entry* ed = nullptr;
+  if (dx) {
+    ed = &lookup(Kind::ConvBwdData, false, conv_blocked(Kind::ConvBwdData, g), g, conv_key, build_conv);
+    ed->run({dy, w, dx});
+  }
   if (dw) {
     Entry& e = lookup(Kind::ConvBwdWeights, db != nullptr, conv_blocked(Kind::ConvBwdWeights, g),
                       g, conv_key, build_conv);
+    // dy was just converted to the backward-data primitive's layout: when the backward-weights
+    // primitive wants the same one, it reads that copy instead of converting dy again.
+    const bool share = ed && ed->a[0].has_reorder && e.a[1].has_reorder &&
+                       ed->a[0].prim.get_desc() == e.a[1].prim.get_desc();
     if (db)
-      e.run({x, dy, dw, db});
+      e.run({x, dy, dw, db}, share ? 1 : -1, share ? &ed->a[0] : nullptr);
     else
-      e.run({x, dy, dw});
+      e.run({x, dy, dw}, share ? 1 : -1, share ? &ed->a[0] : nullptr);
   } else if (db) {
     bias_grad(db, dy, g.n, g.co, g.ho() * g.wo());
   }

@@ -11,6 +11,10 @@ namespace prsr::cpu::detail {
 enum class ConvLayout { Default, Plain, Any };
 void set_conv_layout(ConvLayout layout);
 
+// Per-entry timing of every conv call (reorders and primitive separately), for bench_train.
+void set_conv_profile(bool on);  // also clears the counters
+void print_conv_profile(int steps);
+
 // Number of cached primitive entries (one per geometry and direction).
 int conv_cache_size();
 
