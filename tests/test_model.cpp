@@ -277,3 +277,73 @@ TEST_CASE("model: overfitting 4 images drives the NLL below 0.5 bits/dim; withou
   // 2-bit floor: its CE(A) term was trained by the very same run.
   CHECK(e.ce_a_bits > 1.9);
 }
+
+// The CPU backend (oneDNN + OpenMP, float32) and the reference (float32 and double) agree on the
+// full model: logits A and B, the loss, every parameter gradient and the running statistics.
+TEST_CASE("model: CPU backend == reference on the full model's logits, loss and gradients") {
+  for (int colors : {1, 3}) {
+    ModelConfig cfg;
+    cfg.colors = colors;
+    cfg.size = 16;
+    cfg.cond_channels = 8;
+    cfg.cond_blocks = 1;
+    cfg.prior_channels = colors == 3 ? 12 : 8;
+    cfg.prior_layers = 2;
+    cfg.kernel = 5;
+    cfg.first_kernel = 7;
+    cfg.head = 64;
+    Model<float> mc(cfg, Device::Cpu), mr(cfg, Device::Ref);
+    Model<double> md(cfg, Device::Ref);
+    mc.init(8);
+    mr.init(8);
+    md.init(8);
+    REQUIRE(mc.params.download() == mr.params.download());
+    std::mt19937 rng(31 + colors);
+    const int N = 3, S = cfg.size;
+    std::vector<uint8_t> img(size_t(N) * S * S * colors);
+    for (auto& v : img) v = uint8_t(rng() % 256);
+
+    struct Out { std::vector<double> a, b, grad, params; double loss; };
+    auto run = [&](auto& m, auto zero) {
+      using T = decltype(zero);
+      std::vector<T> xs, ys;
+      std::vector<uint8_t> tg;
+      make_batch_vec<T>(img.data(), N, colors, S, xs, ys, tg);
+      Graph<T> g(m.device());
+      Tensor<T> xt{{N, colors, cfg.low(), cfg.low()}, m.device(), xs.data()};
+      Tensor<T> yt{{N, colors, S, S}, m.device(), ys.data()};
+      m.params.zero_grad();
+      auto L = m.loss(g, &xt, &yt, ByteTensor{{N, colors, S, S}, m.device(), tg.data()}, true);
+      g.backward(L.total);
+      Out o;
+      o.a.assign(L.a->data, L.a->data + L.a->numel());
+      o.b.assign(L.b->data, L.b->data + L.b->numel());
+      for (auto v : m.params.download_grad()) o.grad.push_back(double(v));
+      for (auto v : m.params.download()) o.params.push_back(double(v));
+      o.loss = double(L.total->data[0]);
+      return o;
+    };
+    const Out c = run(mc, 0.f), r = run(mr, 0.f), d = run(md, 0.0);
+    auto compare = [&](const std::vector<double>& x, const std::vector<double>& y, double rtol, double atol,
+                       const char* what) {
+      REQUIRE(x.size() == y.size());
+      double worst = 0;
+      long bad = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double e = std::fabs(x[i] - y[i]);
+        worst = std::max(worst, e);
+        if (e > atol + rtol * std::fabs(y[i])) ++bad;
+      }
+      std::printf("  full model C=%d %-22s max abs diff %.2e over %zu values\n", colors, what, worst, x.size());
+      INFO(what);
+      CHECK(bad == 0);
+    };
+    compare(c.a, r.a, 1e-4, 1e-5, "A logits (cpu vs ref)");
+    compare(c.b, r.b, 1e-4, 1e-5, "B logits (cpu vs ref)");
+    compare(c.grad, r.grad, 1e-3, 2e-6, "gradients (cpu vs ref)");
+    compare(c.grad, d.grad, 1e-3, 2e-6, "gradients (cpu vs f64)");
+    compare(c.params, r.params, 1e-5, 1e-6, "params + running stats");
+    CHECK(c.loss == doctest::Approx(r.loss).epsilon(1e-5));
+    CHECK(c.loss == doctest::Approx(d.loss).epsilon(1e-5));
+  }
+}
