@@ -705,6 +705,9 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Line-buffered stdout even into a pipe or file, so that it interleaves with the progress
+  // bar on stderr in the order things happened.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     const Args a = parse_args(argc, argv);
     if (a.help) {
