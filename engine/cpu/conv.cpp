@@ -223,54 +223,70 @@ Key conv_key(Kind k, bool bias, bool any, const ConvGeom& g) {
              g.kh, g.kw, g.pad_t, g.pad_b, g.pad_l, g.pad_r, 0, 0};
 }
 
-dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvDims& d, bool bias, bool any,
-                                                      const dnnl::primitive_attr& attr) {
-  using F = dnnl::convolution_forward;
+// The oneDNN primitive families of a convolution and of a transposed convolution: the same
+// three directions, built the same way (below) from the same dims.
+struct ConvPrims {
+  using Fwd = dnnl::convolution_forward;
+  using BwdData = dnnl::convolution_backward_data;
+  using BwdWeights = dnnl::convolution_backward_weights;
+  static constexpr dnnl::algorithm alg = dnnl::algorithm::convolution_direct;
+};
+struct DeconvPrims {
+  using Fwd = dnnl::deconvolution_forward;
+  using BwdData = dnnl::deconvolution_backward_data;
+  using BwdWeights = dnnl::deconvolution_backward_weights;
+  static constexpr dnnl::algorithm alg = dnnl::algorithm::deconvolution_direct;
+};
+
+enum class Direction { Fwd, BwdData, BwdWeights };
+
+template <class P, class Dims>
+typename P::Fwd::primitive_desc fwd_pd(const Dims& d, bool bias, bool any, const dnnl::primitive_attr& attr) {
+  using F = typename P::Fwd;
   const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any),
              dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
-  const auto desc = bias ? F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                   src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
-                         : F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                   src, wei, dst, d.strides, d.pad_l, d.pad_r);
-  return F::primitive_desc(desc, attr, global().eng);
+  const auto desc = bias ? typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, b, dst,
+                                            d.strides, d.pad_l, d.pad_r)
+                         : typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, dst,
+                                            d.strides, d.pad_l, d.pad_r);
+  return typename F::primitive_desc(desc, attr, global().eng);
 }
 
-std::unique_ptr<Entry> build_conv(Kind kind, bool bias, bool any, const ConvGeom& g) {
-  const ConvDims d(g);
+// One cached entry: the primitive of direction `dir`, with its arguments wired to plain user
+// buffers (reorders where the primitive chose a blocked layout; gradients accumulate).
+template <class P, class Dims>
+std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dims& d) {
   const auto attr = user_scratchpad();
   const auto u_src = plain_md(d.src, tag::nchw), u_wei = plain_md(d.wei, tag::oihw),
              u_dst = plain_md(d.dst, tag::nchw), u_bias = plain_md(d.bias, tag::x);
   auto e = std::make_unique<Entry>();
-  if (kind == Kind::ConvFwd) {
-    const auto pd = conv_fwd_pd(d, bias, any, attr);
+  if (dir == Direction::Fwd) {
+    const auto pd = fwd_pd<P>(d, bias, any, attr);
     e->add(DNNL_ARG_SRC, Role::In, pd.src_desc(), u_src);
     e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
     if (bias) e->add(DNNL_ARG_BIAS, Role::In, pd.bias_desc(), u_bias);
     e->add(DNNL_ARG_DST, Role::Out, pd.dst_desc(), u_dst);
-    e->prim = dnnl::convolution_forward(pd);
+    e->prim = typename P::Fwd(pd);
     e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
-  } else if (kind == Kind::ConvBwdData) {
-    using B = dnnl::convolution_backward_data;
-    const auto hint = conv_fwd_pd(d, false, any, dnnl::primitive_attr());
-    const B::desc desc(dnnl::algorithm::convolution_direct, md(d.src, tag::nchw, any),
-                       md(d.wei, tag::oihw, any), md(d.dst, tag::nchw, any), d.strides, d.pad_l,
-                       d.pad_r);
-    const B::primitive_desc pd(desc, attr, global().eng, hint);
+  } else if (dir == Direction::BwdData) {
+    using B = typename P::BwdData;
+    const auto hint = fwd_pd<P>(d, false, any, dnnl::primitive_attr());
+    const typename B::desc desc(P::alg, md(d.src, tag::nchw, any), md(d.wei, tag::oihw, any),
+                                md(d.dst, tag::nchw, any), d.strides, d.pad_l, d.pad_r);
+    const typename B::primitive_desc pd(desc, attr, global().eng, hint);
     e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
     e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
     e->add(DNNL_ARG_DIFF_SRC, Role::OutAcc, pd.diff_src_desc(), u_src);
     e->prim = B(pd);
     e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
   } else {
-    using B = dnnl::convolution_backward_weights;
-    const auto hint = conv_fwd_pd(d, bias, any, dnnl::primitive_attr());
+    using B = typename P::BwdWeights;
+    const auto hint = fwd_pd<P>(d, bias, any, dnnl::primitive_attr());
     const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any),
                dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
-    const auto desc = bias ? B::desc(dnnl::algorithm::convolution_direct, src, wei, b, dst,
-                                     d.strides, d.pad_l, d.pad_r)
-                           : B::desc(dnnl::algorithm::convolution_direct, src, wei, dst,
-                                     d.strides, d.pad_l, d.pad_r);
-    const B::primitive_desc pd(desc, attr, global().eng, hint);
+    const auto desc = bias ? typename B::desc(P::alg, src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
+                           : typename B::desc(P::alg, src, wei, dst, d.strides, d.pad_l, d.pad_r);
+    const typename B::primitive_desc pd(desc, attr, global().eng, hint);
     e->add(DNNL_ARG_SRC, Role::In, pd.src_desc(), u_src);
     e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
     e->add(DNNL_ARG_DIFF_WEIGHTS, Role::OutAcc, pd.diff_weights_desc(), u_wei);
@@ -280,6 +296,12 @@ std::unique_ptr<Entry> build_conv(Kind kind, bool bias, bool any, const ConvGeom
   }
   e->args[DNNL_ARG_SCRATCHPAD] = e->scratchpad;
   return e;
+}
+
+std::unique_ptr<Entry> build_conv(Kind kind, bool bias, bool any, const ConvGeom& g) {
+  const Direction dir = kind == Kind::ConvFwd ? Direction::Fwd
+                        : kind == Kind::ConvBwdData ? Direction::BwdData : Direction::BwdWeights;
+  return build_entry<ConvPrims>(dir, bias, any, ConvDims(g));
 }
 
 // ---------------------------------------------------------------- transposed convolution
@@ -303,63 +325,10 @@ Key deconv_key(Kind k, bool bias, bool any, const DeconvGeom& g) {
              g.k, g.stride, g.pad, g.out_pad, 0, 0, 0, 0};
 }
 
-dnnl::deconvolution_forward::primitive_desc deconv_fwd_pd(const DeconvDims& d, bool bias, bool any,
-                                                          const dnnl::primitive_attr& attr) {
-  using F = dnnl::deconvolution_forward;
-  const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any),
-             dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
-  const auto desc = bias ? F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::deconvolution_direct,
-                                   src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
-                         : F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::deconvolution_direct,
-                                   src, wei, dst, d.strides, d.pad_l, d.pad_r);
-  return F::primitive_desc(desc, attr, global().eng);
-}
-
 std::unique_ptr<Entry> build_deconv(Kind kind, bool bias, bool any, const DeconvGeom& g) {
-  const DeconvDims d(g);
-  const auto attr = user_scratchpad();
-  const auto u_src = plain_md(d.src, tag::nchw), u_wei = plain_md(d.wei, tag::oihw),
-             u_dst = plain_md(d.dst, tag::nchw), u_bias = plain_md(d.bias, tag::x);
-  auto e = std::make_unique<Entry>();
-  if (kind == Kind::DeconvFwd) {
-    const auto pd = deconv_fwd_pd(d, bias, any, attr);
-    e->add(DNNL_ARG_SRC, Role::In, pd.src_desc(), u_src);
-    e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
-    if (bias) e->add(DNNL_ARG_BIAS, Role::In, pd.bias_desc(), u_bias);
-    e->add(DNNL_ARG_DST, Role::Out, pd.dst_desc(), u_dst);
-    e->prim = dnnl::deconvolution_forward(pd);
-    e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
-  } else if (kind == Kind::DeconvBwdData) {
-    using B = dnnl::deconvolution_backward_data;
-    const auto hint = deconv_fwd_pd(d, false, any, dnnl::primitive_attr());
-    const B::desc desc(dnnl::algorithm::deconvolution_direct, md(d.src, tag::nchw, any),
-                       md(d.wei, tag::oihw, any), md(d.dst, tag::nchw, any), d.strides, d.pad_l,
-                       d.pad_r);
-    const B::primitive_desc pd(desc, attr, global().eng, hint);
-    e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
-    e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
-    e->add(DNNL_ARG_DIFF_SRC, Role::OutAcc, pd.diff_src_desc(), u_src);
-    e->prim = B(pd);
-    e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
-  } else {
-    using B = dnnl::deconvolution_backward_weights;
-    const auto hint = deconv_fwd_pd(d, bias, any, dnnl::primitive_attr());
-    const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any),
-               dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
-    const auto desc = bias ? B::desc(dnnl::algorithm::deconvolution_direct, src, wei, b, dst,
-                                     d.strides, d.pad_l, d.pad_r)
-                           : B::desc(dnnl::algorithm::deconvolution_direct, src, wei, dst,
-                                     d.strides, d.pad_l, d.pad_r);
-    const B::primitive_desc pd(desc, attr, global().eng, hint);
-    e->add(DNNL_ARG_SRC, Role::In, pd.src_desc(), u_src);
-    e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
-    e->add(DNNL_ARG_DIFF_WEIGHTS, Role::OutAcc, pd.diff_weights_desc(), u_wei);
-    if (bias) e->add(DNNL_ARG_DIFF_BIAS, Role::OutAcc, pd.diff_bias_desc(), u_bias);
-    e->prim = B(pd);
-    e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
-  }
-  e->args[DNNL_ARG_SCRATCHPAD] = e->scratchpad;
-  return e;
+  const Direction dir = kind == Kind::DeconvFwd ? Direction::Fwd
+                        : kind == Kind::DeconvBwdData ? Direction::BwdData : Direction::BwdWeights;
+  return build_entry<DeconvPrims>(dir, bias, any, DeconvDims(g));
 }
 
 std::string dnnl_pd_impl(const dnnl::primitive& p) {
