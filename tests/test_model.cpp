@@ -278,8 +278,11 @@ TEST_CASE("model: overfitting 4 images drives the NLL below 0.5 bits/dim; withou
   CHECK(e.ce_a_bits > 1.9);
 }
 
-// The CPU backend (oneDNN + OpenMP, float32) and the reference (float32 and double) agree on the
-// full model: logits A and B, the loss, every parameter gradient and the running statistics.
+// The CPU backend (oneDNN + OpenMP, float32) and the reference agree on the full model: logits
+// A and B, the loss, every parameter gradient and the running statistics. The reference runs in
+// double: in float its long sequential sums (e.g. 768 softmax gradients that cancel to ~0 in
+// the conditioning output's backward) carry errors of 1e-3 relative, larger than the CPU
+// backend's blocked sums; which is the better float32 answer is not what this test is about.
 TEST_CASE("model: CPU backend == reference on the full model's logits, loss and gradients") {
   for (int colors : {1, 3}) {
     ModelConfig cfg;
@@ -292,12 +295,17 @@ TEST_CASE("model: CPU backend == reference on the full model's logits, loss and 
     cfg.kernel = 5;
     cfg.first_kernel = 7;
     cfg.head = 64;
-    Model<float> mc(cfg, Device::Cpu), mr(cfg, Device::Ref);
+    Model<float> mc(cfg, Device::Cpu);
     Model<double> md(cfg, Device::Ref);
     mc.init(8);
-    mr.init(8);
     md.init(8);
-    REQUIRE(mc.params.download() == mr.params.download());
+    {  // the same initial parameters (double draws rounded to float)
+      const auto pf = mc.params.download();
+      const auto pd = md.params.download();
+      std::vector<double> pr(pd.size());
+      for (size_t i = 0; i < pf.size(); ++i) pr[i] = double(pf[i]);
+      md.params.upload(pr);
+    }
     std::mt19937 rng(31 + colors);
     const int N = 3, S = cfg.size;
     std::vector<uint8_t> img(size_t(N) * S * S * colors);
@@ -323,7 +331,7 @@ TEST_CASE("model: CPU backend == reference on the full model's logits, loss and 
       o.loss = double(L.total->data[0]);
       return o;
     };
-    const Out c = run(mc, 0.f), r = run(mr, 0.f), d = run(md, 0.0);
+    const Out c = run(mc, 0.f), d = run(md, 0.0);
     auto compare = [&](const std::vector<double>& x, const std::vector<double>& y, double rtol, double atol,
                        const char* what) {
       REQUIRE(x.size() == y.size());
@@ -335,15 +343,13 @@ TEST_CASE("model: CPU backend == reference on the full model's logits, loss and 
         if (e > atol + rtol * std::fabs(y[i])) ++bad;
       }
       std::printf("  full model C=%d %-22s max abs diff %.2e over %zu values\n", colors, what, worst, x.size());
-      INFO(what);
+      INFO(std::string(what));
       CHECK(bad == 0);
     };
-    compare(c.a, r.a, 1e-4, 1e-5, "A logits (cpu vs ref)");
-    compare(c.b, r.b, 1e-4, 1e-5, "B logits (cpu vs ref)");
-    compare(c.grad, r.grad, 1e-3, 2e-6, "gradients (cpu vs ref)");
-    compare(c.grad, d.grad, 1e-3, 2e-6, "gradients (cpu vs f64)");
-    compare(c.params, r.params, 1e-5, 1e-6, "params + running stats");
-    CHECK(c.loss == doctest::Approx(r.loss).epsilon(1e-5));
+    compare(c.a, d.a, 1e-4, 1e-5, "A logits");
+    compare(c.b, d.b, 1e-4, 1e-5, "B logits");
+    compare(c.grad, d.grad, 1e-3, 2e-6, "parameter gradients");
+    compare(c.params, d.params, 1e-5, 1e-6, "params + running stats");
     CHECK(c.loss == doctest::Approx(d.loss).epsilon(1e-5));
   }
 }
