@@ -334,7 +334,13 @@ int train_main(int argc, char** argv) {
     throw UsageError(e.what());
   }
   R.data_name = data_run_name(o.data);
-  R.out = o.out.empty() ? "runs/" + R.data_name : o.out;
+  // A resumed run keeps writing beside its checkpoint unless --out says otherwise.
+  if (o.out.empty() && o.resume) {
+    const std::string dir = fs::path(o.ckpt).parent_path().string();
+    R.out = dir.empty() ? "." : dir;
+  } else {
+    R.out = o.out.empty() ? "runs/" + R.data_name : o.out;
+  }
   R.ckpt = o.ckpt.empty() ? R.out + "/model.bin" : o.ckpt;
   R.log_path = R.out + "/log.csv";
   {
