@@ -268,6 +268,11 @@ TEST_CASE("cli train: --resume is bit-identical to an uninterrupted run") {
   check_one_error_line(sb.err("e"));
   CHECK(sb.err("e").find("trained on fashion-mnist") != std::string::npos);
   CHECK(load(sb.dir + "/b/model.bin").params == b.params);
+
+  // Without --out, a resumed run keeps writing beside its checkpoint.
+  REQUIRE(sb.train(common + " --steps 16 --resume --ckpt " + sb.dir + "/b/model.bin", "f") == 0);
+  CHECK(load(sb.dir + "/b/model.bin").step == 16);
+  CHECK(count_lines(slurp(sb.dir + "/b/log.csv")) == 17);
 }
 
 TEST_CASE("cli train: a truncated checkpoint on --resume is one error line and is left as it is") {
