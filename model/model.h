@@ -21,6 +21,7 @@ struct ConvLayer {
   Tensor<T>* w = nullptr;      // [co, ci, kh, kw]
   Tensor<T>* b = nullptr;      // [co] or null
   Tensor<T>* mask = nullptr;   // same shape as w, or null (unmasked)
+  MaskSpec mask_spec;          // how `mask` is derived from the config (kind None: unmasked)
   int pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;
   bool transposed = false;     // 3x3 stride-2 transposed conv (pad 1, output padding 1)
 
@@ -105,23 +106,29 @@ class Model {
 
  private:
   void build();
+  // A colour mask (mk != None) sits on the tap that sees the current pixel, (pt, pl); the
+  // periods give the channel-to-colour grouping of the input and the output (DESIGN 1.2).
   ConvLayer<T> make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias,
-                         int pt, int pb, int pl, int pr, MaskKind mk = MaskKind::None);
+                         int pt, int pb, int pl, int pr, MaskKind mk = MaskKind::None,
+                         int period_in = 1, int period_out = 1);
   BatchNormLayer<T> make_bn(const std::string& name, int c);
   std::vector<ConvLayer<T>*> all_convs();
 
-  std::vector<std::pair<ConvLayer<T>*, MaskSpec>> mask_specs_;
 };
 
 // ----------------------------------------------------------------------------- implementation
 
 template <class T>
 ConvLayer<T> Model<T>::make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias,
-                                 int pt, int pb, int pl, int pr, MaskKind mk) {
+                                 int pt, int pb, int pl, int pr, MaskKind mk, int period_in,
+                                 int period_out) {
   ConvLayer<T> c;
   c.w = params.declare(name + ".w", {co, ci, kh, kw});
   c.b = bias ? params.declare(name + ".b", {co, 1, 1, 1}) : nullptr;
-  if (mk != MaskKind::None) c.mask = masks.declare(name + ".mask", {co, ci, kh, kw}, false);
+  if (mk != MaskKind::None) {
+    c.mask = masks.declare(name + ".mask", {co, ci, kh, kw}, false);
+    c.mask_spec = MaskSpec{mk, cfg_.colors, period_in, period_out, pt, pl};
+  }
   c.pad_t = pt; c.pad_b = pb; c.pad_l = pl; c.pad_r = pr;
   return c;
 }
@@ -165,33 +172,29 @@ void Model<T>::build() {
     // Vertical: (k/2+1) x k, padded k/2 top/left/right: row i sees rows i-k/2..i.
     first_v = make_conv("prior.first_v", p, C, k0 / 2 + 1, k0, true, k0 / 2, 0, k0 / 2, k0 / 2);
     // Horizontal: 1 x (k/2+1), padded k/2 left; the last tap is the current pixel (mask A).
-    first_h = make_conv("prior.first_h", p, C, 1, k0 / 2 + 1, true, 0, 0, k0 / 2, 0, MaskKind::A);
-    mask_specs_.push_back({&first_h, MaskSpec{MaskKind::A, C, C, p, 0, k0 / 2}});
+    first_h = make_conv("prior.first_h", p, C, 1, k0 / 2 + 1, true, 0, 0, k0 / 2, 0, MaskKind::A, C, p);
     gated.resize(cfg_.prior_layers);
     for (int l = 0; l < cfg_.prior_layers; ++l) {
       const std::string n = "prior.layer" + std::to_string(l);
       GatedLayer<T>& G = gated[l];
       G.v = make_conv(n + ".v", 2 * p, p, k / 2 + 1, k, true, k / 2, 0, k / 2, k / 2);
-      G.h = make_conv(n + ".h", 2 * p, p, 1, k / 2 + 1, true, 0, 0, k / 2, 0, MaskKind::B);
+      // 2p outputs with period p: each tanh/sigmoid pair of the gate stays in one colour.
+      G.h = make_conv(n + ".h", 2 * p, p, 1, k / 2 + 1, true, 0, 0, k / 2, 0, MaskKind::B, p, p);
       G.link = make_conv(n + ".link", 2 * p, 2 * p, 1, 1, true, 0, 0, 0, 0);
-      G.res = make_conv(n + ".res", p, p, 1, 1, true, 0, 0, 0, 0, MaskKind::B);
+      G.res = make_conv(n + ".res", p, p, 1, 1, true, 0, 0, 0, 0, MaskKind::B, p, p);
     }
-    for (auto& G : gated) {  // pointers into `gated` are stable now that it is sized
-      mask_specs_.push_back({&G.h, MaskSpec{MaskKind::B, C, p, p, 0, k / 2}});  // 2p outputs, period p
-      mask_specs_.push_back({&G.res, MaskSpec{MaskKind::B, C, p, p, 0, 0}});
-    }
-    head1 = make_conv("prior.head1", cfg_.head, p, 1, 1, true, 0, 0, 0, 0, MaskKind::B);
-    head2 = make_conv("prior.head2", C * kLevels, cfg_.head, 1, 1, true, 0, 0, 0, 0, MaskKind::B);
-    mask_specs_.push_back({&head1, MaskSpec{MaskKind::B, C, p, cfg_.head, 0, 0}});
-    mask_specs_.push_back({&head2, MaskSpec{MaskKind::B, C, cfg_.head, C * kLevels, 0, 0}});
+    head1 = make_conv("prior.head1", cfg_.head, p, 1, 1, true, 0, 0, 0, 0, MaskKind::B, p, cfg_.head);
+    head2 = make_conv("prior.head2", C * kLevels, cfg_.head, 1, 1, true, 0, 0, 0, 0, MaskKind::B,
+                      cfg_.head, C * kLevels);
   }
   params.allocate();
   masks.allocate();
   // Masks are fixed by the config.
   std::vector<T> m = masks.download();
-  for (auto& [layer, spec] : mask_specs_) {
+  for (ConvLayer<T>* layer : all_convs()) {
+    if (!layer->mask) continue;
     const Shape& s = layer->w->shape;
-    const std::vector<T> v = colour_mask<T>(s.n, s.c, s.h, s.w, spec);
+    const std::vector<T> v = colour_mask<T>(s.n, s.c, s.h, s.w, layer->mask_spec);
     std::copy(v.begin(), v.end(), m.begin() + (layer->mask->data - masks.data()));
   }
   masks.upload(m);
