@@ -13,11 +13,15 @@ namespace prsr {
 
 void* device_alloc(Device dev, size_t bytes) {
   if (dev == Device::Cuda) return cuda::malloc_device(bytes);
-  const size_t align = 2 << 20;  // 2 MiB: lets big tensors use transparent huge pages
+  // Buffers of 2 MiB and more are 2 MiB-aligned so they can use transparent huge pages;
+  // smaller ones are 256-byte aligned (rounding them up to 2 MiB would waste memory).
+  const size_t huge = size_t(2) << 20;
+  const bool big = bytes >= huge;
+  const size_t align = big ? huge : 256;
   const size_t size = (bytes + align - 1) / align * align;
-  void* p = std::aligned_alloc(size >= align ? align : 256, size >= align ? size : (bytes + 255) / 256 * 256);
+  void* p = std::aligned_alloc(align, size ? size : align);
   if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
-  if (size >= align) madvise(p, size, MADV_HUGEPAGE);
+  if (big) madvise(p, size, MADV_HUGEPAGE);
   return p;
 }
 
