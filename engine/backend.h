@@ -25,13 +25,50 @@ const char* device_name(Device d);
 // Stride-1 convolution with asymmetric zero padding and any kernel shape.
 //   x: [n, ci, h, w]   w: [co, ci, kh, kw]   b: [co] or null   y: [n, co, ho, wo]
 //   y[n,o,i,j] = b[o] + sum_{c,ky,kx} w[o,c,ky,kx] * x[n, c, i + ky - pad_t, j + kx - pad_l]
+//
+// Colour blocks (optional, 1x1 kernels only): colors > 0 says that w[o, i] is zero unless input
+// channel i's colour group may feed output channel o's, with groups contiguous ranges
+// (group of channel f out of c = f * colors / c, as in engine/mask.h with period = c):
+// group(i) <= group(o) (mask B) or group(i) < group(o) (strict, mask A). A backend may skip the
+// products of those zero blocks (the colour-masked prior head skips a third of its work); the
+// weight gradient of the skipped entries is then left as it was (callers only use it through
+// the mask, which zeroes it). colors = 0: dense.
 struct ConvGeom {
   int n, ci, h, w;
   int co, kh, kw;
   int pad_t, pad_b, pad_l, pad_r;
+  int colors = 0;       // colour blocks (see above); 0: dense
+  bool strict = false;  // mask A (group(i) < group(o)) instead of mask B (<=)
   int ho() const { return h + pad_t + pad_b - kh + 1; }
   int wo() const { return w + pad_l + pad_r - kw + 1; }
 };
+
+// The colour blocks of a 1x1 conv: output rows [o0, o1) read input channels [0, k1) only
+// (one block {0, co, ci} when dense). At most 3 colours.
+struct ColourBlock { int o0, o1, k1; };
+struct ColourBlocks {
+  int count = 0;
+  ColourBlock b[3];
+};
+inline ColourBlocks colour_blocks(const ConvGeom& g) {
+  ColourBlocks r;
+  if (g.colors <= 0) {
+    r.count = 1;
+    r.b[0] = {0, g.co, g.ci};
+    return r;
+  }
+  for (int grp = 0; grp < g.colors && grp < 3; ++grp) {
+    ColourBlock blk{g.co, 0, 0};
+    for (int o = 0; o < g.co; ++o)
+      if (o * g.colors / g.co == grp) { blk.o0 = o < blk.o0 ? o : blk.o0; blk.o1 = o + 1; }
+    for (int i = 0; i < g.ci; ++i) {
+      const int gi = i * g.colors / g.ci;
+      if (g.strict ? gi < grp : gi <= grp) blk.k1 = i + 1;
+    }
+    if (blk.o1 > blk.o0) r.b[r.count++] = blk;
+  }
+  return r;
+}
 
 // Transposed convolution (the adjoint of a strided conv), square kernel k.
 //   x: [n, ci, h, w]   w: [co, ci, k, k]   b: [co] or null   y: [n, co, ho, wo]

@@ -27,16 +27,20 @@ bool any_grad(std::initializer_list<const Tensor<T>*> ts) {
 }  // namespace detail
 
 // Stride-1 convolution, any kernel shape, asymmetric zero padding. x [n,ci,h,w], w [co,ci,kh,kw],
-// b [co] (shape {co,1,1,1}) or null. Colour masks are applied by the caller as mul(w, mask).
+// b [co] (shape {co,1,1,1}) or null. Colour masks are applied by the caller as mul(w, mask);
+// for a 1x1 conv whose mask has contiguous colour groups the caller may also pass `colors`
+// (and `strict` for mask A): the backend may then skip the masked blocks (ConvGeom, backend.h).
 template <class T>
 Tensor<T>* conv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*> b, int pad_t, int pad_b,
-                  int pad_l, int pad_r) {
+                  int pad_l, int pad_r, int colors = 0, bool strict = false) {
   detail::same_device(g, x, "conv2d"); detail::same_device(g, w, "conv2d"); detail::same_device(g, b, "conv2d");
   PRSR_CHECK(w->shape.c == x->shape.c, "conv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
   PRSR_CHECK(!b || b->numel() == size_t(w->shape.n), "conv2d: bias size does not match the output channels");
   ConvGeom cg{x->shape.n, x->shape.c, x->shape.h, x->shape.w, w->shape.n, w->shape.h, w->shape.w,
-              pad_t, pad_b, pad_l, pad_r};
+              pad_t, pad_b, pad_l, pad_r, colors, strict};
   PRSR_CHECK(cg.ho() > 0 && cg.wo() > 0, "conv2d: empty output for input " + x->shape.str());
+  PRSR_CHECK(colors == 0 || (colors <= 3 && cg.kh == 1 && cg.kw == 1),
+             "conv2d: colour blocks need a 1x1 kernel and at most 3 colours");
   Tensor<T>* y = g.tensor({cg.n, cg.co, cg.ho(), cg.wo()}, detail::any_grad<T>({x, w, b}), "conv");
   OpTimer timer(g.profile, Op::Conv, true);
   PRSR_CALL(g.device(), conv2d_forward, y->data, x->data, w->data, b ? b->data : nullptr, cg);

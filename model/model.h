@@ -28,7 +28,12 @@ struct ConvLayer {
   Tensor<T>* operator()(Graph<T>& g, Tensor<T>* x) const {
     Tensor<T>* wm = mask ? mul(g, w, mask) : w;
     if (transposed) return deconv2d(g, x, wm, b, 2, 1, 1);
-    return conv2d(g, x, wm, b, pad_t, pad_b, pad_l, pad_r);
+    // A 1x1 colour mask whose groups are contiguous channel ranges (period = channel count: the
+    // prior head, res) is block-triangular: the backend may skip its zero blocks.
+    const bool blocks = mask && w->shape.h == 1 && w->shape.w == 1 && mask_spec.colors > 1 &&
+                        mask_spec.period_in == w->shape.c && mask_spec.period_out == w->shape.n;
+    return conv2d(g, x, wm, b, pad_t, pad_b, pad_l, pad_r, blocks ? mask_spec.colors : 0,
+                  mask_spec.kind == MaskKind::A);
   }
 };
 

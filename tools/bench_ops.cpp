@@ -307,6 +307,7 @@ int main(int argc, char** argv) {
   std::vector<L> layouts = both_layouts ? std::vector<L>{L::Plain, L::Any} : std::vector<L>{L::Default};
   const int N = 32;
   struct C { const char* name; ConvGeom g; bool bias; };
+  auto colour_blocks = [](ConvGeom g) { g.colors = 3; return g; };  // the masked head (mask B)
   const C convs[] = {
       // prior network (gated PixelCNN), 32x32, c = 32
       {"prior v first 4x7", {N, 3, 32, 32, 32, 4, 7, 3, 0, 3, 3}, true},
@@ -317,6 +318,8 @@ int main(int argc, char** argv) {
       {"prior res 1x1", {N, 32, 32, 32, 32, 1, 1, 0, 0, 0, 0}, true},
       {"prior head1 1x1", {N, 32, 32, 32, 1024, 1, 1, 0, 0, 0, 0}, true},
       {"prior head2 1x1", {N, 1024, 32, 32, 768, 1, 1, 0, 0, 0, 0}, true},
+      {"prior head1 1x1 colour blocks", colour_blocks({N, 32, 32, 32, 1024, 1, 1, 0, 0, 0, 0}), true},
+      {"prior head2 1x1 colour blocks", colour_blocks({N, 1024, 32, 32, 768, 1, 1, 0, 0, 0, 0}), true},
       // conditioning network
       {"cond first 3x3", {N, 3, 8, 8, 32, 3, 3, 1, 1, 1, 1}, true},
       {"cond 3x3 8x8", {N, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1}, false},
