@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
       return 0;
     }
   const int n = int_arg(argc, argv, "--images", 16), naive_steps = int_arg(argc, argv, "--naive-steps", 6);
+  if (n < 1 || naive_steps < 1) {
+    std::fprintf(stderr, "bench_sampler: --images and --naive-steps must be at least 1\n");
+    return 2;
+  }
   omp_set_num_threads(int_arg(argc, argv, "--threads", 2));
   ModelConfig cfg;
   cfg.colors = int_arg(argc, argv, "--colors", 3);
