@@ -13,7 +13,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,28 +20,42 @@
 #include "engine/cpu/conv.h"
 #include "model/trainer.h"
 
-// Count every heap allocation (operator new) so the step loop can be shown to allocate nothing.
-// Small ones (< 64 KiB) come from oneDNN's execute(), which builds a little argument map per
-// call inside the library; large ones would be tensors or buffers and must be zero.
+// Count every heap allocation of the process at the malloc level (operator new, oneDNN's
+// posix_memalign, libgomp...: glibc's own entry points underneath). prsr itself allocates
+// nothing in the step loop; what is counted comes from inside oneDNN: small argument maps in
+// every primitive execute() and dnnl_sgemm call, and one packing buffer of >= 64 KiB per
+// dnnl_sgemm call with more than 256 rows (the prior head's and conditioning output's GEMMs;
+// glibc serves them from its heap after the first step: no page faults, no system calls).
+// Cutting those GEMMs into 256-row calls removes them but made head2's backward-data twice as
+// slow (measured), so they stay. (Not in sanitizer builds, whose runtime owns malloc.)
 static std::atomic<long> g_allocs{0}, g_large_allocs{0};
 static bool g_trap = false;  // PRSR_TRAP_ALLOC=1: stop at the first large allocation in the loop
 static long g_trap_at = -1;  // PRSR_TRAP_SMALL=k: stop at the k-th allocation in the loop
-void* operator new(size_t n) {
+static void count_alloc(size_t n) {
   if (++g_allocs == g_trap_at) __builtin_trap();
   if (n >= 65536) {
     ++g_large_allocs;
     if (g_trap) __builtin_trap();
   }
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
 }
-void* operator new[](size_t n) { return operator new(n); }
-// (These replace the global operators: malloc/free underneath is what they pair with.)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#if !defined(__SANITIZE_ADDRESS__)
+extern "C" {
+void* __libc_malloc(size_t);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+void* malloc(size_t n) { count_alloc(n); return __libc_malloc(n); }
+void* calloc(size_t k, size_t n) { count_alloc(k * n); return __libc_calloc(k, n); }
+void* realloc(void* p, size_t n) { count_alloc(n); return __libc_realloc(p, n); }
+void* memalign(size_t a, size_t n) { count_alloc(n); return __libc_memalign(a, n); }
+void* aligned_alloc(size_t a, size_t n) { count_alloc(n); return __libc_memalign(a, n); }
+int posix_memalign(void** p, size_t a, size_t n) {
+  count_alloc(n);
+  *p = __libc_memalign(a, n);
+  return *p ? 0 : 12;  // ENOMEM
+}
+}
+#endif
 
 using namespace prsr;
 
@@ -214,7 +227,8 @@ int main(int argc, char** argv) {
               cpu_times[cpu_times.size() / 2] / med);
   std::printf("\n  phases (mean ms/step): setup %.1f, forward %.1f, backward %.1f, optimizer %.1f",
               phase.setup * 1e3, phase.forward * 1e3, phase.backward * 1e3, phase.optimizer * 1e3);
-  std::printf("\n  loss %.3f; heap allocations per step in the loop: %ld >= 64 KiB, %.0f small (inside oneDNN's execute)\n"
+  std::printf("\n  loss %.3f; heap allocations per step in the loop (malloc level): %ld >= 64 KiB (dnnl_sgemm's\n"
+              "  packing buffers), %.0f small (oneDNN's execute and sgemm)\n"
               "  peak RSS %ld MiB, graph arena %.0f MiB (high-water %.0f MiB)\n",
               r.loss, large / steps, double(allocs - large) / steps, peak_rss_mib(),
               trainer.graph().arena().reserved_bytes() / 1048576.0, trainer.graph().arena().used_bytes() / 1048576.0);
