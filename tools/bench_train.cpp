@@ -31,7 +31,7 @@
 static std::atomic<long> g_allocs{0}, g_large_allocs{0};
 static bool g_trap = false;  // PRSR_TRAP_ALLOC=1: stop at the first large allocation in the loop
 static long g_trap_at = -1;  // PRSR_TRAP_SMALL=k: stop at the k-th allocation in the loop
-static void count_alloc(size_t n) {
+[[maybe_unused]] static void count_alloc(size_t n) {
   if (++g_allocs == g_trap_at) __builtin_trap();
   if (n >= 65536) {
     ++g_large_allocs;
