@@ -12,6 +12,11 @@
 // Conventions (as in llm.c): outputs first, inputs next, shapes last. Layout is NCHW everywhere.
 // Forward kernels OVERWRITE their outputs. Backward kernels ACCUMULATE (+=) into every gradient
 // pointer that is not null; a null gradient pointer means "not needed, skip it".
+// Fresh gradients: every backward kernel (and axpy) takes `fresh` last, a bit mask over its
+// gradient pointers in argument order (bit 0: the first). A set bit says that buffer is new and
+// holds garbage: the kernel OVERWRITES it (=) instead of accumulating. The graph sets it for the
+// activation gradients it has just allocated, which saves zero-filling them and reading the
+// zeros back (1.6 GB per training step of the default model).
 // Scalars (losses) are 1-element tensors in the backend's memory.
 #pragma once
 #include <cstddef>
@@ -89,28 +94,28 @@ namespace cpu {
 // ---- convolution ----
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g);
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g);
+                     const float* w, const ConvGeom& g, unsigned fresh = 0);
 void deconv2d_forward(float* y, const float* x, const float* w, const float* b, const DeconvGeom& g);
 void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g);
+                       const float* w, const DeconvGeom& g, unsigned fresh = 0);
 // ---- elementwise, n = element count ----
 void fill(float* y, float v, size_t n);
-void axpy(float* y, float a, const float* x, size_t n);          // y += a * x
+void axpy(float* y, float a, const float* x, size_t n, unsigned fresh = 0);  // y (+)= a * x
 void add_forward(float* y, const float* a, const float* b, size_t n);
 void mul_forward(float* y, const float* a, const float* m, size_t n);   // y = a * m
-void mul_backward(float* da, const float* dy, const float* m, size_t n);  // da += dy * m
+void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh = 0);  // da += dy * m
 void relu_forward(float* y, const float* x, size_t n);
-void relu_backward(float* dx, const float* dy, const float* y, size_t n);  // uses the output
+void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);  // uses the output
 void tanh_forward(float* y, const float* x, size_t n);
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n);
+void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
 void sigmoid_forward(float* y, const float* x, size_t n);
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n);
+void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
 // gate: z [n, 2c, hw] -> y [n, c, hw] = tanh(z[:, :c]) * sigmoid(z[:, c:])
 void gate_forward(float* y, const float* z, int n, int c, int hw);
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw);
+void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh = 0);
 // down-shift by one row: y[p, 0, :] = 0, y[p, i, :] = x[p, i-1, :]; planes = n * c
 void down_shift_forward(float* y, const float* x, int planes, int h, int w);
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w);
+void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh = 0);
 // ---- batch norm over (n, hw) per channel ----
 // training: batch mean / biased variance normalise; saves mean and invstd [c]; updates
 // running_mean/var with `momentum` (running_var gets the unbiased variance).
@@ -124,7 +129,7 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
                             const float* beta, int n, int c, int hw, float eps);
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training);
+                        int hw, bool training, unsigned fresh = 0);
 // ---- losses: loss is a 1-element output ----
 // loss = mean over (n, colour, pixel) of -log softmax(a + b)[target]; b may be null (a alone).
 // a, b: [n, colors*256, hw]; target: uint8 [n, colors, hw]
@@ -132,11 +137,11 @@ void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8
                         int colors, int hw);
 // da, db (nullable) += dloss * (softmax(a + b) - onehot(target)) / (n * colors * hw)
 void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw);
+                         const uint8_t* target, int n, int colors, int hw, unsigned fresh = 0);
 void mse_forward(float* loss, const float* a, const float* t, size_t n);   // mean((a - t)^2)
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n);
+void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n, unsigned fresh = 0);
 void mean_forward(float* y, const float* x, size_t n);
-void mean_backward(float* dx, const float* dy, size_t n);
+void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh = 0);
 // ---- optimisers over one flat arena ----
 // TensorFlow RMSProp: ms = decay*ms + (1-decay)*g^2; mom = momentum*mom + lr*g/sqrt(ms+eps); w -= mom
 void rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr, float decay,
@@ -160,25 +165,25 @@ void set_tf32(bool enabled);  // opt-in TF32 tensor-core math for the GEMMs; off
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g);
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g);
+                     const float* w, const ConvGeom& g, unsigned fresh = 0);
 void deconv2d_forward(float* y, const float* x, const float* w, const float* b, const DeconvGeom& g);
 void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g);
+                       const float* w, const DeconvGeom& g, unsigned fresh = 0);
 void fill(float* y, float v, size_t n);
-void axpy(float* y, float a, const float* x, size_t n);
+void axpy(float* y, float a, const float* x, size_t n, unsigned fresh = 0);
 void add_forward(float* y, const float* a, const float* b, size_t n);
 void mul_forward(float* y, const float* a, const float* m, size_t n);
-void mul_backward(float* da, const float* dy, const float* m, size_t n);
+void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh = 0);
 void relu_forward(float* y, const float* x, size_t n);
-void relu_backward(float* dx, const float* dy, const float* y, size_t n);
+void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
 void tanh_forward(float* y, const float* x, size_t n);
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n);
+void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
 void sigmoid_forward(float* y, const float* x, size_t n);
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n);
+void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
 void gate_forward(float* y, const float* z, int n, int c, int hw);
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw);
+void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh = 0);
 void down_shift_forward(float* y, const float* x, int planes, int h, int w);
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w);
+void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh = 0);
 void batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
                              float* running_var, const float* x, const float* gamma,
                              const float* beta, int n, int c, int hw, float momentum, float eps);
@@ -187,15 +192,15 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
                             const float* beta, int n, int c, int hw, float eps);
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training);
+                        int hw, bool training, unsigned fresh = 0);
 void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n,
                         int colors, int hw);
 void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw);
+                         const uint8_t* target, int n, int colors, int hw, unsigned fresh = 0);
 void mse_forward(float* loss, const float* a, const float* t, size_t n);
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n);
+void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n, unsigned fresh = 0);
 void mean_forward(float* y, const float* x, size_t n);
-void mean_backward(float* dx, const float* dy, size_t n);
+void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh = 0);
 void rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr, float decay,
                   float momentum, float eps);
 void adam_step(float* w, float* m, float* v, const float* g, size_t n, float lr, float beta1,

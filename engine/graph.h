@@ -100,8 +100,9 @@ class Graph {
     if (grad_enabled && n.out->requires_grad) nodes_.push_back(n);
   }
 
-  // Seeds d(loss) = 1 and runs every recorded backward in reverse order. Gradients of
-  // activations are zeroed here; parameter gradients ACCUMULATE (zero them once per step).
+  // Seeds d(loss) = 1 and runs every recorded backward in reverse order. The first kernel to
+  // write an activation's gradient overwrites it (fresh, backend.h); parameter gradients
+  // ACCUMULATE (zero them once per step).
   void backward(Tensor<T>* loss);
 
   // Forget every tensor and node; the next pass reuses the same memory.
@@ -115,6 +116,7 @@ class Graph {
 
  private:
   T* ensure_grad(Tensor<T>* t);
+  T* grad_out(Tensor<T>* t, unsigned& fresh, unsigned bit);
   void backward_node(const Node<T>& n);
 
   Device dev_;

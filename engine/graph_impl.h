@@ -15,6 +15,19 @@ T* Graph<T>::ensure_grad(Tensor<T>* t) {
   return t->grad;
 }
 
+// The gradient buffer of t for a backward kernel: an existing one (accumulated into), or a new
+// one from the arena, not zeroed, with `bit` set in `fresh` so that the kernel overwrites it
+// (backend.h). Null when t needs no gradient.
+template <class T>
+T* Graph<T>::grad_out(Tensor<T>* t, unsigned& fresh, unsigned bit) {
+  if (!t || !t->requires_grad) return nullptr;
+  if (!t->grad) {
+    t->grad = static_cast<T*>(arena_.alloc(t->numel() * sizeof(T)));
+    fresh |= bit;
+  }
+  return t->grad;
+}
+
 template <class T>
 void Graph<T>::backward(Tensor<T>* loss) {
   PRSR_CHECK(loss->numel() == 1, "backward() needs a scalar loss, got " + loss->shape.str());
@@ -35,17 +48,19 @@ void Graph<T>::backward_node(const Node<T>& nd) {
   Tensor<T>* const* in = nd.in;
   switch (nd.op) {
     case Op::Conv: {
-      T* dx = ensure_grad(in[0]);
-      T* dw = ensure_grad(in[1]);
-      T* db = ensure_grad(in[2]);
-      PRSR_CALL(dev_, conv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.cg);
+      unsigned fresh = 0;
+      T* dx = grad_out(in[0], fresh, 1u);
+      T* dw = grad_out(in[1], fresh, 2u);
+      T* db = grad_out(in[2], fresh, 4u);
+      PRSR_CALL(dev_, conv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.cg, fresh);
       break;
     }
     case Op::Deconv: {
-      T* dx = ensure_grad(in[0]);
-      T* dw = ensure_grad(in[1]);
-      T* db = ensure_grad(in[2]);
-      PRSR_CALL(dev_, deconv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.dg);
+      unsigned fresh = 0;
+      T* dx = grad_out(in[0], fresh, 1u);
+      T* dw = grad_out(in[1], fresh, 2u);
+      T* db = grad_out(in[2], fresh, 4u);
+      PRSR_CALL(dev_, deconv2d_backward, dx, dw, db, dy, in[0]->data, in[1]->data, nd.dg, fresh);
       break;
     }
     case Op::Add: {
@@ -65,55 +80,76 @@ void Graph<T>::backward_node(const Node<T>& nd) {
           aliased = true;
           if (t == a) a = nullptr; else b = nullptr;
         }
-      if (T* da = ensure_grad(a)) PRSR_CALL(dev_, axpy, da, T(1), dy, n);
-      if (T* db = ensure_grad(b)) PRSR_CALL(dev_, axpy, db, T(1), dy, n);
+      for (Tensor<T>* t : {a, b}) {
+        unsigned fresh = 0;
+        if (T* g = grad_out(t, fresh, 1u)) PRSR_CALL(dev_, axpy, g, T(1), dy, n, fresh);
+      }
       break;
     }
-    case Op::Mul:  // in[1] is a constant (a mask): no gradient flows into it
-      if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, mul_backward, da, dy, in[1]->data, n);
+    case Op::Mul: {  // in[1] is a constant (a mask): no gradient flows into it
+      unsigned fresh = 0;
+      if (T* da = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, mul_backward, da, dy, in[1]->data, n, fresh);
       break;
-    case Op::Relu:
-      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, relu_backward, dx, dy, nd.out->data, n);
+    }
+    case Op::Relu: {
+      unsigned fresh = 0;
+      if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, relu_backward, dx, dy, nd.out->data, n, fresh);
       break;
-    case Op::Tanh:
-      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, tanh_backward, dx, dy, nd.out->data, n);
+    }
+    case Op::Tanh: {
+      unsigned fresh = 0;
+      if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, tanh_backward, dx, dy, nd.out->data, n, fresh);
       break;
-    case Op::Sigmoid:
-      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, sigmoid_backward, dx, dy, nd.out->data, n);
+    }
+    case Op::Sigmoid: {
+      unsigned fresh = 0;
+      if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, sigmoid_backward, dx, dy, nd.out->data, n, fresh);
       break;
+    }
     case Op::Gate: {
       const Shape& s = nd.out->shape;
-      if (T* dz = ensure_grad(in[0])) PRSR_CALL(dev_, gate_backward, dz, dy, in[0]->data, s.n, s.c, s.hw());
+      unsigned fresh = 0;
+      if (T* dz = grad_out(in[0], fresh, 1u))
+        PRSR_CALL(dev_, gate_backward, dz, dy, in[0]->data, s.n, s.c, s.hw(), fresh);
       break;
     }
     case Op::DownShift: {
       const Shape& s = nd.out->shape;
-      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, down_shift_backward, dx, dy, s.n * s.c, s.h, s.w);
+      unsigned fresh = 0;
+      if (T* dx = grad_out(in[0], fresh, 1u))
+        PRSR_CALL(dev_, down_shift_backward, dx, dy, s.n * s.c, s.h, s.w, fresh);
       break;
     }
     case Op::BatchNorm: {
       const Shape& s = nd.out->shape;
-      T* dx = ensure_grad(in[0]);
-      T* dgamma = ensure_grad(in[1]);
-      T* dbeta = ensure_grad(in[2]);
+      unsigned fresh = 0;
+      T* dx = grad_out(in[0], fresh, 1u);
+      T* dgamma = grad_out(in[1], fresh, 2u);
+      T* dbeta = grad_out(in[2], fresh, 4u);
       PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data,
-                nd.aux[0]->data, nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag);
+                nd.aux[0]->data, nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
       break;
     }
     case Op::SoftmaxCE: {
       const Shape& s = in[0]->shape;
-      T* da = ensure_grad(in[0]);
-      T* db = ensure_grad(in[1]);
+      unsigned fresh = 0;
+      T* da = grad_out(in[0], fresh, 1u);
+      T* db = grad_out(in[1], fresh, 2u);  // (in[1] == in[0]: db is da's buffer, not fresh)
       PRSR_CALL(dev_, softmax_ce_backward, da, db, dy, in[0]->data, in[1] ? in[1]->data : nullptr,
-                nd.target.data, s.n, nd.target.shape.c, s.hw());
+                nd.target.data, s.n, nd.target.shape.c, s.hw(), fresh);
       break;
     }
-    case Op::Mse:
-      if (T* da = ensure_grad(in[0])) PRSR_CALL(dev_, mse_backward, da, dy, in[0]->data, in[1]->data, in[0]->numel());
+    case Op::Mse: {
+      unsigned fresh = 0;
+      if (T* da = grad_out(in[0], fresh, 1u))
+        PRSR_CALL(dev_, mse_backward, da, dy, in[0]->data, in[1]->data, in[0]->numel(), fresh);
       break;
-    case Op::Mean:
-      if (T* dx = ensure_grad(in[0])) PRSR_CALL(dev_, mean_backward, dx, dy, in[0]->numel());
+    }
+    case Op::Mean: {
+      unsigned fresh = 0;
+      if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, mean_backward, dx, dy, in[0]->numel(), fresh);
       break;
+    }
   }
 }
 

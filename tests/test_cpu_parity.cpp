@@ -3,7 +3,8 @@
 // Every input is random (uniform, seeded), never zeros. Forward outputs are pre-filled with
 // garbage to check that they are overwritten; gradient buffers are pre-filled with random values
 // (the same for both backends) to check that backward accumulates (+=). Null gradient pointers
-// are swept. Reductions and batch-norm statistics are also compared with the reference run in
+// are swept; every backward also runs with its gradients marked fresh (pre-filled with NaN: they
+// must be overwritten). Reductions and batch-norm statistics are also compared with the reference run in
 // double. Tolerances are per op, scaled by the reduction length. One line per comparison prints
 // the max abs difference.
 #include <doctest/doctest.h>
@@ -47,6 +48,10 @@ std::vector<uint8_t> rnd_u8(size_t n) {
 }
 
 DVec to_d(const Vec& v) { return DVec(v.begin(), v.end()); }
+
+// A fresh gradient buffer (backend.h): garbage the kernel must overwrite, never read. NaN, so
+// that any element read or left unwritten fails the comparison.
+Vec garbage(size_t n) { return Vec(n, std::nanf("")); }
 
 // |got - want| <= atol + rtol * |want| for every element; prints the max abs difference.
 template <class W>
@@ -127,6 +132,17 @@ void conv_case(const ConvGeom& g, bool bias, bool all_masks) {
     if (hw) expect_close("conv2d_backward dw " + tag + m, dw, dw_r, dot_tol(k_w), 1e-4);
     if (hb) expect_close("conv2d_backward db " + tag + m, db, db_r, dot_tol(k_w), 1e-4);
   }
+  // fresh gradients: overwritten, equal to the reference's from zero
+  Vec fx_r(nx, 0.0f), fw_r(nw, 0.0f), fb_r(g.co, 0.0f);
+  ref::conv2d_backward<float>(fx_r.data(), fw_r.data(), fb_r.data(), dy.data(), x.data(), w.data(), g);
+  for (unsigned fresh : {1u, 7u}) {
+    Vec dx = garbage(nx), dw = fresh & 2u ? garbage(nw) : Vec(nw, 0.0f), db = fresh & 4u ? garbage(g.co) : Vec(g.co, 0.0f);
+    cpu::conv2d_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dy.data(), x.data(), w.data(), g, fresh);
+    const std::string m = " [fresh " + std::to_string(fresh) + "]";
+    expect_close("conv2d_backward dx " + tag + m, dx, fx_r, dot_tol(long(g.co) * g.kh * g.kw), 1e-4);
+    expect_close("conv2d_backward dw " + tag + m, dw, fw_r, dot_tol(k_w), 1e-4);
+    if (bias) expect_close("conv2d_backward db " + tag + m, db, fb_r, dot_tol(k_w), 1e-4);
+  }
 }
 
 void deconv_case(const DeconvGeom& g, bool bias, bool all_masks) {
@@ -158,6 +174,16 @@ void deconv_case(const DeconvGeom& g, bool bias, bool all_masks) {
     if (hw) expect_close("deconv2d_backward dw " + tag + m, dw, dw_r, dot_tol(k_w), 1e-4);
     if (hb) expect_close("deconv2d_backward db " + tag + m, db, db_r,
                          dot_tol(long(g.n) * g.ho() * g.wo()), 1e-4);
+  }
+  Vec fx_r(nx, 0.0f), fw_r(nw, 0.0f), fb_r(g.co, 0.0f);
+  ref::deconv2d_backward<float>(fx_r.data(), fw_r.data(), fb_r.data(), dy.data(), x.data(), w.data(), g);
+  for (unsigned fresh : {1u, 7u}) {
+    Vec dx = garbage(nx), dw = fresh & 2u ? garbage(nw) : Vec(nw, 0.0f), db = fresh & 4u ? garbage(g.co) : Vec(g.co, 0.0f);
+    cpu::deconv2d_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dy.data(), x.data(), w.data(), g, fresh);
+    const std::string m = " [fresh " + std::to_string(fresh) + "]";
+    expect_close("deconv2d_backward dx " + tag + m, dx, fx_r, dot_tol(long(g.co) * g.k * g.k), 1e-4);
+    expect_close("deconv2d_backward dw " + tag + m, dw, fw_r, dot_tol(k_w), 1e-4);
+    if (bias) expect_close("deconv2d_backward db " + tag + m, db, fb_r, dot_tol(long(g.n) * g.ho() * g.wo()), 1e-4);
   }
 }
 
@@ -246,6 +272,12 @@ TEST_CASE("cpu parity: 1x1 conv with colour blocks (masked prior head)") {
     ref::conv2d_backward<float>(dx_r.data(), dw_r.data(), c.bias ? db_r.data() : nullptr, dy.data(),
                                 x.data(), w.data(), g);
     expect_close(std::string("conv1x1 blocks backward dx ") + tag, dx, dx_r, dot_tol(g.co), 1e-4);
+    {  // a fresh dx (mask A leaves input channels no block reads: they must come out zero)
+      Vec fx = garbage(nx), fx_r(nx, 0.0f);
+      cpu::conv2d_backward(fx.data(), nullptr, nullptr, dy.data(), x.data(), w.data(), g, 1u);
+      ref::conv2d_backward<float>(fx_r.data(), nullptr, nullptr, dy.data(), x.data(), w.data(), g);
+      expect_close(std::string("conv1x1 blocks backward dx [fresh] ") + tag, fx, fx_r, dot_tol(g.co), 1e-4);
+    }
     if (c.bias) expect_close(std::string("conv1x1 blocks backward db ") + tag, db, db_r, dot_tol(long(g.n) * g.h * g.w), 1e-4);
     // allowed entries against the reference; masked ones untouched
     Vec want(nw);
@@ -292,6 +324,10 @@ TEST_CASE("cpu parity: elementwise") {
     cpu::axpy(y.data(), -1.3f, a.data(), n);
     ref::axpy<float>(yr.data(), -1.3f, a.data(), n);
     expect_close("axpy" + sz, y, yr, 1e-6, 1e-6);
+    y = garbage(n), yr = garbage(n);
+    cpu::axpy(y.data(), -1.3f, a.data(), n, 1u);
+    ref::axpy<float>(yr.data(), -1.3f, a.data(), n, 1u);
+    expect_close("axpy [fresh]" + sz, y, yr, 1e-6, 1e-6);
     y = rnd(n), yr = Vec(n);
     cpu::add_forward(y.data(), a.data(), m.data(), n);
     ref::add_forward<float>(yr.data(), a.data(), m.data(), n);
@@ -303,6 +339,10 @@ TEST_CASE("cpu parity: elementwise") {
     cpu::mul_backward(y.data(), dy.data(), m.data(), n);
     ref::mul_backward<float>(yr.data(), dy.data(), m.data(), n);
     expect_close("mul_backward" + sz, y, yr, 1e-7, 1e-6);
+    y = garbage(n), yr = garbage(n);
+    cpu::mul_backward(y.data(), dy.data(), m.data(), n, 1u);
+    ref::mul_backward<float>(yr.data(), dy.data(), m.data(), n, 1u);
+    expect_close("mul_backward [fresh]" + sz, y, yr, 1e-7, 1e-6);
 
     // activations on a wide range (saturation included), forward then backward from the output
     Vec x = rnd(n, -12.0f, 12.0f);
@@ -314,8 +354,8 @@ TEST_CASE("cpu parity: elementwise") {
       const char* name;
       void (*cf)(float*, const float*, size_t);
       void (*rf)(float*, const float*, size_t);
-      void (*cb)(float*, const float*, const float*, size_t);
-      void (*rb)(float*, const float*, const float*, size_t);
+      void (*cb)(float*, const float*, const float*, size_t, unsigned);
+      void (*rb)(float*, const float*, const float*, size_t, unsigned);
     };
     const Act acts[] = {
         {"relu", cpu::relu_forward, ref::relu_forward<float>, cpu::relu_backward,
@@ -331,9 +371,13 @@ TEST_CASE("cpu parity: elementwise") {
       f.rf(yr.data(), x.data(), n);
       expect_close(std::string(f.name) + "_forward" + sz, y, yr, 1e-7, 4e-7);
       Vec dx = g0, dxr = g0;
-      f.cb(dx.data(), dy.data(), yr.data(), n);
-      f.rb(dxr.data(), dy.data(), yr.data(), n);
+      f.cb(dx.data(), dy.data(), yr.data(), n, 0u);
+      f.rb(dxr.data(), dy.data(), yr.data(), n, 0u);
       expect_close(std::string(f.name) + "_backward" + sz, dx, dxr, 1e-7, 1e-6);
+      dx = garbage(n), dxr = garbage(n);
+      f.cb(dx.data(), dy.data(), yr.data(), n, 1u);
+      f.rb(dxr.data(), dy.data(), yr.data(), n, 1u);
+      expect_close(std::string(f.name) + "_backward [fresh]" + sz, dx, dxr, 1e-7, 1e-6);
     }
   }
 }
@@ -354,6 +398,10 @@ TEST_CASE("cpu parity: gate and down_shift") {
     ref::gate_backward<float>(dzr.data(), dy.data(), z.data(), s.n, s.c, s.hw);
     // 1 - t^2 near saturation amplifies one ulp of t: ~2.4e-7 absolute per unit dy
     expect_close("gate_backward" + sz, dz, dzr, 5e-7, 1e-6);
+    dz = garbage(nz), dzr = garbage(nz);
+    cpu::gate_backward(dz.data(), dy.data(), z.data(), s.n, s.c, s.hw, 1u);
+    ref::gate_backward<float>(dzr.data(), dy.data(), z.data(), s.n, s.c, s.hw, 1u);
+    expect_close("gate_backward [fresh]" + sz, dz, dzr, 5e-7, 1e-6);
   }
   struct D { int planes, h, w; };
   for (const D d : {D{1, 1, 1}, D{10, 9, 7}, D{96, 32, 32}}) {
@@ -369,6 +417,10 @@ TEST_CASE("cpu parity: gate and down_shift") {
     cpu::down_shift_backward(dx.data(), dy.data(), d.planes, d.h, d.w);
     ref::down_shift_backward<float>(dxr.data(), dy.data(), d.planes, d.h, d.w);
     expect_close("down_shift_backward" + sz, dx, dxr, 0, 0);
+    dx = garbage(n), dxr = garbage(n);
+    cpu::down_shift_backward(dx.data(), dy.data(), d.planes, d.h, d.w, 1u);
+    ref::down_shift_backward<float>(dxr.data(), dy.data(), d.planes, d.h, d.w, 1u);
+    expect_close("down_shift_backward [fresh]" + sz, dx, dxr, 0, 0);
   }
 }
 
@@ -450,6 +502,17 @@ TEST_CASE("cpu parity: batch norm train, eval and backward") {
         if (hg) expect_close("bn_backward dgamma vs double" + t, dg, dgd, 1e-6, 1e-6);
         if (hb) expect_close("bn_backward dbeta" + t, db, dbr, red, 1e-5);
         if (hb) expect_close("bn_backward dbeta vs double" + t, db, dbd, 1e-6, 1e-6);
+        // the same gradients fresh: overwritten, the reference's from zero
+        Vec fx = garbage(nx), fg = garbage(c), fb = garbage(c), fxr = garbage(nx), fgr = garbage(c), fbr = garbage(c);
+        cpu::batchnorm_backward(hx ? fx.data() : nullptr, hg ? fg.data() : nullptr, hb ? fb.data() : nullptr,
+                                dy.data(), x.data(), gamma.data(), mu.data(), is.data(), s.n, s.c, s.hw,
+                                training, unsigned(mask));
+        ref::batchnorm_backward<float>(hx ? fxr.data() : nullptr, hg ? fgr.data() : nullptr,
+                                       hb ? fbr.data() : nullptr, dy.data(), x.data(), gamma.data(),
+                                       mu.data(), is.data(), s.n, s.c, s.hw, training, unsigned(mask));
+        if (hx) expect_close("bn_backward dx [fresh]" + t, fx, fxr, red * 4, 1e-4);
+        if (hg) expect_close("bn_backward dgamma [fresh]" + t, fg, fgr, red, 1e-5);
+        if (hb) expect_close("bn_backward dbeta [fresh]" + t, fb, fbr, red, 1e-5);
       }
     }
   }
@@ -493,6 +556,20 @@ TEST_CASE("cpu parity: softmax cross-entropy, colours 1 and 3, with and without 
         if (hb) expect_close("softmax_ce_backward db" + t, db, dbr, 1e-5 * scale + 1e-9, 1e-5);
         if (!ha) CHECK(da == da0);
         if (!hb) CHECK(db == db0);
+        // fresh: every combination of fresh and accumulating gradients
+        for (unsigned fresh = 1; fresh < 4; ++fresh) {
+          if ((fresh & 1u && !ha) || (fresh & 2u && !hb)) continue;
+          Vec fa = fresh & 1u ? garbage(nl) : da0, fb = fresh & 2u ? garbage(nl) : db0;
+          Vec far = fa, fbr = fb;
+          cpu::softmax_ce_backward(ha ? fa.data() : nullptr, hb ? fb.data() : nullptr, dloss.data(),
+                                   a.data(), bp, target.data(), s.n, s.colors, s.hw, fresh);
+          ref::softmax_ce_backward<float>(ha ? far.data() : nullptr, hb ? fbr.data() : nullptr,
+                                          dloss.data(), a.data(), bp, target.data(), s.n, s.colors,
+                                          s.hw, fresh);
+          const std::string f = t + " [fresh " + std::to_string(fresh) + "]";
+          if (ha) expect_close("softmax_ce_backward da" + f, fa, far, 1e-5 * scale + 1e-9, 1e-5);
+          if (hb) expect_close("softmax_ce_backward db" + f, fb, fbr, 1e-5 * scale + 1e-9, 1e-5);
+        }
       }
     }
   }
@@ -515,6 +592,10 @@ TEST_CASE("cpu parity: mse and mean") {
     cpu::mse_backward(da.data(), dloss.data(), a.data(), t.data(), n);
     ref::mse_backward<float>(dar.data(), dloss.data(), a.data(), t.data(), n);
     expect_close("mse_backward" + sz, da, dar, 1e-7, 1e-6);
+    da = garbage(n), dar = garbage(n);
+    cpu::mse_backward(da.data(), dloss.data(), a.data(), t.data(), n, 1u);
+    ref::mse_backward<float>(dar.data(), dloss.data(), a.data(), t.data(), n, 1u);
+    expect_close("mse_backward [fresh]" + sz, da, dar, 1e-7, 1e-6);
 
     cpu::mean_forward(l.data(), a.data(), n);
     ref::mean_forward<float>(lr.data(), a.data(), n);
@@ -525,6 +606,10 @@ TEST_CASE("cpu parity: mse and mean") {
     cpu::mean_backward(da.data(), dloss.data(), n);
     ref::mean_backward<float>(dar.data(), dloss.data(), n);
     expect_close("mean_backward" + sz, da, dar, 1e-7, 1e-6);
+    da = garbage(n), dar = garbage(n);
+    cpu::mean_backward(da.data(), dloss.data(), n, 1u);
+    ref::mean_backward<float>(dar.data(), dloss.data(), n, 1u);
+    expect_close("mean_backward [fresh]" + sz, da, dar, 1e-7, 1e-6);
   }
 }
 

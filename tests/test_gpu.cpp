@@ -353,9 +353,9 @@ TEST_CASE("gpu: element-wise ops forward and backward" * doctest::skip(!gpu_ok()
     struct Act {
       const char* name;
       void (*ref_f)(float*, const float*, size_t);
-      void (*ref_b)(float*, const float*, const float*, size_t);
+      void (*ref_b)(float*, const float*, const float*, size_t, unsigned);
       void (*cu_f)(float*, const float*, size_t);
-      void (*cu_b)(float*, const float*, const float*, size_t);
+      void (*cu_b)(float*, const float*, const float*, size_t, unsigned);
     };
     const Act acts[] = {
         {"relu", ref::relu_forward<float>, ref::relu_backward<float>, cuda::relu_forward,
@@ -373,10 +373,16 @@ TEST_CASE("gpu: element-wise ops forward and backward" * doctest::skip(!gpu_ok()
       act.cu_f(y.p, da_.p, n);
       expect_close(y.get(), yr, 1e-6, 1e-6, "activation forward");
       auto gw = acc0;
-      act.ref_b(gw.data(), dy.data(), yr.data(), n);
+      act.ref_b(gw.data(), dy.data(), yr.data(), n, 0u);
       DevF yref(yr), g(acc0);
-      act.cu_b(g.p, ddy.p, yref.p, n);
+      act.cu_b(g.p, ddy.p, yref.p, n, 0u);
       expect_close(g.get(), gw, 1e-6, 1e-6, "activation backward");
+      // a fresh gradient (backend.h): NaN garbage that must be overwritten
+      std::vector<float> gf(n, 0.0f);
+      act.ref_b(gf.data(), dy.data(), yr.data(), n, 0u);
+      DevF gfresh(std::vector<float>(n, std::nanf("")));
+      act.cu_b(gfresh.p, ddy.p, yref.p, n, 1u);
+      expect_close(gfresh.get(), gf, 1e-6, 1e-6, "activation backward [fresh]");
     }
   }
 }

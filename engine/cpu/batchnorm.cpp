@@ -80,8 +80,9 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
 //   evaluation: dx += gamma * invstd * dy
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training) {
+                        int hw, bool training, unsigned fresh) {
   const double m = double(n) * hw;
+  const bool fx = fresh & 1u;  // a fresh dx is overwritten; fresh dgamma / dbeta likewise
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
     const float mu = mean[ch], is = invstd[ch];
@@ -100,18 +101,20 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
         sdyx += s2;
       }
     }
-    if (dgamma) dgamma[ch] += float(sdyx);
-    if (dbeta) dbeta[ch] += float(sdy);
+    if (dgamma) dgamma[ch] = (fresh & 2u ? 0.0f : dgamma[ch]) + float(sdyx);
+    if (dbeta) dbeta[ch] = (fresh & 4u ? 0.0f : dbeta[ch]) + float(sdy);
     if (!dx) continue;
     const float k = gamma[ch] * is;
     const float mdy = training ? float(sdy / m) : 0.0f;
     const float mdyx = training ? float(sdyx / m) : 0.0f;
     for (int b = 0; b < n; ++b) {
       const size_t o = (size_t(b) * c + ch) * hw;
+      if (fx) {
 #pragma omp simd
-      for (int p = 0; p < hw; ++p) {
-        const float xhat = (x[o + p] - mu) * is;
-        dx[o + p] += k * (dy[o + p] - mdy - xhat * mdyx);
+        for (int p = 0; p < hw; ++p) dx[o + p] = k * (dy[o + p] - mdy - (x[o + p] - mu) * is * mdyx);
+      } else {
+#pragma omp simd
+        for (int p = 0; p < hw; ++p) dx[o + p] += k * (dy[o + p] - mdy - (x[o + p] - mu) * is * mdyx);
       }
     }
   }

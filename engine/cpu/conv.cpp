@@ -13,6 +13,8 @@
 // gradient is computed into a private buffer of the cache entry and added to the caller's buffer
 // by a reorder whose attribute carries a `sum` post-op (dst = src + dst). The same reorder also
 // converts blocked layouts back to plain ones, so accumulation costs one pass in either layout.
+// A fresh gradient (backend.h) takes a second reorder without the sum: it never reads the
+// caller's buffer.
 //
 // Threads. libdnnl here is built on OpenMP (libgomp), like our loops: one thread pool, no
 // oversubscription. One global engine and stream; a mutex serialises calls (the cached memory
@@ -69,8 +71,10 @@ Global& global() {
 // nothing is accumulated, otherwise a private buffer with a reorder between the two.
 struct Arg {
   Role role;
+  int grad_bit = -1;  // OutAcc: which bit of `fresh` (backend.h) this gradient is
   memory user, prim;
   dnnl::primitive reorder;
+  dnnl::primitive reorder_fresh;  // OutAcc: the same without the sum (user = prim)
   std::unordered_map<int, memory> reorder_args;
   std::vector<dnnl_exec_arg_t> reorder_cargs;  // the same, for the C API (no allocation per call)
   bool has_reorder = false;
@@ -96,10 +100,12 @@ struct Entry {
   double t_in = 0, t_prim = 0, t_out = 0;  // seconds in reorders in, primitive, reorders out
   long calls = 0;
 
-  void add(int dnnl_arg, Role role, const memory::desc& prim_md, const memory::desc& user_md) {
+  void add(int dnnl_arg, Role role, const memory::desc& prim_md, const memory::desc& user_md,
+           int grad_bit = -1) {
     auto& eng = global().eng;
     Arg x;
     x.role = role;
+    x.grad_bit = grad_bit;
     x.user = memory(user_md, eng, DNNL_MEMORY_NONE);
     if (role != Role::OutAcc && prim_md == user_md) {
       x.prim = x.user;
@@ -117,6 +123,7 @@ struct Entry {
           attr.set_post_ops(po);
         }
         x.reorder = dnnl::reorder(dnnl::reorder::primitive_desc(x.prim, x.user, attr));
+        if (role == Role::OutAcc) x.reorder_fresh = dnnl::reorder(x.prim, x.user);
         x.reorder_args = {{DNNL_ARG_FROM, x.prim}, {DNNL_ARG_TO, x.user}};
       }
     }
@@ -126,7 +133,9 @@ struct Entry {
 
   // `reuse`: an input argument (index into a[]) whose converted copy already sits in `from`'s
   // private buffer (same layout): its reorder is skipped and the primitive reads that buffer.
-  void run(std::initializer_list<const void*> ptrs, int reuse = -1, const Arg* from = nullptr) {
+  // `fresh`: the gradient bits (Arg::grad_bit) whose caller buffers are fresh (overwritten).
+  void run(std::initializer_list<const void*> ptrs, int reuse = -1, const Arg* from = nullptr,
+           unsigned fresh = 0) {
     auto& strm = global().strm;
     const bool prof = global().profile;
     size_t i = 0;
@@ -151,8 +160,11 @@ struct Entry {
     }
     if (prof) strm.wait();
     const double t2 = prof ? now_seconds() : 0;
-    for (auto& x : a)
-      if (x.role != Role::In && x.has_reorder) execute_c(x.reorder, strm, x.reorder_cargs, x.reorder_args);
+    for (auto& x : a) {
+      if (x.role == Role::In || !x.has_reorder) continue;
+      const bool overwrite = x.role == Role::OutAcc && x.grad_bit >= 0 && (fresh >> x.grad_bit & 1u);
+      execute_c(overwrite ? x.reorder_fresh : x.reorder, strm, x.reorder_cargs, x.reorder_args);
+    }
     strm.wait();
     if (prof) {
       const double t3 = now_seconds();
@@ -276,7 +288,7 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
     const typename B::primitive_desc pd(desc, attr, global().eng, hint);
     e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
     e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
-    e->add(DNNL_ARG_DIFF_SRC, Role::OutAcc, pd.diff_src_desc(), u_src);
+    e->add(DNNL_ARG_DIFF_SRC, Role::OutAcc, pd.diff_src_desc(), u_src, 0);
     e->prim = B(pd);
     e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
   } else {
@@ -289,8 +301,8 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
     const typename B::primitive_desc pd(desc, attr, global().eng, hint);
     e->add(DNNL_ARG_SRC, Role::In, pd.src_desc(), u_src);
     e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
-    e->add(DNNL_ARG_DIFF_WEIGHTS, Role::OutAcc, pd.diff_weights_desc(), u_wei);
-    if (bias) e->add(DNNL_ARG_DIFF_BIAS, Role::OutAcc, pd.diff_bias_desc(), u_bias);
+    e->add(DNNL_ARG_DIFF_WEIGHTS, Role::OutAcc, pd.diff_weights_desc(), u_wei, 1);
+    if (bias) e->add(DNNL_ARG_DIFF_BIAS, Role::OutAcc, pd.diff_bias_desc(), u_bias, 2);
     e->prim = B(pd);
     e->scratchpad = memory(pd.scratchpad_desc(), global().eng);
   }
@@ -363,7 +375,7 @@ bool deconv_blocked(Kind k, const DeconvGeom& g) { return use_blocked(k, g.ci, g
 
 // db[o] += sum_{n, p} dy[n, o, p] (used when dw is not requested: oneDNN only gives the bias
 // gradient together with the weight gradient). One channel per iteration: deterministic.
-void bias_grad(float* db, const float* dy, int n, int co, int hw) {
+void bias_grad(float* db, const float* dy, int n, int co, int hw, bool fresh) {
 #pragma omp parallel for schedule(static)
   for (int o = 0; o < co; ++o) {
     double s = 0;
@@ -374,7 +386,7 @@ void bias_grad(float* db, const float* dy, int n, int co, int hw) {
       for (int p = 0; p < hw; ++p) t += double(row[p]);
       s += t;
     }
-    db[o] += float(s);
+    db[o] = (fresh ? 0.0f : db[o]) + float(s);
   }
 }
 
@@ -455,17 +467,24 @@ void conv1x1_forward(float* y, const float* x, const float* w, const float* b, c
   });
 }
 
-void conv1x1_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g) {
+void conv1x1_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g, bool fresh) {
   const long hw = long(g.h) * g.w;
   const ColourBlocks cb = colour_blocks(g);
+  int widest = 0;  // the block that reads the most input channels
+  for (int k = 1; k < cb.count; ++k)
+    if (cb.b[k].k1 > cb.b[widest].k1) widest = k;
   for_images(g.n, [&](int i) {
-    // dx[0:k1] += W[o0:o1, 0:k1]^T dy[o0:o1], block by block (in order: deterministic; measured
-    // twice as fast as by input colour group, whose transposed operands are strided)
-    for (int k = 0; k < cb.count; ++k) {
+    // dx[0:k1] += W[o0:o1, 0:k1]^T dy[o0:o1], block by block (in a fixed order: deterministic;
+    // measured twice as fast as by input colour group, whose transposed operands are strided).
+    // A fresh dx: the widest block first, overwriting (beta = 0); channels no block reads, zero.
+    float* dxi = dx + size_t(i) * g.ci * hw;
+    if (fresh) std::fill(dxi + size_t(cb.b[widest].k1) * hw, dxi + size_t(g.ci) * hw, 0.0f);
+    for (int j = 0; j < cb.count; ++j) {
+      const int k = fresh ? (j == 0 ? widest : (j <= widest ? j - 1 : j)) : j;
       const ColourBlock& bl = cb.b[k];
       if (bl.k1 > 0)
         sgemm('T', 'N', bl.k1, hw, bl.o1 - bl.o0, 1.0f, w + size_t(bl.o0) * g.ci, g.ci,
-              dy + (size_t(i) * g.co + bl.o0) * hw, hw, 1.0f, dx + size_t(i) * g.ci * hw, hw);
+              dy + (size_t(i) * g.co + bl.o0) * hw, hw, fresh && j == 0 ? 0.0f : 1.0f, dxi, hw);
     }
   });
 }
@@ -564,18 +583,21 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
 }
 
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g) {
+                     const float* w, const ConvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (gemm_1x1(Kind::ConvBwdData, g)) {
-    if (dx) conv1x1_backward_data(dx, dy, w, g);
-    if (dw) conv1x1_backward_weights(dw, dy, x, g);
-    if (db) bias_grad(db, dy, g.n, g.co, g.ho() * g.wo());
+    if (dx) conv1x1_backward_data(dx, dy, w, g, fresh & 1u);
+    if (dw) {  // weight gradients are parameters': fresh only in tests
+      if (fresh & 2u) std::fill(dw, dw + size_t(g.co) * g.ci, 0.0f);
+      conv1x1_backward_weights(dw, dy, x, g);
+    }
+    if (db) bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u);
     return;
   }
   Entry* ed = nullptr;
   if (dx) {
     ed = &lookup(Kind::ConvBwdData, false, conv_blocked(Kind::ConvBwdData, g), g, conv_key, build_conv);
-    ed->run({dy, w, dx});
+    ed->run({dy, w, dx}, -1, nullptr, fresh);
   }
   if (dw) {
     Entry& e = lookup(Kind::ConvBwdWeights, db != nullptr, conv_blocked(Kind::ConvBwdWeights, g),
@@ -585,11 +607,11 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     const bool share = ed && ed->a[0].has_reorder && e.a[1].has_reorder &&
                        ed->a[0].prim.get_desc() == e.a[1].prim.get_desc();
     if (db)
-      e.run({x, dy, dw, db}, share ? 1 : -1, share ? &ed->a[0] : nullptr);
+      e.run({x, dy, dw, db}, share ? 1 : -1, share ? &ed->a[0] : nullptr, fresh);
     else
-      e.run({x, dy, dw}, share ? 1 : -1, share ? &ed->a[0] : nullptr);
+      e.run({x, dy, dw}, share ? 1 : -1, share ? &ed->a[0] : nullptr, fresh);
   } else if (db) {
-    bias_grad(db, dy, g.n, g.co, g.ho() * g.wo());
+    bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u);
   }
 }
 
@@ -605,21 +627,21 @@ void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
 }
 
 void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g) {
+                       const float* w, const DeconvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (dx)
     lookup(Kind::DeconvBwdData, false, deconv_blocked(Kind::DeconvBwdData, g), g, deconv_key,
            build_deconv)
-        .run({dy, w, dx});
+        .run({dy, w, dx}, -1, nullptr, fresh);
   if (dw) {
     Entry& e = lookup(Kind::DeconvBwdWeights, db != nullptr,
                       deconv_blocked(Kind::DeconvBwdWeights, g), g, deconv_key, build_deconv);
     if (db)
-      e.run({x, dy, dw, db});
+      e.run({x, dy, dw, db}, -1, nullptr, fresh);
     else
-      e.run({x, dy, dw});
+      e.run({x, dy, dw}, -1, nullptr, fresh);
   } else if (db) {
-    bias_grad(db, dy, g.n, g.co, g.ho() * g.wo());
+    bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u);
   }
 }
 

@@ -154,7 +154,10 @@ void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8
 // Per block: max, exp (kept in a 64 KiB per-thread buffer) and its sum, then one pass that
 // writes both gradients.
 void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw) {
+                         const uint8_t* target, int n, int colors, int hw, unsigned fresh) {
+  // A fresh gradient (backend.h) is written (=), the others accumulated; every element of a
+  // block is written by the level loop before the one-hot term is subtracted.
+  const bool fa = fresh & 1u, fb = fresh & 2u;
   if (!da && !db) return;
   const CeShape s{n, colors, hw};
   const long tasks = s.tasks();
@@ -178,7 +181,7 @@ void softmax_ce_backward(float* da, float* db, const float* dloss, const float* 
       for (int l = 0; l < kLevels; ++l) {
         const float* el = e + l * kBlock;
         const size_t o = size_t(l) * hw;
-        if (ga && gb) {
+        if (ga && gb && !fa && !fb) {
 #pragma omp simd
           for (int p = 0; p < k.len; ++p) {
             const float g = el[p] * inv[p];
@@ -186,9 +189,17 @@ void softmax_ce_backward(float* da, float* db, const float* dloss, const float* 
             gb[o + p] += g;
           }
         } else {
-          float* g1 = ga ? ga : gb;
+          for (int which = 0; which < 2; ++which) {  // (ga and gb may be the same buffer)
+            float* g1 = which ? gb : ga;
+            if (!g1) continue;
+            if (which ? fb : fa) {
 #pragma omp simd
-          for (int p = 0; p < k.len; ++p) g1[o + p] += el[p] * inv[p];
+              for (int p = 0; p < k.len; ++p) g1[o + p] = el[p] * inv[p];
+            } else {
+#pragma omp simd
+              for (int p = 0; p < k.len; ++p) g1[o + p] += el[p] * inv[p];
+            }
+          }
         }
       }
       for (int p = 0; p < k.len; ++p) {  // the one-hot term
@@ -209,10 +220,16 @@ void mse_forward(float* loss, const float* a, const float* t, size_t n) {
 }
 
 // loss = mean((a - t)^2)  ->  da += dloss * 2 (a - t) / n
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n) {
+void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
+                  unsigned fresh) {
   const float k = dloss[0] * 2.0f / float(double(n));
+  if (fresh & 1u) {
 #pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
-  for (size_t i = 0; i < n; ++i) da[i] += k * (a[i] - t[i]);
+    for (size_t i = 0; i < n; ++i) da[i] = k * (a[i] - t[i]);
+  } else {
+#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
+    for (size_t i = 0; i < n; ++i) da[i] += k * (a[i] - t[i]);
+  }
 }
 
 void mean_forward(float* y, const float* x, size_t n) {
@@ -220,10 +237,15 @@ void mean_forward(float* y, const float* x, size_t n) {
 }
 
 // y = mean(x)  ->  dx += dy / n
-void mean_backward(float* dx, const float* dy, size_t n) {
+void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
   const float k = dy[0] / float(double(n));
+  if (fresh & 1u) {
 #pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
-  for (size_t i = 0; i < n; ++i) dx[i] += k;
+    for (size_t i = 0; i < n; ++i) dx[i] = k;
+  } else {
+#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
+    for (size_t i = 0; i < n; ++i) dx[i] += k;
+  }
 }
 
 }  // namespace prsr::cpu

@@ -134,7 +134,11 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
 
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training) {
+                        int hw, bool training, unsigned fresh) {
+  // fresh gradients (backend.h): zeroed first, then accumulated into as usual
+  if (dx && (fresh & 1u)) fill(dx, 0.0f, size_t(n) * c * hw);
+  if (dgamma && (fresh & 2u)) fill(dgamma, 0.0f, size_t(c));
+  if (dbeta && (fresh & 4u)) fill(dbeta, 0.0f, size_t(c));
   if (c == 0 || size_t(n) * hw == 0) return;
   if (!dx && !dgamma && !dbeta) return;
   bn_backward_kernel<<<c, B, 0, stream()>>>(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, n, c,

@@ -201,11 +201,15 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
 }
 
 // Backward of y = W . cols(x) + b:  dx += col2im(W^T . dy),  dW += dy . cols(x)^T,  db += sum dy.
+// Fresh gradients (backend.h) are zeroed first, then accumulated into as usual.
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g) {
+                     const float* w, const ConvGeom& g, unsigned fresh) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
+  if (dx && (fresh & 1u)) fill(dx, 0.0f, size_t(g.n) * xs);
+  if (dw && (fresh & 2u)) fill(dw, 0.0f, size_t(g.co) * K);
+  if (db && (fresh & 4u)) fill(db, 0.0f, size_t(g.co));
   if (g.n == 0 || P <= 0) return;
   if (db) bias_grad(db, dy, g.n, g.co, size_t(P));
   if (!dx && !dw) return;
@@ -271,10 +275,13 @@ void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
 //   dx[c][i,j] += sum_{o,ky,kx} w[o,c,ky,kx] cols(dy)   = (Wt . cols(dy))[c][i,j]
 //   dw[o,c,ky,kx] += sum_{n,i,j} x[c][i,j] cols(dy)     = (X . cols(dy)^T)[c][o,ky,kx]
 void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g) {
+                       const float* w, const DeconvGeom& g, unsigned fresh) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t hwo = size_t(g.ho()) * g.wo();
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * hwo;
+  if (dx && (fresh & 1u)) fill(dx, 0.0f, size_t(g.n) * xs);
+  if (dw && (fresh & 2u)) fill(dw, 0.0f, size_t(g.ci) * M);
+  if (db && (fresh & 4u)) fill(db, 0.0f, size_t(g.co));
   if (g.n == 0) return;
   if (db) bias_grad(db, dy, g.n, g.co, hwo);
   if (!dx && !dw) return;

@@ -92,8 +92,10 @@ void fill(float* y, float v, size_t n) {
   LAUNCH_CHECK();
 }
 
-void axpy(float* y, float a, const float* x, size_t n) {
+// Fresh gradients (backend.h) are zeroed first, then accumulated into as usual.
+void axpy(float* y, float a, const float* x, size_t n, unsigned fresh) {
   if (n == 0) return;
+  if (fresh & 1u) fill(y, 0.0f, n);
   axpy_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, a, x, n);
   LAUNCH_CHECK();
 }
@@ -110,8 +112,9 @@ void mul_forward(float* y, const float* a, const float* m, size_t n) {
   LAUNCH_CHECK();
 }
 
-void mul_backward(float* da, const float* dy, const float* m, size_t n) {
+void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh) {
   if (n == 0 || !da) return;
+  if (fresh & 1u) fill(da, 0.0f, n);
   mul_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(da, dy, m, n);
   LAUNCH_CHECK();
 }
@@ -122,8 +125,9 @@ void relu_forward(float* y, const float* x, size_t n) {
   LAUNCH_CHECK();
 }
 
-void relu_backward(float* dx, const float* dy, const float* y, size_t n) {
+void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
+  if (fresh & 1u) fill(dx, 0.0f, n);
   relu_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
   LAUNCH_CHECK();
 }
@@ -134,8 +138,9 @@ void tanh_forward(float* y, const float* x, size_t n) {
   LAUNCH_CHECK();
 }
 
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n) {
+void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
+  if (fresh & 1u) fill(dx, 0.0f, n);
   tanh_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
   LAUNCH_CHECK();
 }
@@ -146,8 +151,9 @@ void sigmoid_forward(float* y, const float* x, size_t n) {
   LAUNCH_CHECK();
 }
 
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n) {
+void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
+  if (fresh & 1u) fill(dx, 0.0f, n);
   sigmoid_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
   LAUNCH_CHECK();
 }
@@ -159,9 +165,10 @@ void gate_forward(float* y, const float* z, int n, int c, int hw) {
   LAUNCH_CHECK();
 }
 
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw) {
+void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh) {
   const size_t chw = size_t(c) * hw, total = size_t(n) * chw;
   if (total == 0 || !dz) return;
+  if (fresh & 1u) fill(dz, 0.0f, 2 * total);
   gate_backward_kernel<<<grid_for(total), kBlock, 0, stream()>>>(dz, dy, z, total, chw);
   LAUNCH_CHECK();
 }
@@ -173,9 +180,10 @@ void down_shift_forward(float* y, const float* x, int planes, int h, int w) {
   LAUNCH_CHECK();
 }
 
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w) {
+void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh) {
   const size_t total = size_t(planes) * h * w;
   if (total == 0 || !dx) return;
+  if (fresh & 1u) fill(dx, 0.0f, total);
   down_shift_backward_kernel<<<grid_for(total), kBlock, 0, stream()>>>(dx, dy, total, h, w);
   LAUNCH_CHECK();
 }

@@ -25,31 +25,31 @@ void conv2d_forward(float*, const float*, const float*, const float*, const Conv
   unavailable();
 }
 void conv2d_backward(float*, float*, float*, const float*, const float*, const float*,
-                     const ConvGeom&) {
+                     const ConvGeom&, unsigned) {
   unavailable();
 }
 void deconv2d_forward(float*, const float*, const float*, const float*, const DeconvGeom&) {
   unavailable();
 }
 void deconv2d_backward(float*, float*, float*, const float*, const float*, const float*,
-                       const DeconvGeom&) {
+                       const DeconvGeom&, unsigned) {
   unavailable();
 }
 void fill(float*, float, size_t) { unavailable(); }
-void axpy(float*, float, const float*, size_t) { unavailable(); }
+void axpy(float*, float, const float*, size_t, unsigned) { unavailable(); }
 void add_forward(float*, const float*, const float*, size_t) { unavailable(); }
 void mul_forward(float*, const float*, const float*, size_t) { unavailable(); }
-void mul_backward(float*, const float*, const float*, size_t) { unavailable(); }
+void mul_backward(float*, const float*, const float*, size_t, unsigned) { unavailable(); }
 void relu_forward(float*, const float*, size_t) { unavailable(); }
-void relu_backward(float*, const float*, const float*, size_t) { unavailable(); }
+void relu_backward(float*, const float*, const float*, size_t, unsigned) { unavailable(); }
 void tanh_forward(float*, const float*, size_t) { unavailable(); }
-void tanh_backward(float*, const float*, const float*, size_t) { unavailable(); }
+void tanh_backward(float*, const float*, const float*, size_t, unsigned) { unavailable(); }
 void sigmoid_forward(float*, const float*, size_t) { unavailable(); }
-void sigmoid_backward(float*, const float*, const float*, size_t) { unavailable(); }
+void sigmoid_backward(float*, const float*, const float*, size_t, unsigned) { unavailable(); }
 void gate_forward(float*, const float*, int, int, int) { unavailable(); }
-void gate_backward(float*, const float*, const float*, int, int, int) { unavailable(); }
+void gate_backward(float*, const float*, const float*, int, int, int, unsigned) { unavailable(); }
 void down_shift_forward(float*, const float*, int, int, int) { unavailable(); }
-void down_shift_backward(float*, const float*, int, int, int) { unavailable(); }
+void down_shift_backward(float*, const float*, int, int, int, unsigned) { unavailable(); }
 void batchnorm_forward_train(float*, float*, float*, float*, float*, const float*, const float*,
                              const float*, int, int, int, float, float) {
   unavailable();
@@ -59,20 +59,20 @@ void batchnorm_forward_eval(float*, float*, float*, const float*, const float*, 
   unavailable();
 }
 void batchnorm_backward(float*, float*, float*, const float*, const float*, const float*,
-                        const float*, const float*, int, int, int, bool) {
+                        const float*, const float*, int, int, int, bool, unsigned) {
   unavailable();
 }
 void softmax_ce_forward(float*, const float*, const float*, const uint8_t*, int, int, int) {
   unavailable();
 }
 void softmax_ce_backward(float*, float*, const float*, const float*, const float*, const uint8_t*,
-                         int, int, int) {
+                         int, int, int, unsigned) {
   unavailable();
 }
 void mse_forward(float*, const float*, const float*, size_t) { unavailable(); }
-void mse_backward(float*, const float*, const float*, const float*, size_t) { unavailable(); }
+void mse_backward(float*, const float*, const float*, const float*, size_t, unsigned) { unavailable(); }
 void mean_forward(float*, const float*, size_t) { unavailable(); }
-void mean_backward(float*, const float*, size_t) { unavailable(); }
+void mean_backward(float*, const float*, size_t, unsigned) { unavailable(); }
 void rmsprop_step(float*, float*, float*, const float*, size_t, float, float, float, float) {
   unavailable();
 }

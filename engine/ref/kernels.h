@@ -1,7 +1,7 @@
 // The naive reference backend: plain loops, templated on the element type so that gradient
 // checks run in double. Never optimised; the CPU and CUDA backends are tested against it.
 // Signatures and semantics are those of engine/backend.h (forward overwrites, backward
-// accumulates into non-null gradients).
+// accumulates into non-null gradients, or overwrites the fresh ones).
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -10,6 +10,13 @@
 #include "engine/backend.h"
 
 namespace prsr::ref {
+
+// Fresh gradients (backend.h): the reference zeroes them first, then accumulates as usual.
+template <class T>
+void zero_fresh(unsigned fresh, unsigned bit, T* p, size_t n) {
+  if (p && (fresh >> bit & 1u))
+    for (size_t i = 0; i < n; ++i) p[i] = T(0);
+}
 
 // ---------------------------------------------------------------- convolution
 // y[n,o,i,j] = b[o] + sum_{c,ky,kx} w[o,c,ky,kx] * x[n, c, i + ky - pad_t, j + kx - pad_l]
@@ -38,7 +45,11 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
 
 // Backward of the line above: dx[n,c,yi,xj] += w * dy; dw[o,c,ky,kx] += x * dy; db[o] += dy.
 template <class T>
-void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g) {
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g,
+                     unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, size_t(g.n) * g.ci * g.h * g.w);
+  zero_fresh(fresh, 1, dw, size_t(g.co) * g.ci * g.kh * g.kw);
+  zero_fresh(fresh, 2, db, size_t(g.co));
   const int ho = g.ho(), wo = g.wo();
   for (int n = 0; n < g.n; ++n)
     for (int o = 0; o < g.co; ++o)
@@ -90,7 +101,10 @@ void deconv2d_forward(T* y, const T* x, const T* w, const T* b, const DeconvGeom
 
 template <class T>
 void deconv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                       const DeconvGeom& g) {
+                       const DeconvGeom& g, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, size_t(g.n) * g.ci * g.h * g.w);
+  zero_fresh(fresh, 1, dw, size_t(g.co) * g.ci * g.k * g.k);
+  zero_fresh(fresh, 2, db, size_t(g.co));
   const int ho = g.ho(), wo = g.wo();
   if (db)
     for (int n = 0; n < g.n; ++n)
@@ -119,7 +133,8 @@ void deconv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
 
 // ---------------------------------------------------------------- elementwise
 template <class T> void fill(T* y, T v, size_t n) { for (size_t i = 0; i < n; ++i) y[i] = v; }
-template <class T> void axpy(T* y, T a, const T* x, size_t n) {
+template <class T> void axpy(T* y, T a, const T* x, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, y, n);
   for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 template <class T> void add_forward(T* y, const T* a, const T* b, size_t n) {
@@ -128,27 +143,31 @@ template <class T> void add_forward(T* y, const T* a, const T* b, size_t n) {
 template <class T> void mul_forward(T* y, const T* a, const T* m, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = a[i] * m[i];
 }
-template <class T> void mul_backward(T* da, const T* dy, const T* m, size_t n) {
+template <class T> void mul_backward(T* da, const T* dy, const T* m, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, da, n);
   for (size_t i = 0; i < n; ++i) da[i] += dy[i] * m[i];
 }
 template <class T> void relu_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
 }
 // y = relu(x): dx += dy where y > 0 (the subgradient at 0 is 0).
-template <class T> void relu_backward(T* dx, const T* dy, const T* y, size_t n) {
+template <class T> void relu_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) if (y[i] > T(0)) dx[i] += dy[i];
 }
 template <class T> void tanh_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
 }
-template <class T> void tanh_backward(T* dx, const T* dy, const T* y, size_t n) {
+template <class T> void tanh_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) dx[i] += dy[i] * (T(1) - y[i] * y[i]);
 }
 template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 template <class T> void sigmoid_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);
 }
-template <class T> void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n) {
+template <class T> void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) dx[i] += dy[i] * y[i] * (T(1) - y[i]);
 }
 
@@ -163,7 +182,8 @@ template <class T> void gate_forward(T* y, const T* z, int n, int c, int hw) {
       }
 }
 // d tanh part = dy * s * (1 - t^2); d sigmoid part = dy * t * s * (1 - s)
-template <class T> void gate_backward(T* dz, const T* dy, const T* z, int n, int c, int hw) {
+template <class T> void gate_backward(T* dz, const T* dy, const T* z, int n, int c, int hw, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dz, size_t(n) * 2 * c * hw);
   for (int b = 0; b < n; ++b)
     for (int ch = 0; ch < c; ++ch)
       for (int p = 0; p < hw; ++p) {
@@ -181,7 +201,8 @@ template <class T> void down_shift_forward(T* y, const T* x, int planes, int h, 
       for (int j = 0; j < w; ++j)
         y[(size_t(p) * h + i) * w + j] = i == 0 ? T(0) : x[(size_t(p) * h + i - 1) * w + j];
 }
-template <class T> void down_shift_backward(T* dx, const T* dy, int planes, int h, int w) {
+template <class T> void down_shift_backward(T* dx, const T* dy, int planes, int h, int w, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, size_t(planes) * h * w);
   for (int p = 0; p < planes; ++p)
     for (int i = 0; i + 1 < h; ++i)
       for (int j = 0; j < w; ++j) dx[(size_t(p) * h + i) * w + j] += dy[(size_t(p) * h + i + 1) * w + j];
@@ -236,7 +257,11 @@ void batchnorm_forward_eval(T* y, T* mean, T* invstd, const T* running_mean, con
 // evaluation (mean, invstd constant): dx = gamma * invstd * dy
 template <class T>
 void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma,
-                        const T* mean, const T* invstd, int n, int c, int hw, bool training) {
+                        const T* mean, const T* invstd, int n, int c, int hw, bool training,
+                        unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, size_t(n) * c * hw);
+  zero_fresh(fresh, 1, dgamma, size_t(c));
+  zero_fresh(fresh, 2, dbeta, size_t(c));
   const T m = T(double(n) * hw);
   for (int ch = 0; ch < c; ++ch) {
     T sdy = 0, sdyx = 0;
@@ -285,7 +310,9 @@ void softmax_ce_forward(T* loss, const T* a, const T* b, const uint8_t* target, 
 
 template <class T>
 void softmax_ce_backward(T* da, T* db, const T* dloss, const T* a, const T* b, const uint8_t* target,
-                         int n, int colors, int hw) {
+                         int n, int colors, int hw, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, da, size_t(n) * colors * kLevels * hw);
+  zero_fresh(fresh, 1, db, size_t(n) * colors * kLevels * hw);
   const T scale = dloss[0] / T(double(n) * colors * hw);
   for (int s = 0; s < n; ++s)
     for (int col = 0; col < colors; ++col)
@@ -310,7 +337,8 @@ template <class T> void mse_forward(T* loss, const T* a, const T* t, size_t n) {
   for (size_t i = 0; i < n; ++i) s += double(a[i] - t[i]) * double(a[i] - t[i]);
   loss[0] = T(s / double(n));
 }
-template <class T> void mse_backward(T* da, const T* dloss, const T* a, const T* t, size_t n) {
+template <class T> void mse_backward(T* da, const T* dloss, const T* a, const T* t, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, da, n);
   for (size_t i = 0; i < n; ++i) da[i] += dloss[0] * T(2) * (a[i] - t[i]) / T(double(n));
 }
 template <class T> void mean_forward(T* y, const T* x, size_t n) {
@@ -318,7 +346,8 @@ template <class T> void mean_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) s += double(x[i]);
   y[0] = T(s / double(n));
 }
-template <class T> void mean_backward(T* dx, const T* dy, size_t n) {
+template <class T> void mean_backward(T* dx, const T* dy, size_t n, unsigned fresh = 0) {
+  zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) dx[i] += dy[0] / T(double(n));
 }
 
