@@ -7,316 +7,39 @@
 //           bicubic and (with --baseline-ckpt) the ResNet-L2 model; a table on stdout, the
 //           same as CSV and JSON beside --out.
 // docs/sample.md is the user's page; every error is one line "error: ..." and exit code 1.
+// The flags are in sample/options.h, the inputs in sample/inputs.h, the --eval rows and files
+// in sample/report.h; here: sampling in batches, the checkpoints, the grid and the PNGs.
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
 #include "data/image.h"
-#include "data/preprocess.h"
 #include "engine/backend.h"
 #include "engine/error.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
-#include "model/trainer.h"
 #include "sample/bicubic.h"
 #include "sample/grid.h"
-#include "sample/metrics.h"
+#include "sample/inputs.h"
+#include "sample/options.h"
+#include "sample/report.h"
 #include "sample/sampler.h"
 
 namespace fs = std::filesystem;
 using namespace prsr;
+using namespace prsr::sample_cli;
 
 namespace {
 
 bool g_line_open = false;  // a progress line is on stderr without its newline yet
-
-// ----------------------------------------------------------------------------- flags
-
-struct Args {
-  std::string ckpt;
-  std::string input;                 // FILE or DIR
-  std::string data;                  // data set spec
-  std::string data_dir, cache_dir;
-  std::string split = "test";
-  int count = -1;                    // -1: default (8, or 100 with --eval); 0: the whole split
-  bool count_given = false;
-  std::vector<float> temperatures;   // empty: default (1.0, or 1.0,0.9,0.8 with --eval)
-  std::string temperature_text;
-  int samples = -1;                  // -1: default (3, or 1 with --eval)
-  std::string mode = "sample";
-  std::string out;                   // default samples.png (eval.png with --eval)
-  std::string out_dir = "samples";
-  std::string device = "cpu";
-  uint64_t seed = 0;
-  int batch = 16;
-  int tile = 64;
-  bool naive = false;
-  bool eval = false;
-  std::string baseline_ckpt;
-  bool help = false;
-};
-
-void print_help() {
-  std::printf(
-      "usage: sample --ckpt model.bin (--input FILE|DIR | --data NAME [--split test] [--count N]) [options]\n"
-      "\n"
-      "Super-resolves 8x8 inputs to 32x32 with a trained prsr checkpoint (docs/sample.md).\n"
-      "\n"
-      "inputs\n"
-      "  --ckpt PATH              checkpoint to sample from (required)\n"
-      "  --input FILE|DIR         a PNG/JPEG, or every .png/.jpg/.jpeg in DIR (sorted). An 8x8 image\n"
-      "                           is the low-res input itself; any other size is a ground truth:\n"
-      "                           centre square crop, area resize to 32x32, 4x4 box average -> 8x8\n"
-      "  --data NAME              celeba | fashion-mnist | folder:PATH: the first --count images of\n"
-      "                           --split (ground truth known)\n"
-      "  --data-dir PATH          where the data set lives (default: the data set's own default)\n"
-      "  --cache-dir PATH         decoded data set cache (default: datasets/cache)\n"
-      "  --split NAME             train | valid | test (default: test)\n"
-      "  --count N                images from the split (default: 8; 100 with --eval; 0 = all)\n"
-      "sampling\n"
-      "  --temperature T[,T2..]   softmax temperature(s) (default: 1.0; 1.0,0.9,0.8 with --eval)\n"
-      "  --samples-per-input S    samples per input and temperature (default: 3; 1 with --eval)\n"
-      "  --mode MODE              sample | mean | argmax (default: sample; mean and argmax are\n"
-      "                           deterministic point estimates, so S is set to 1)\n"
-      "  --seed S                 random seed (default: 0); same seed, --batch and device -> same images\n"
-      "  --batch B                images sampled at once (default: 16)\n"
-      "  --naive                  use the naive sampler (whole prior per sub-pixel; slow, same images)\n"
-      "  --device cpu|cuda        where the model runs (default: cpu)\n"
-      "output\n"
-      "  --out PATH               the PNG grid (default: samples.png; eval.png with --eval)\n"
-      "  --out-dir DIR            one 32x32 PNG per sample, <input>_s<k>.png (default: samples)\n"
-      "  --tile N                 tile side in the grid, pixels (default: 64)\n"
-      "evaluation\n"
-      "  --eval                   needs --data: bits/dim, PSNR, SSIM, consistency for the model at\n"
-      "                           each temperature, bicubic and the L2 baseline; a table on stdout,\n"
-      "                           also written as <out>.csv and <out>.json (default eval.csv/.json)\n"
-      "  --baseline-ckpt PATH     a ResNet-L2 checkpoint (trained with --loss l2) to add to --eval\n"
-      "  --help                   this text\n");
-}
-
-long parse_int(const std::string& flag, const std::string& v, long lo, long hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE)
-    throw Error(flag + ": expected an integer, got '" + v + "'");
-  if (x < lo || x > hi)
-    throw Error(flag + ": " + v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return x;
-}
-
-std::vector<float> parse_temperatures(const std::string& v) {
-  std::vector<float> out;
-  size_t pos = 0;
-  while (true) {
-    const size_t comma = v.find(',', pos);
-    const std::string tok = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    char* end = nullptr;
-    const double t = std::strtod(tok.c_str(), &end);
-    if (tok.empty() || *end != '\0' || !std::isfinite(t))
-      throw Error("--temperature: expected numbers separated by commas, got '" + v + "'");
-    if (t <= 0) throw Error("--temperature: must be > 0, got " + tok);
-    out.push_back(float(t));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
-}
-
-Args parse_args(int argc, char** argv) {
-  Args a;
-  std::set<std::string> seen;
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") { a.help = true; continue; }
-    if (f.rfind("--", 0) != 0) throw Error("unexpected argument '" + f + "' (see --help)");
-    // Flags without a value.
-    if (f == "--naive") { a.naive = true; continue; }
-    if (f == "--eval") { a.eval = true; continue; }
-    static const std::set<std::string> valued = {
-        "--ckpt", "--input", "--data", "--data-dir", "--cache-dir", "--split", "--count",
-        "--temperature", "--samples-per-input", "--mode", "--out", "--out-dir", "--device",
-        "--seed", "--batch", "--tile", "--baseline-ckpt"};
-    if (!valued.count(f)) throw Error("unknown flag '" + f + "' (see --help)");
-    if (i + 1 >= argc) throw Error(f + ": missing value");
-    const std::string v = argv[++i];
-    if (!seen.insert(f).second) throw Error(f + " given twice");
-    if (f == "--ckpt") a.ckpt = v;
-    else if (f == "--input") a.input = v;
-    else if (f == "--data") a.data = v;
-    else if (f == "--data-dir") a.data_dir = v;
-    else if (f == "--cache-dir") a.cache_dir = v;
-    else if (f == "--split") { data::parse_split(v); a.split = v; }
-    else if (f == "--count") { a.count = int(parse_int(f, v, 0, 100000000)); a.count_given = true; }
-    else if (f == "--temperature") { a.temperatures = parse_temperatures(v); a.temperature_text = v; }
-    else if (f == "--samples-per-input") a.samples = int(parse_int(f, v, 1, 10000));
-    else if (f == "--mode") { parse_decode_mode(v); a.mode = v; }
-    else if (f == "--out") a.out = v;
-    else if (f == "--out-dir") a.out_dir = v;
-    else if (f == "--device") {
-      if (v != "cpu" && v != "cuda") throw Error("--device: expected cpu or cuda, got '" + v + "'");
-      a.device = v;
-    }
-    else if (f == "--seed") {
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long s = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || v[0] == '-' || *end != '\0' || errno == ERANGE)
-        throw Error("--seed: expected a non-negative integer, got '" + v + "'");
-      a.seed = s;
-    }
-    else if (f == "--batch") a.batch = int(parse_int(f, v, 1, 65536));
-    else if (f == "--tile") a.tile = int(parse_int(f, v, 8, 1024));
-    else if (f == "--baseline-ckpt") a.baseline_ckpt = v;
-  }
-  if (a.help) return a;
-  if (a.ckpt.empty()) throw Error("--ckpt is required (see --help)");
-  if (!a.input.empty() && !a.data.empty()) throw Error("give either --input or --data, not both");
-  if (a.eval && a.data.empty()) throw Error("--eval needs --data NAME (a split with known ground truth)");
-  if (a.input.empty() && a.data.empty()) throw Error("no input: give --input FILE|DIR or --data NAME");
-  if (!a.baseline_ckpt.empty() && !a.eval) throw Error("--baseline-ckpt is only used with --eval");
-  if (!a.input.empty() && (seen.count("--split") || seen.count("--count")))
-    throw Error("--split and --count go with --data, not --input");
-  if (a.count < 0) a.count = a.eval ? 100 : 8;
-  if (a.temperatures.empty()) {
-    a.temperatures = a.eval ? std::vector<float>{1.0f, 0.9f, 0.8f} : std::vector<float>{1.0f};
-  }
-  if (a.samples < 0) a.samples = a.eval ? 1 : 3;
-  if (a.out.empty()) a.out = a.eval ? "eval.png" : "samples.png";
-  return a;
-}
-
-// ----------------------------------------------------------------------------- inputs
-
-// One low-res input x (low x low x C) and, when known, its ground truth y (size x size x C).
-struct Input {
-  std::string name;  // used for the per-sample file names
-  std::vector<uint8_t> x, y;
-  bool has_y() const { return !y.empty(); }
-};
-
-struct ColourNotes {
-  int to_grey = 0, to_rgb = 0, upscaled = 0;
-};
-
-data::Image to_colors(const data::Image& im, int C, ColourNotes& notes) {
-  if (im.c == C) return im;
-  if (C == 1) { ++notes.to_grey; return data::to_gray(im); }
-  ++notes.to_rgb;
-  return data::to_rgb(im);
-}
-
-// DESIGN 2: y = area resize of the centre square to size x size; x = 4x4 box average of y.
-Input input_from_image(const data::Image& decoded, const std::string& name, int C, int size,
-                       ColourNotes& notes) {
-  const int low = size / 4;
-  data::Image im = to_colors(decoded, C, notes);
-  Input in;
-  in.name = name;
-  if (im.w == low && im.h == low) {
-    in.x = im.px;
-    return in;
-  }
-  if (std::min(im.w, im.h) < size) ++notes.upscaled;
-  const data::Image y = data::area_resize(data::center_square_crop(im), size, size);
-  in.y = y.px;
-  in.x.resize(size_t(low) * low * C);
-  data::box_downsample4(in.y.data(), size, C, in.x.data());
-  return in;
-}
-
-bool is_image_name(const fs::path& p) {
-  std::string e = p.extension().string();
-  for (char& ch : e) ch = char(std::tolower((unsigned char)ch));
-  return e == ".png" || e == ".jpg" || e == ".jpeg";
-}
-
-std::vector<Input> inputs_from_path(const std::string& path, int C, int size, ColourNotes& notes) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(path + ": no such file or directory");
-  if (!fs::is_directory(path, ec)) {
-    return {input_from_image(data::read_image(path), fs::path(path).stem().string(), C, size, notes)};
-  }
-  std::vector<fs::path> files;
-  try {
-    for (const auto& e : fs::directory_iterator(path)) {
-      std::error_code e2;
-      if (e.is_regular_file(e2) && is_image_name(e.path())) files.push_back(e.path());
-    }
-  } catch (const fs::filesystem_error& e) {
-    throw Error(path + ": cannot list the folder: " + e.code().message());
-  }
-  std::sort(files.begin(), files.end());
-  if (files.empty()) throw Error(path + ": no .png / .jpg / .jpeg files in the folder");
-  // Two files with the same stem (a.png, a.jpg) keep their extension in the sample names.
-  std::map<std::string, int> stems;
-  for (const auto& f : files) ++stems[f.stem().string()];
-  std::vector<Input> out;
-  std::vector<std::string> errors;
-  for (const auto& f : files) {
-    const std::string name = stems[f.stem().string()] > 1 ? f.filename().string() : f.stem().string();
-    try {
-      out.push_back(input_from_image(data::read_image(f.string()), name, C, size, notes));
-    } catch (const Error& e) {
-      errors.push_back(e.what());
-    }
-  }
-  if (out.empty())  // one line: the count and the first reason
-    throw Error(path + ": none of the " + std::to_string(files.size()) + " image files could be read (" +
-                errors[0] + (errors.size() > 1 ? ", ..." : "") + ")");
-  for (const std::string& e : errors) std::fprintf(stderr, "warning: skipping %s\n", e.c_str());
-  if (!errors.empty())
-    std::fprintf(stderr, "%s: skipped %zu unreadable file%s, kept %zu\n", path.c_str(), errors.size(),
-                 errors.size() == 1 ? "" : "s", out.size());
-  return out;
-}
-
-std::vector<Input> inputs_from_data(const Args& a, int C, int size, ColourNotes& notes, std::string& label) {
-  data::DataOptions o;
-  o.spec = a.data;
-  o.data_dir = a.data_dir;
-  o.cache_dir = a.cache_dir;
-  const data::Split split = data::parse_split(a.split);
-  const data::Dataset d = data::load_dataset(o, split);
-  if (d.size != size)
-    throw Error(a.data + ": images are " + std::to_string(d.size) + "x" + std::to_string(d.size) +
-                " but the model makes " + std::to_string(size) + "x" + std::to_string(size));
-  const int n = a.count == 0 ? d.n : std::min(a.count, d.n);
-  if (a.count_given && a.count > d.n)
-    std::fprintf(stderr, "note: the %s split of %s has %d images; using all of them\n", a.split.c_str(),
-                 a.data.c_str(), d.n);
-  label = d.name + " " + a.split + ", " + std::to_string(n) + " of " + std::to_string(d.n) + " images";
-  std::vector<Input> out;
-  out.reserve(n);
-  const int low = size / 4;
-  for (int i = 0; i < n; ++i) {
-    char name[64];
-    std::snprintf(name, sizeof name, "%s_%05d", a.split.c_str(), i);
-    const data::Image im = to_colors(make_image(d.image(i), d.size, d.size, d.colors), C, notes);
-    Input in;
-    in.name = name;
-    in.y = im.px;
-    in.x.resize(size_t(low) * low * C);
-    data::box_downsample4(in.y.data(), size, C, in.x.data());
-    out.push_back(std::move(in));
-  }
-  return out;
-}
 
 // ----------------------------------------------------------------------------- sampling
 
@@ -413,115 +136,6 @@ Loaded load_model(const std::string& path, Device dev) {
   l.model = std::make_unique<Model<float>>(l.info.model, dev);
   load_checkpoint(path, *l.model, nullptr);
   return l;
-}
-
-// ----------------------------------------------------------------------------- evaluation
-
-struct EvalRow {
-  std::string method;   // "model", "bicubic", "resnet-l2"
-  std::string temperature;  // "" when it does not apply
-  double bits = NAN;    // NaN when it does not apply
-  eval::MetricSums m;
-  long outputs = 0;
-};
-
-void add_metrics(EvalRow& row, const Input& in, const uint8_t* y_hat, int size, int C) {
-  const int low = size / 4;
-  row.m.add(eval::psnr_capped(y_hat, in.y.data(), size, size, C), eval::ssim(y_hat, in.y.data(), size, size, C),
-            eval::consistency(in.x.data(), low, low, y_hat, C));
-  ++row.outputs;
-}
-
-// Held-out bits/dim: CE(A + B) / ln 2 per sub-pixel, evaluation-mode batch norm, averaged over
-// every image (batches weighted by their size).
-double heldout_bits(Model<float>& model, const CheckpointInfo& info, const std::vector<Input>& inputs, int batch) {
-  Trainer<float> trainer(model, info.optim, batch);
-  double sum = 0;
-  std::vector<const uint8_t*> ptrs;
-  for (size_t b0 = 0; b0 < inputs.size(); b0 += batch) {
-    const int n = int(std::min<size_t>(batch, inputs.size() - b0));
-    ptrs.clear();
-    for (int j = 0; j < n; ++j) ptrs.push_back(inputs[b0 + j].y.data());
-    sum += trainer.evaluate(ptrs.data(), n).nll_bits * n;
-  }
-  return sum / double(inputs.size());
-}
-
-std::string csv_num(double v) {
-  if (!std::isfinite(v)) return "";
-  char s[64];
-  std::snprintf(s, sizeof s, "%.9g", v);
-  return s;
-}
-
-std::string json_num(double v) {
-  if (!std::isfinite(v)) return "null";
-  return csv_num(v);
-}
-
-std::string json_str(const std::string& s) {
-  std::string r = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') r += '\\';
-    if ((unsigned char)ch < 0x20) {
-      char e[8];
-      std::snprintf(e, sizeof e, "\\u%04x", ch);
-      r += e;
-      continue;
-    }
-    r += ch;
-  }
-  return r + "\"";
-}
-
-// Writes text atomically (temp file + rename), like the PNGs and checkpoints.
-void write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error("cannot write " + path + ": " + std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok) {
-    std::remove(tmp.c_str());
-    throw Error("cannot write " + path + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error("cannot write " + path + ": " + std::strerror(errno));
-  }
-}
-
-void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int S, uint64_t seed,
-                 const std::string& ckpt, const std::string& out) {
-  std::printf("\n%-10s %6s %9s %8s %7s %12s %8s\n", "method", "T", "bits/dim", "PSNR", "SSIM", "consistency", "outputs");
-  for (const EvalRow& r : rows) {
-    char bits[32] = "-";
-    if (std::isfinite(r.bits)) std::snprintf(bits, sizeof bits, "%.4f", r.bits);
-    std::printf("%-10s %6s %9s %8.3f %7.4f %12.4e %8ld\n", r.method.c_str(),
-                r.temperature.empty() ? "-" : r.temperature.c_str(), bits, r.m.mean_psnr(), r.m.mean_ssim(),
-                r.m.mean_consistency(), r.outputs);
-  }
-  const fs::path base(out);
-  const std::string csv_path = fs::path(base).replace_extension(".csv").string();
-  const std::string json_path = fs::path(base).replace_extension(".json").string();
-  std::string csv = "method,temperature,bits_per_dim,psnr,ssim,consistency,outputs\n";
-  for (const EvalRow& r : rows)
-    csv += r.method + "," + r.temperature + "," + csv_num(r.bits) + "," + csv_num(r.m.mean_psnr()) + "," +
-           csv_num(r.m.mean_ssim()) + "," + csv_num(r.m.mean_consistency()) + "," + std::to_string(r.outputs) + "\n";
-  std::string js = "{\n  \"checkpoint\": " + json_str(ckpt) + ",\n  \"data\": " + json_str(label) +
-                   ",\n  \"samples_per_input\": " + std::to_string(S) + ",\n  \"seed\": " + std::to_string(seed) +
-                   ",\n  \"rows\": [\n";
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const EvalRow& r = rows[i];
-    js += "    {\"method\": " + json_str(r.method) + ", \"temperature\": " +
-          (r.temperature.empty() ? std::string("null") : r.temperature) + ", \"bits_per_dim\": " + json_num(r.bits) +
-          ", \"psnr\": " + json_num(r.m.mean_psnr()) + ", \"ssim\": " + json_num(r.m.mean_ssim()) +
-          ", \"consistency\": " + json_num(r.m.mean_consistency()) + ", \"outputs\": " + std::to_string(r.outputs) +
-          "}" + (i + 1 < rows.size() ? "," : "") + "\n";
-  }
-  js += "  ]\n}\n";
-  write_text(csv_path, csv);
-  write_text(json_path, js);
-  std::printf("wrote %s and %s\n", csv_path.c_str(), json_path.c_str());
 }
 
 // ----------------------------------------------------------------------------- main

@@ -1,0 +1,30 @@
+// ./build/sample's inputs: 8x8 low-res images with, where known, their 32x32 ground truth, from
+// a PNG/JPEG file, a folder of them, or the first images of a data set split (DESIGN 2).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sample/options.h"
+
+namespace prsr::sample_cli {
+
+// One low-res input x (low x low x C) and, when known, its ground truth y (size x size x C).
+struct Input {
+  std::string name;  // used for the per-sample file names
+  std::vector<uint8_t> x, y;
+  bool has_y() const { return !y.empty(); }
+};
+
+// How many inputs were converted to the model's colours, or were smaller than its output.
+struct ColourNotes {
+  int to_grey = 0, to_rgb = 0, upscaled = 0;
+};
+
+// --input: one file, or every .png/.jpg/.jpeg in a folder (sorted; unreadable ones are skipped
+// with a warning unless none can be read).
+std::vector<Input> inputs_from_path(const std::string& path, int C, int size, ColourNotes& notes);
+// --data: the first a.count images of a.split (all of them with 0); `label` says which.
+std::vector<Input> inputs_from_data(const Args& a, int C, int size, ColourNotes& notes, std::string& label);
+
+}  // namespace prsr::sample_cli

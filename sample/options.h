@@ -1,0 +1,43 @@
+// ./build/sample's command line: the options with their defaults, the --help text, parsing with
+// one error per mistake (an Error: "error: ..." and exit code 1, like every other error here).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace prsr::sample_cli {
+
+struct Args {
+  std::string ckpt;
+  std::string input;                 // FILE or DIR
+  std::string data;                  // data set spec
+  std::string data_dir, cache_dir;
+  std::string split = "test";
+  int count = -1;                    // -1: default (8, or 100 with --eval); 0: the whole split
+  bool count_given = false;
+  std::vector<float> temperatures;   // empty: default (1.0, or 1.0,0.9,0.8 with --eval)
+  std::string temperature_text;
+  int samples = -1;                  // -1: default (3, or 1 with --eval)
+  std::string mode = "sample";
+  std::string out;                   // default samples.png (eval.png with --eval)
+  std::string out_dir = "samples";
+  std::string device = "cpu";
+  uint64_t seed = 0;
+  int batch = 16;
+  int tile = 64;
+  bool naive = false;
+  bool eval = false;
+  std::string baseline_ckpt;
+  bool help = false;
+};
+
+void print_help();
+// An integer in [lo, hi], else an Error naming `flag`.
+long parse_int(const std::string& flag, const std::string& v, long lo, long hi);
+// "T[,T2..]": finite numbers > 0, else an Error.
+std::vector<float> parse_temperatures(const std::string& v);
+// Parses argv and fills in the defaults that depend on --eval. With --help it returns (help =
+// true) once every flag is read, before the checks that tie flags together.
+Args parse_args(int argc, char** argv);
+
+}  // namespace prsr::sample_cli

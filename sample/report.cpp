@@ -1,0 +1,117 @@
+#include "sample/report.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/error.h"
+#include "model/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace prsr::sample_cli {
+
+void add_metrics(EvalRow& row, const Input& in, const uint8_t* y_hat, int size, int C) {
+  const int low = size / 4;
+  row.m.add(eval::psnr_capped(y_hat, in.y.data(), size, size, C), eval::ssim(y_hat, in.y.data(), size, size, C),
+            eval::consistency(in.x.data(), low, low, y_hat, C));
+  ++row.outputs;
+}
+
+double heldout_bits(Model<float>& model, const CheckpointInfo& info, const std::vector<Input>& inputs, int batch) {
+  Trainer<float> trainer(model, info.optim, batch);
+  double sum = 0;
+  std::vector<const uint8_t*> ptrs;
+  for (size_t b0 = 0; b0 < inputs.size(); b0 += batch) {
+    const int n = int(std::min<size_t>(batch, inputs.size() - b0));
+    ptrs.clear();
+    for (int j = 0; j < n; ++j) ptrs.push_back(inputs[b0 + j].y.data());
+    sum += trainer.evaluate(ptrs.data(), n).nll_bits * n;
+  }
+  return sum / double(inputs.size());
+}
+
+namespace {
+
+std::string csv_num(double v) {
+  if (!std::isfinite(v)) return "";
+  char s[64];
+  std::snprintf(s, sizeof s, "%.9g", v);
+  return s;
+}
+
+std::string json_num(double v) {
+  if (!std::isfinite(v)) return "null";
+  return csv_num(v);
+}
+
+std::string json_str(const std::string& s) {
+  std::string r = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') r += '\\';
+    if ((unsigned char)ch < 0x20) {
+      char e[8];
+      std::snprintf(e, sizeof e, "\\u%04x", ch);
+      r += e;
+      continue;
+    }
+    r += ch;
+  }
+  return r + "\"";
+}
+
+// Writes text atomically (temp file + rename), like the PNGs and checkpoints.
+void write_text(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error("cannot write " + path + ": " + std::strerror(errno));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    throw Error("cannot write " + path + ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error("cannot write " + path + ": " + std::strerror(errno));
+  }
+}
+
+}  // namespace
+
+void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int S, uint64_t seed,
+                 const std::string& ckpt, const std::string& out) {
+  std::printf("\n%-10s %6s %9s %8s %7s %12s %8s\n", "method", "T", "bits/dim", "PSNR", "SSIM", "consistency", "outputs");
+  for (const EvalRow& r : rows) {
+    char bits[32] = "-";
+    if (std::isfinite(r.bits)) std::snprintf(bits, sizeof bits, "%.4f", r.bits);
+    std::printf("%-10s %6s %9s %8.3f %7.4f %12.4e %8ld\n", r.method.c_str(),
+                r.temperature.empty() ? "-" : r.temperature.c_str(), bits, r.m.mean_psnr(), r.m.mean_ssim(),
+                r.m.mean_consistency(), r.outputs);
+  }
+  const fs::path base(out);
+  const std::string csv_path = fs::path(base).replace_extension(".csv").string();
+  const std::string json_path = fs::path(base).replace_extension(".json").string();
+  std::string csv = "method,temperature,bits_per_dim,psnr,ssim,consistency,outputs\n";
+  for (const EvalRow& r : rows)
+    csv += r.method + "," + r.temperature + "," + csv_num(r.bits) + "," + csv_num(r.m.mean_psnr()) + "," +
+           csv_num(r.m.mean_ssim()) + "," + csv_num(r.m.mean_consistency()) + "," + std::to_string(r.outputs) + "\n";
+  std::string js = "{\n  \"checkpoint\": " + json_str(ckpt) + ",\n  \"data\": " + json_str(label) +
+                   ",\n  \"samples_per_input\": " + std::to_string(S) + ",\n  \"seed\": " + std::to_string(seed) +
+                   ",\n  \"rows\": [\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const EvalRow& r = rows[i];
+    js += "    {\"method\": " + json_str(r.method) + ", \"temperature\": " +
+          (r.temperature.empty() ? std::string("null") : r.temperature) + ", \"bits_per_dim\": " + json_num(r.bits) +
+          ", \"psnr\": " + json_num(r.m.mean_psnr()) + ", \"ssim\": " + json_num(r.m.mean_ssim()) +
+          ", \"consistency\": " + json_num(r.m.mean_consistency()) + ", \"outputs\": " + std::to_string(r.outputs) +
+          "}" + (i + 1 < rows.size() ? "," : "") + "\n";
+  }
+  js += "  ]\n}\n";
+  write_text(csv_path, csv);
+  write_text(json_path, js);
+  std::printf("wrote %s and %s\n", csv_path.c_str(), json_path.c_str());
+}
+
+}  // namespace prsr::sample_cli

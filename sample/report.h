@@ -1,0 +1,33 @@
+// ./build/sample --eval: one row of figures per method (the model at each temperature, bicubic,
+// the ResNet-L2 baseline), a table on stdout and the same as CSV and JSON beside --out.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/checkpoint.h"
+#include "model/model.h"
+#include "sample/inputs.h"
+#include "sample/metrics.h"
+
+namespace prsr::sample_cli {
+
+struct EvalRow {
+  std::string method;   // "model", "bicubic", "resnet-l2"
+  std::string temperature;  // "" when it does not apply
+  double bits = NAN;    // NaN when it does not apply
+  eval::MetricSums m;
+  long outputs = 0;
+};
+
+// PSNR, SSIM and consistency of one output y_hat (size x size x C) against in.y and in.x.
+void add_metrics(EvalRow& row, const Input& in, const uint8_t* y_hat, int size, int C);
+// Held-out bits/dim: CE(A + B) / ln 2 per sub-pixel, evaluation-mode batch norm, averaged over
+// every image (batches weighted by their size).
+double heldout_bits(Model<float>& model, const CheckpointInfo& info, const std::vector<Input>& inputs, int batch);
+// The table on stdout; <out>.csv and <out>.json (written atomically), then a line naming them.
+void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int S, uint64_t seed,
+                 const std::string& ckpt, const std::string& out);
+
+}  // namespace prsr::sample_cli
