@@ -272,8 +272,8 @@ int train_main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Line-buffered stdout even into a pipe or file, so that it interleaves with the progress
-  // bar on stderr in the order things happened.
+  // Line-buffered stdout even into a pipe or file, so that it interleaves with the data
+  // loader's progress bar on stderr in the order things happened.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     return train_main(argc, argv);
