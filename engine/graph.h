@@ -115,7 +115,6 @@ class Graph {
   size_t node_count() const { return nodes_.size(); }
 
  private:
-  T* ensure_grad(Tensor<T>* t);
   T* grad_out(Tensor<T>* t, unsigned& fresh, unsigned bit);
   void backward_node(const Node<T>& n);
 

@@ -5,16 +5,6 @@
 
 namespace prsr {
 
-template <class T>
-T* Graph<T>::ensure_grad(Tensor<T>* t) {
-  if (!t || !t->requires_grad) return nullptr;
-  if (!t->grad) {
-    t->grad = static_cast<T*>(arena_.alloc(t->numel() * sizeof(T)));
-    PRSR_CALL(dev_, fill, t->grad, T(0), t->numel());
-  }
-  return t->grad;
-}
-
 // The gradient buffer of t for a backward kernel: an existing one (accumulated into), or a new
 // one from the arena, not zeroed, with `bit` set in `fresh` so that the kernel overwrites it
 // (backend.h). Null when t needs no gradient.
@@ -32,7 +22,8 @@ template <class T>
 void Graph<T>::backward(Tensor<T>* loss) {
   PRSR_CHECK(loss->numel() == 1, "backward() needs a scalar loss, got " + loss->shape.str());
   PRSR_CHECK(loss->requires_grad, "backward(): the loss does not depend on anything that needs a gradient");
-  T* g = ensure_grad(loss);
+  unsigned fresh = 0;  // (the seed is written whether or not the buffer is new)
+  T* g = grad_out(loss, fresh, 1u);
   PRSR_CALL(dev_, fill, g, T(1), size_t(1));
   for (size_t i = nodes_.size(); i-- > 0;) {
     if (!nodes_[i].out->grad) continue;  // nothing flowed back into this op

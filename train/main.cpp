@@ -68,7 +68,7 @@ struct Session {
 struct SessionClock {
   explicit SessionClock(double before) : before(before) {}
   double wall() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
-  double elapsed() const { return before + std::chrono::duration<double>(Clock::now() - start).count(); }
+  double elapsed() const { return before + wall(); }
   double before;
   Clock::time_point start = Clock::now();
 };

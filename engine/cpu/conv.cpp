@@ -414,14 +414,11 @@ bool gemm_1x1(Kind kind, const ConvGeom& g) {
   return kind == Kind::ConvFwd || g.ci < 256 || g.colors > 0;
 }
 
+// (The callers skip the blocks that read no input: k > 0 here. An empty weight-gradient block,
+// mask A's first colour, has n = 0.)
 void sgemm(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda,
            const float* b, long ldb, float beta, float* c, long ldc) {
   if (m <= 0 || n <= 0) return;
-  if (k <= 0) {  // an empty product (mask A's first colour reads nothing): C = beta C
-    for (long i = 0; i < m; ++i)
-      for (long j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
   const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (st != dnnl_success) throw prsr::Error("dnnl_sgemm failed (status " + std::to_string(int(st)) + ")");
 }
@@ -470,17 +467,16 @@ void conv1x1_forward(float* y, const float* x, const float* w, const float* b, c
 void conv1x1_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g, bool fresh) {
   const long hw = long(g.h) * g.w;
   const ColourBlocks cb = colour_blocks(g);
-  int widest = 0;  // the block that reads the most input channels
-  for (int k = 1; k < cb.count; ++k)
-    if (cb.b[k].k1 > cb.b[widest].k1) widest = k;
+  const int last = cb.count - 1;  // k1 never decreases from block to block: the widest
   for_images(g.n, [&](int i) {
     // dx[0:k1] += W[o0:o1, 0:k1]^T dy[o0:o1], block by block (in a fixed order: deterministic;
     // measured twice as fast as by input colour group, whose transposed operands are strided).
-    // A fresh dx: the widest block first, overwriting (beta = 0); channels no block reads, zero.
+    // A fresh dx: in reverse, the widest block first overwriting (beta = 0); channels no block
+    // reads, zero.
     float* dxi = dx + size_t(i) * g.ci * hw;
-    if (fresh) std::fill(dxi + size_t(cb.b[widest].k1) * hw, dxi + size_t(g.ci) * hw, 0.0f);
+    if (fresh) std::fill(dxi + size_t(cb.b[last].k1) * hw, dxi + size_t(g.ci) * hw, 0.0f);
     for (int j = 0; j < cb.count; ++j) {
-      const int k = fresh ? (j == 0 ? widest : (j <= widest ? j - 1 : j)) : j;
+      const int k = fresh ? last - j : j;
       const ColourBlock& bl = cb.b[k];
       if (bl.k1 > 0)
         sgemm('T', 'N', bl.k1, hw, bl.o1 - bl.o0, 1.0f, w + size_t(bl.o0) * g.ci, g.ci,

@@ -9,26 +9,9 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/simd_math.h"
+#include "engine/cpu/store.h"
 
 namespace prsr::cpu {
-
-namespace {
-constexpr size_t kParallelMin = size_t(1) << 15;
-}  // namespace
-
-// d[i] = EXPR for a fresh gradient (backend.h: its buffer holds garbage), d[i] += EXPR otherwise.
-// (A macro, not a template taking a lambda: with the lambda GCC did not vectorise the loops,
-// and relu's backward ran at half speed.)
-#define PRSR_STORE(d, n, fresh, EXPR)                                        \
-  do {                                                                       \
-    if (fresh) {                                                             \
-      _Pragma("omp parallel for simd schedule(static) if (n >= kParallelMin)") \
-      for (size_t i = 0; i < n; ++i) d[i] = (EXPR);                          \
-    } else {                                                                 \
-      _Pragma("omp parallel for simd schedule(static) if (n >= kParallelMin)") \
-      for (size_t i = 0; i < n; ++i) d[i] += (EXPR);                         \
-    }                                                                        \
-  } while (0)
 
 void fill(float* y, float v, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)

@@ -12,6 +12,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/simd_math.h"
+#include "engine/cpu/store.h"
 
 namespace prsr::cpu {
 
@@ -223,13 +224,7 @@ void mse_forward(float* loss, const float* a, const float* t, size_t n) {
 void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
                   unsigned fresh) {
   const float k = dloss[0] * 2.0f / float(double(n));
-  if (fresh & 1u) {
-#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
-    for (size_t i = 0; i < n; ++i) da[i] = k * (a[i] - t[i]);
-  } else {
-#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
-    for (size_t i = 0; i < n; ++i) da[i] += k * (a[i] - t[i]);
-  }
+  PRSR_STORE(da, n, fresh & 1u, k * (a[i] - t[i]));
 }
 
 void mean_forward(float* y, const float* x, size_t n) {
@@ -239,13 +234,7 @@ void mean_forward(float* y, const float* x, size_t n) {
 // y = mean(x)  ->  dx += dy / n
 void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
   const float k = dy[0] / float(double(n));
-  if (fresh & 1u) {
-#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
-    for (size_t i = 0; i < n; ++i) dx[i] = k;
-  } else {
-#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
-    for (size_t i = 0; i < n; ++i) dx[i] += k;
-  }
+  PRSR_STORE(dx, n, fresh & 1u, k);
 }
 
 }  // namespace prsr::cpu
