@@ -1,34 +1,57 @@
 #include "train/console.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 namespace prsr::train_cli {
 
 bool g_tty = false;
-volatile sig_atomic_t g_signal = 0;
+std::atomic<int> g_signal{0};
 
 namespace {
 
-extern "C" void on_signal(int sig) {
-  if (g_signal) _exit(128 + sig);  // a second Ctrl-C: stop now (checkpoints are atomic)
-  g_signal = sig;
+std::atomic<bool> g_graceful{false};  // the step loop has started: a first signal asks it to stop
+
+// The only thread that receives SIGINT / SIGTERM (every other thread blocks them).
+void wait_for_signals(sigset_t set) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (g_signal.load()) _exit(128 + sig);  // a second Ctrl-C: stop now (checkpoints are atomic)
+    if (!g_graceful.load()) {
+      // Before the step loop there is nothing to save: the signal's default action, as if it
+      // had never been blocked (the process dies by it).
+      std::signal(sig, SIG_DFL);
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+      raise(sig);
+      _exit(128 + sig);
+    }
+    g_signal.store(sig);
+  }
 }
 
 }  // namespace
 
-void install_signal_handlers() {
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+void take_signals_in_one_thread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created from here on
+  std::thread(wait_for_signals, set).detach();
 }
+
+void stop_gracefully_on_signals() { g_graceful.store(true); }
 
 void say(const char* fmt, ...) {
   if (g_tty) std::fputs("\r\033[K", stdout);

@@ -3,6 +3,7 @@
 #pragma once
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -10,11 +11,18 @@
 namespace prsr::train_cli {
 
 extern bool g_tty;                     // stdout is a terminal: progress line redrawn with \r
-extern volatile sig_atomic_t g_signal;  // the first SIGINT / SIGTERM received
+extern std::atomic<int> g_signal;  // the first SIGINT / SIGTERM received in the step loop
 
-// The first SIGINT / SIGTERM sets g_signal (the loop finishes its step, saves and stops); a
-// second one exits at once with 128 + signal (checkpoints are atomic, so nothing is torn).
-void install_signal_handlers();
+// SIGINT / SIGTERM are taken by one thread that only waits for them, never by a handler that
+// interrupts a computing thread: a oneDNN 2.6 convolution keeps data below the stack pointer,
+// and a handler's frame written there corrupted the step now and then (SIGFPE / SIGSEGV in
+// conv backward, 1 run in ~50; see docs/train.md). Call first thing in main, before OpenMP
+// starts its threads: they inherit the blocked mask.
+void take_signals_in_one_thread();
+// From here on the first SIGINT / SIGTERM sets g_signal (the loop finishes its step, saves and
+// stops) and a second one exits at once with 128 + signal (checkpoints are atomic, so nothing
+// is torn). Before it, a signal has its default action (the process dies by it).
+void stop_gracefully_on_signals();
 
 // A line of output that first clears the live progress line on a terminal.
 void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

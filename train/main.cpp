@@ -264,7 +264,7 @@ int train_main(int argc, char** argv) {
   HeldOut held_out(R.valid, o.valid_count, o.batch);
   SampleGrids grids(R.valid, o.model, o.sample_rows, o.seed, R.out);
 
-  install_signal_handlers();
+  stop_gracefully_on_signals();
   StepLoop loop(R, S, log, held_out, grids, train_flops);  // the session's clock starts here
   return loop.run();
 }
@@ -275,6 +275,7 @@ int main(int argc, char** argv) {
   // Line-buffered stdout even into a pipe or file, so that it interleaves with the data
   // loader's progress bar on stderr in the order things happened.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  take_signals_in_one_thread();
   try {
     return train_main(argc, argv);
   } catch (const UsageError& e) {
