@@ -339,6 +339,13 @@ TEST_CASE("cli train: SIGINT finishes the step, saves a checkpoint and exits cle
   pid_t pid = 0;
   REQUIRE(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
   posix_spawn_file_actions_destroy(&fa);
+  // A failed REQUIRE below must not leave a 1,000,000-step run behind.
+  struct KillOnExit {
+    pid_t& pid;
+    ~KillOnExit() {
+      if (pid > 0 && kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
+    }
+  } kill_on_exit{pid};
 
   // Wait until the log shows at least two steps (30 s at most), then interrupt.
   bool progressed = false;
@@ -364,6 +371,7 @@ TEST_CASE("cli train: SIGINT finishes the step, saves a checkpoint and exits cle
   kill(pid, SIGINT);
   int st = 0;
   REQUIRE(waitpid(pid, &st, 0) == pid);
+  pid = 0;  // reaped
   INFO("wait status " << st << (WIFSIGNALED(st) ? " (killed by signal " + std::to_string(WTERMSIG(st)) + ")" : ""));
   REQUIRE(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 130);
