@@ -207,6 +207,10 @@ TEST_CASE("cli train: an unwritable output folder is an error before training; n
   CHECK(sb.train(sb.data_flags() + kTiny + " --steps 2 --out " + sb.dir + "/o --ckpt " + file + "/m.bin") == 1);
   check_one_error_line(sb.err());
   CHECK(!fs::exists(sb.dir + "/o"));
+  // A folder where no file can be created (even by root): the reason is the system's.
+  CHECK(sb.train(sb.data_flags() + kTiny + " --steps 2 --out /proc/prsr-no-such-run") == 1);
+  check_one_error_line(sb.err());
+  CHECK(sb.err().find("cannot create a file in /proc (") != std::string::npos);
 }
 
 TEST_CASE("cli train: a run writes log.csv, sample grids and a checkpoint; nothing is overwritten") {

@@ -40,8 +40,9 @@ void check_writable_dir(const std::string& dir, const char* what) {
     throw Error(std::string("cannot create ") + what + " " + dir + ": " + p.string() + " is not a folder");
   const std::string probe = (p / (".prsr-write-test-" + std::to_string(getpid()))).string();
   FILE* f = std::fopen(probe.c_str(), "wb");
-  if (!f) throw Error(std::string("cannot create ") + what + " " + dir + ": " + p.string() + " is not writable (" +
-                      std::strerror(errno) + ")");
+  if (!f)  // the reason is fopen's own (/proc, say, answers "No such file or directory")
+    throw Error(std::string("cannot create ") + what + " " + dir + ": cannot create a file in " + p.string() + " (" +
+                std::strerror(errno) + ")");
   std::fclose(f);
   std::remove(probe.c_str());
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/backend.h"
+#include "engine/cpu/store.h"
 
 namespace prsr::cpu {
 
@@ -11,7 +12,7 @@ namespace prsr::cpu {
 void rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr, float decay,
                   float momentum, float eps) {
   const float rd = 1.0f - decay;
-#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) {
     const float gi = g[i];
     const float s = decay * ms[i] + rd * gi * gi;
@@ -28,7 +29,7 @@ void adam_step(float* w, float* m, float* v, const float* g, size_t n, float lr,
                float beta2, float eps, long t) {
   const float c1 = 1.0f - std::pow(beta1, float(t)), c2 = 1.0f - std::pow(beta2, float(t));
   const float r1 = 1.0f - beta1, r2 = 1.0f - beta2;
-#pragma omp parallel for simd schedule(static) if (n >= (size_t(1) << 15))
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) {
     const float gi = g[i];
     const float mi = beta1 * m[i] + r1 * gi;

@@ -1,5 +1,6 @@
 // Writing a gradient on the CPU backend: overwrite a fresh one, accumulate into the others
-// (backend.h), in one OpenMP + simd loop each. Shared by elementwise.cpp and loss.cpp.
+// (backend.h), in one OpenMP + simd loop each. Shared by elementwise.cpp and loss.cpp; the
+// parallel threshold also by optim.cpp.
 #pragma once
 #include <cstddef>
 
