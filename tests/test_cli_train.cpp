@@ -363,8 +363,8 @@ TEST_CASE("cli train: SIGINT finishes the step, saves a checkpoint and exits cle
   INFO(sb.out() << sb.err());
   REQUIRE(pid != 0);
   CHECK(progressed);
-  // No computing thread may take the signal (a handler's frame on its stack corrupted oneDNN's
-  // kernels now and then): all threads block SIGINT and SIGTERM but one, which waits for them
+  // No computing thread may take the signal (oneDNN 2.6's JIT GEMMs point rsp into the heap,
+  // where a handler's frame then lands: docs/train.md): all threads block SIGINT and SIGTERM but one, which waits for them
   // in sigwait (the kernel unblocks them while it waits), and which is not the main thread.
   for (int sig : {SIGINT, SIGTERM}) {
     const std::vector<std::string> open = threads_not_blocking(pid, sig);

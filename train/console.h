@@ -14,10 +14,10 @@ extern bool g_tty;                     // stdout is a terminal: progress line re
 extern std::atomic<int> g_signal;  // the first SIGINT / SIGTERM received in the step loop
 
 // SIGINT / SIGTERM are taken by one thread that only waits for them, never by a handler that
-// interrupts a computing thread: a oneDNN 2.6 convolution keeps data below the stack pointer,
-// and a handler's frame written there corrupted the step now and then (SIGFPE / SIGSEGV in
-// conv backward, 1 run in ~50; see docs/train.md). Call first thing in main, before OpenMP
-// starts its threads: they inherit the blocked mask.
+// interrupts a computing thread: oneDNN 2.6's JIT GEMM kernels point rsp into the heap while
+// they run, so a handler's frame corrupts the heap (a crash after Ctrl-C in ~1 run in 40; oneDNN
+// issue 4845; see docs/train.md). Call first thing in main, before OpenMP starts its threads:
+// they inherit the blocked mask.
 void take_signals_in_one_thread();
 // From here on the first SIGINT / SIGTERM sets g_signal (the loop finishes its step, saves and
 // stops) and a second one exits at once with 128 + signal (checkpoints are atomic, so nothing
