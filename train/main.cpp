@@ -275,8 +275,8 @@ int main(int argc, char** argv) {
   // Line-buffered stdout even into a pipe or file, so that it interleaves with the data
   // loader's progress bar on stderr in the order things happened.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  take_signals_in_one_thread();
   try {
+    take_signals_in_one_thread();
     return train_main(argc, argv);
   } catch (const UsageError& e) {
     std::fflush(stdout);
