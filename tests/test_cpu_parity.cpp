@@ -101,6 +101,42 @@ std::string str(const DeconvGeom& g) {
 double dot_tol(long k) { return 2e-6 * double(k) + 1e-5; }
 
 // ---------------------------------------------------------------- convolution
+// The backward of a convolution-like op on the CPU backend against the reference, from the
+// caller's dy. First accumulating into random gradients: the reference once with every
+// gradient (each is computed independently of the others), then the CPU backend with each mask
+// of dx, dw, db present or null (every mask with all_masks, else dx+dw+db, dx+dw and dw; db only
+// with a bias). Then fresh gradients (backend.h): NaN-filled, overwritten, equal to the
+// reference's from zero. cpu(dx, dw, db, fresh) and ref(dx, dw, db) run the op.
+struct GradTols { double dx, dw, db; };
+template <class Cpu, class Ref>
+void backward_parity(const std::string& op, const std::string& tag, size_t nx, size_t nw, size_t nb, bool bias,
+                     bool all_masks, GradTols tol, Cpu cpu, Ref ref) {
+  const Vec dx0 = rnd(nx), dw0 = rnd(nw), db0 = rnd(nb);
+  Vec dx_r = dx0, dw_r = dw0, db_r = db0;
+  ref(dx_r.data(), dw_r.data(), db_r.data());
+  for (int mask = 1; mask < 8; ++mask) {
+    if (!bias && (mask & 4)) continue;
+    if (!all_masks && mask != 7 && mask != 3 && mask != 2) continue;
+    const bool hx = mask & 1, hw = mask & 2, hb = mask & 4;
+    Vec dx = dx0, dw = dw0, db = db0;
+    cpu(hx ? dx.data() : nullptr, hw ? dw.data() : nullptr, hb ? db.data() : nullptr, 0u);
+    const std::string m = " [" + std::string(hx ? "dx" : "--") + (hw ? "dw" : "--") + (hb ? "db" : "--") + "]";
+    if (hx) expect_close(op + " dx " + tag + m, dx, dx_r, tol.dx, 1e-4);
+    if (hw) expect_close(op + " dw " + tag + m, dw, dw_r, tol.dw, 1e-4);
+    if (hb) expect_close(op + " db " + tag + m, db, db_r, tol.db, 1e-4);
+  }
+  Vec fx_r(nx, 0.0f), fw_r(nw, 0.0f), fb_r(nb, 0.0f);
+  ref(fx_r.data(), fw_r.data(), fb_r.data());
+  for (unsigned fresh : {1u, 7u}) {
+    Vec dx = garbage(nx), dw = fresh & 2u ? garbage(nw) : Vec(nw, 0.0f), db = fresh & 4u ? garbage(nb) : Vec(nb, 0.0f);
+    cpu(dx.data(), dw.data(), bias ? db.data() : nullptr, fresh);
+    const std::string m = " [fresh " + std::to_string(fresh) + "]";
+    expect_close(op + " dx " + tag + m, dx, fx_r, tol.dx, 1e-4);
+    expect_close(op + " dw " + tag + m, dw, fw_r, tol.dw, 1e-4);
+    if (bias) expect_close(op + " db " + tag + m, db, fb_r, tol.db, 1e-4);
+  }
+}
+
 void conv_case(const ConvGeom& g, bool bias, bool all_masks) {
   const size_t nx = size_t(g.n) * g.ci * g.h * g.w, nw = size_t(g.co) * g.ci * g.kh * g.kw;
   const size_t ny = size_t(g.n) * g.co * g.ho() * g.wo();
@@ -113,36 +149,14 @@ void conv_case(const ConvGeom& g, bool bias, bool all_masks) {
   ref::conv2d_forward<float>(y_ref.data(), x.data(), w.data(), bias ? b.data() : nullptr, g);
   expect_close("conv2d_forward " + tag, y, y_ref, dot_tol(k_fwd), 1e-4);
 
-  // the reference once with every gradient (each gradient is computed independently of the
-  // others), then the CPU backend with every mask of dx, dw, db present or null
-  const Vec dx0 = rnd(nx), dw0 = rnd(nw), db0 = rnd(g.co);
-  Vec dx_r = dx0, dw_r = dw0, db_r = db0;
-  ref::conv2d_backward<float>(dx_r.data(), dw_r.data(), db_r.data(), dy.data(), x.data(), w.data(),
-                              g);
-  for (int mask = 1; mask < 8; ++mask) {
-    if (!bias && (mask & 4)) continue;
-    if (!all_masks && mask != 7 && mask != 3 && mask != 2) continue;
-    const bool hx = mask & 1, hw = mask & 2, hb = mask & 4;
-    Vec dx = dx0, dw = dw0, db = db0;
-    cpu::conv2d_backward(hx ? dx.data() : nullptr, hw ? dw.data() : nullptr,
-                         hb ? db.data() : nullptr, dy.data(), x.data(), w.data(), g);
-    const std::string m = " [" + std::string(hx ? "dx" : "--") + (hw ? "dw" : "--") +
-                          (hb ? "db" : "--") + "]";
-    if (hx) expect_close("conv2d_backward dx " + tag + m, dx, dx_r, dot_tol(long(g.co) * g.kh * g.kw), 1e-4);
-    if (hw) expect_close("conv2d_backward dw " + tag + m, dw, dw_r, dot_tol(k_w), 1e-4);
-    if (hb) expect_close("conv2d_backward db " + tag + m, db, db_r, dot_tol(k_w), 1e-4);
-  }
-  // fresh gradients: overwritten, equal to the reference's from zero
-  Vec fx_r(nx, 0.0f), fw_r(nw, 0.0f), fb_r(g.co, 0.0f);
-  ref::conv2d_backward<float>(fx_r.data(), fw_r.data(), fb_r.data(), dy.data(), x.data(), w.data(), g);
-  for (unsigned fresh : {1u, 7u}) {
-    Vec dx = garbage(nx), dw = fresh & 2u ? garbage(nw) : Vec(nw, 0.0f), db = fresh & 4u ? garbage(g.co) : Vec(g.co, 0.0f);
-    cpu::conv2d_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dy.data(), x.data(), w.data(), g, fresh);
-    const std::string m = " [fresh " + std::to_string(fresh) + "]";
-    expect_close("conv2d_backward dx " + tag + m, dx, fx_r, dot_tol(long(g.co) * g.kh * g.kw), 1e-4);
-    expect_close("conv2d_backward dw " + tag + m, dw, fw_r, dot_tol(k_w), 1e-4);
-    if (bias) expect_close("conv2d_backward db " + tag + m, db, fb_r, dot_tol(k_w), 1e-4);
-  }
+  backward_parity("conv2d_backward", tag, nx, nw, size_t(g.co), bias, all_masks,
+                  {dot_tol(long(g.co) * g.kh * g.kw), dot_tol(k_w), dot_tol(k_w)},
+                  [&](float* dx, float* dw, float* db, unsigned fresh) {
+                    cpu::conv2d_backward(dx, dw, db, dy.data(), x.data(), w.data(), g, fresh);
+                  },
+                  [&](float* dx, float* dw, float* db) {
+                    ref::conv2d_backward<float>(dx, dw, db, dy.data(), x.data(), w.data(), g);
+                  });
 }
 
 void deconv_case(const DeconvGeom& g, bool bias, bool all_masks) {
@@ -157,34 +171,14 @@ void deconv_case(const DeconvGeom& g, bool bias, bool all_masks) {
   ref::deconv2d_forward<float>(y_ref.data(), x.data(), w.data(), bias ? b.data() : nullptr, g);
   expect_close("deconv2d_forward " + tag, y, y_ref, dot_tol(k_fwd), 1e-4);
 
-  const Vec dx0 = rnd(nx), dw0 = rnd(nw), db0 = rnd(g.co);
-  Vec dx_r = dx0, dw_r = dw0, db_r = db0;
-  ref::deconv2d_backward<float>(dx_r.data(), dw_r.data(), db_r.data(), dy.data(), x.data(),
-                                w.data(), g);
-  for (int mask = 1; mask < 8; ++mask) {
-    if (!bias && (mask & 4)) continue;
-    if (!all_masks && mask != 7 && mask != 3 && mask != 2) continue;
-    const bool hx = mask & 1, hw = mask & 2, hb = mask & 4;
-    Vec dx = dx0, dw = dw0, db = db0;
-    cpu::deconv2d_backward(hx ? dx.data() : nullptr, hw ? dw.data() : nullptr,
-                           hb ? db.data() : nullptr, dy.data(), x.data(), w.data(), g);
-    const std::string m = " [" + std::string(hx ? "dx" : "--") + (hw ? "dw" : "--") +
-                          (hb ? "db" : "--") + "]";
-    if (hx) expect_close("deconv2d_backward dx " + tag + m, dx, dx_r, dot_tol(long(g.co) * g.k * g.k), 1e-4);
-    if (hw) expect_close("deconv2d_backward dw " + tag + m, dw, dw_r, dot_tol(k_w), 1e-4);
-    if (hb) expect_close("deconv2d_backward db " + tag + m, db, db_r,
-                         dot_tol(long(g.n) * g.ho() * g.wo()), 1e-4);
-  }
-  Vec fx_r(nx, 0.0f), fw_r(nw, 0.0f), fb_r(g.co, 0.0f);
-  ref::deconv2d_backward<float>(fx_r.data(), fw_r.data(), fb_r.data(), dy.data(), x.data(), w.data(), g);
-  for (unsigned fresh : {1u, 7u}) {
-    Vec dx = garbage(nx), dw = fresh & 2u ? garbage(nw) : Vec(nw, 0.0f), db = fresh & 4u ? garbage(g.co) : Vec(g.co, 0.0f);
-    cpu::deconv2d_backward(dx.data(), dw.data(), bias ? db.data() : nullptr, dy.data(), x.data(), w.data(), g, fresh);
-    const std::string m = " [fresh " + std::to_string(fresh) + "]";
-    expect_close("deconv2d_backward dx " + tag + m, dx, fx_r, dot_tol(long(g.co) * g.k * g.k), 1e-4);
-    expect_close("deconv2d_backward dw " + tag + m, dw, fw_r, dot_tol(k_w), 1e-4);
-    if (bias) expect_close("deconv2d_backward db " + tag + m, db, fb_r, dot_tol(long(g.n) * g.ho() * g.wo()), 1e-4);
-  }
+  backward_parity("deconv2d_backward", tag, nx, nw, size_t(g.co), bias, all_masks,
+                  {dot_tol(long(g.co) * g.k * g.k), dot_tol(k_w), dot_tol(long(g.n) * g.ho() * g.wo())},
+                  [&](float* dx, float* dw, float* db, unsigned fresh) {
+                    cpu::deconv2d_backward(dx, dw, db, dy.data(), x.data(), w.data(), g, fresh);
+                  },
+                  [&](float* dx, float* dw, float* db) {
+                    ref::deconv2d_backward<float>(dx, dw, db, dy.data(), x.data(), w.data(), g);
+                  });
 }
 
 }  // namespace
