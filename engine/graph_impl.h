@@ -37,9 +37,9 @@ void Graph<T>::backward_node(const Node<T>& nd) {
   const size_t n = nd.out->numel();
   OpTimer timer(profile, nd.op, false);
   Tensor<T>* const* in = nd.in;
+  unsigned fresh = 0;  // which gradient buffers grad_out() has just allocated (backend.h)
   switch (nd.op) {
     case Op::Conv: {
-      unsigned fresh = 0;
       T* dx = grad_out(in[0], fresh, 1u);
       T* dw = grad_out(in[1], fresh, 2u);
       T* db = grad_out(in[2], fresh, 4u);
@@ -47,7 +47,6 @@ void Graph<T>::backward_node(const Node<T>& nd) {
       break;
     }
     case Op::Deconv: {
-      unsigned fresh = 0;
       T* dx = grad_out(in[0], fresh, 1u);
       T* dw = grad_out(in[1], fresh, 2u);
       T* db = grad_out(in[2], fresh, 4u);
@@ -71,49 +70,38 @@ void Graph<T>::backward_node(const Node<T>& nd) {
           aliased = true;
           if (t == a) a = nullptr; else b = nullptr;
         }
-      for (Tensor<T>* t : {a, b}) {
-        unsigned fresh = 0;
+      for (Tensor<T>* t : {a, b}) {  // one axpy each: bit 0 is its own output's
+        fresh = 0;
         if (T* g = grad_out(t, fresh, 1u)) PRSR_CALL(dev_, axpy, g, T(1), dy, n, fresh);
       }
       break;
     }
-    case Op::Mul: {  // in[1] is a constant (a mask): no gradient flows into it
-      unsigned fresh = 0;
+    case Op::Mul:  // in[1] is a constant (a mask): no gradient flows into it
       if (T* da = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, mul_backward, da, dy, in[1]->data, n, fresh);
       break;
-    }
-    case Op::Relu: {
-      unsigned fresh = 0;
+    case Op::Relu:
       if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, relu_backward, dx, dy, nd.out->data, n, fresh);
       break;
-    }
-    case Op::Tanh: {
-      unsigned fresh = 0;
+    case Op::Tanh:
       if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, tanh_backward, dx, dy, nd.out->data, n, fresh);
       break;
-    }
-    case Op::Sigmoid: {
-      unsigned fresh = 0;
+    case Op::Sigmoid:
       if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, sigmoid_backward, dx, dy, nd.out->data, n, fresh);
       break;
-    }
     case Op::Gate: {
       const Shape& s = nd.out->shape;
-      unsigned fresh = 0;
       if (T* dz = grad_out(in[0], fresh, 1u))
         PRSR_CALL(dev_, gate_backward, dz, dy, in[0]->data, s.n, s.c, s.hw(), fresh);
       break;
     }
     case Op::DownShift: {
       const Shape& s = nd.out->shape;
-      unsigned fresh = 0;
       if (T* dx = grad_out(in[0], fresh, 1u))
         PRSR_CALL(dev_, down_shift_backward, dx, dy, s.n * s.c, s.h, s.w, fresh);
       break;
     }
     case Op::BatchNorm: {
       const Shape& s = nd.out->shape;
-      unsigned fresh = 0;
       T* dx = grad_out(in[0], fresh, 1u);
       T* dgamma = grad_out(in[1], fresh, 2u);
       T* dbeta = grad_out(in[2], fresh, 4u);
@@ -123,24 +111,19 @@ void Graph<T>::backward_node(const Node<T>& nd) {
     }
     case Op::SoftmaxCE: {
       const Shape& s = in[0]->shape;
-      unsigned fresh = 0;
       T* da = grad_out(in[0], fresh, 1u);
       T* db = grad_out(in[1], fresh, 2u);  // (in[1] == in[0]: db is da's buffer, not fresh)
       PRSR_CALL(dev_, softmax_ce_backward, da, db, dy, in[0]->data, in[1] ? in[1]->data : nullptr,
                 nd.target.data, s.n, nd.target.shape.c, s.hw(), fresh);
       break;
     }
-    case Op::Mse: {
-      unsigned fresh = 0;
+    case Op::Mse:
       if (T* da = grad_out(in[0], fresh, 1u))
         PRSR_CALL(dev_, mse_backward, da, dy, in[0]->data, in[1]->data, in[0]->numel(), fresh);
       break;
-    }
-    case Op::Mean: {
-      unsigned fresh = 0;
+    case Op::Mean:
       if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, mean_backward, dx, dy, in[0]->numel(), fresh);
       break;
-    }
   }
 }
 
