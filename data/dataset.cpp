@@ -350,6 +350,7 @@ struct Plan {
   std::string label;         // for messages: "celeba train"
   int colors = 0;
   uint64_t key = 0;
+  bool shared_splits = false;  // Dataset::shared_splits
   std::function<Decoded()> build;
 };
 
@@ -547,16 +548,11 @@ Plan plan_folder(const DataOptions& opt, Split split) {
   h.str(split_name(split));
   h.i64(total);
   std::vector<std::string> files;
-  for (const std::string& r : rel) {
-    if (!folder_in_split(r, total, split)) continue;
+  for (const std::string& r : folder_split_files(rel, split)) {
     files.push_back(root + "/" + r);
     h.str(r);
     hash_file_stat(h, files.back());
   }
-  if (files.empty())
-    throw Error("folder data set: " + root + " has " + std::to_string(total) +
-                " images but none falls in the " + split_name(split) +
-                " split (90/5/5 by path hash); add images or use another split");
   const fs::path abs = fs::weakly_canonical(fs::absolute(root), ec);
   std::string base = abs.filename().string();
   if (base.empty()) base = "root";
@@ -568,6 +564,7 @@ Plan plan_folder(const DataOptions& opt, Split split) {
   p.label = opt.spec + " " + split_name(split);
   p.colors = 3;
   p.key = h.h;
+  p.shared_splits = total < kFolderSplitMin;
   p.build = [files, label = p.label, progress = opt.progress]() {
     return decode_files(files, 3, folder_preprocess, label, progress);
   };
@@ -576,11 +573,34 @@ Plan plan_folder(const DataOptions& opt, Split split) {
 
 }  // namespace
 
-bool folder_in_split(const std::string& relpath, int total, Split split) {
-  if (total < 20) return true;
-  const uint64_t bucket = fnv1a(relpath) % 100;
-  const Split s = bucket < 90 ? Split::Train : bucket < 95 ? Split::Valid : Split::Test;
-  return s == split;
+std::vector<std::string> folder_split_files(const std::vector<std::string>& relpaths, Split split) {
+  const int total = (int)relpaths.size();
+  if (total < kFolderSplitMin) return relpaths;
+  // (bucket, path) of every file, per split, by FNV-1a(relpath) % 100.
+  using Entry = std::pair<int, std::string>;
+  std::vector<Entry> parts[3];
+  for (const std::string& r : relpaths) {
+    const int bucket = int(fnv1a(r) % 100);
+    const Split s = bucket < 90 ? Split::Train : bucket < 95 ? Split::Valid : Split::Test;
+    parts[(int)s].push_back({bucket, r});
+  }
+  // A split left empty by the hash (likely for small folders: with 24 images the valid split
+  // is empty 29% of the time) takes the highest-(bucket, path) image of the largest split:
+  // for valid and test that is the train image nearest to their bucket range. Deterministic;
+  // with 20+ images at most two images move, and none when no split is empty.
+  for (int want = 0; want < 3; ++want) {
+    if (!parts[want].empty()) continue;
+    int from = 0;
+    for (int k = 1; k < 3; ++k)
+      if (parts[k].size() > parts[from].size()) from = k;
+    auto it = std::max_element(parts[from].begin(), parts[from].end());
+    parts[want].push_back(*it);
+    parts[from].erase(it);
+  }
+  std::vector<std::string> out;
+  for (const Entry& e : parts[(int)split]) out.push_back(e.second);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 int dataset_colors(const std::string& spec) {
@@ -596,6 +616,7 @@ Dataset load_dataset(const DataOptions& opt, Split split) {
   ds.name = plan.name;
   ds.colors = plan.colors;
   ds.size = 32;
+  ds.shared_splits = plan.shared_splits;
   const std::string cache_dir = opt.cache_dir.empty() ? std::string("datasets/cache") : opt.cache_dir;
   const std::string stem = plan.cache_prefix + "-" + split_name(split) + "-";
   const std::string cache_path = cache_dir + "/" + stem + hex(plan.key, 16) + ".u8";

@@ -29,6 +29,8 @@ struct Dataset {
   int skipped = 0;          // source files that were unreadable / corrupt and left out
   bool from_cache = false;  // true when the pixels came from the cache file
   std::string cache_path;   // the cache file used or written ("" when caching was off)
+  bool shared_splits = false;  // every split holds the same images (a folder of fewer than
+                               // kFolderSplitMin images): the valid split is not held out
 
   size_t image_bytes() const { return (size_t)size * size * colors; }
   const uint8_t* image(int i) const;  // throws prsr::Error when i is out of range
@@ -42,9 +44,15 @@ Dataset load_dataset(const DataOptions& opt, Split split);
 // 3 for celeba and folder:..., 1 for fashion-mnist; prsr::Error for an unknown spec.
 int dataset_colors(const std::string& spec);
 
-// The split of a folder data set's file (relative path with '/' separators) when the folder has
-// `total` images: all splits when total < 20, else by FNV-1a(relpath) % 100: < 90 train,
-// < 95 valid, else test.
-bool folder_in_split(const std::string& relpath, int total, Split split);
+// A folder data set with fewer images than this puts every image in every split (a handful of
+// pictures can still be trained on, sampled and evaluated; nothing is held out).
+constexpr int kFolderSplitMin = 20;
+
+// The files of `split` among a folder data set's files (relative paths, '/' separators, sorted),
+// sorted. Fewer than kFolderSplitMin files: all of them, for every split. Otherwise each file's
+// split is FNV-1a(relpath) % 100: < 90 train, < 95 valid, else test; a split left empty takes
+// the highest-(bucket, path) file of the largest split, so every split holds at least one image
+// and each image is in exactly one split. See docs/data.md.
+std::vector<std::string> folder_split_files(const std::vector<std::string>& relpaths, Split split);
 
 }  // namespace prsr::data

@@ -14,12 +14,19 @@ namespace prsr {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'R', 'S', 'R', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 1;
+// Version 2 (written): the checksum is standard FNV-1a 64. Version 1 (still read): the same
+// layout, but its checksum started from a mistyped offset basis (1469598103934665603, the
+// standard 14695981039346656037 with its last digit dropped), so standard FNV-1a readers
+// rejected it. docs/checkpoint.md.
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kOldestVersion = 1;
 // magic(8) version(4) reserved(4) total_length(8) header_length(4)
 constexpr size_t kFixed = 8 + 4 + 4 + 8 + 4;
 
-uint64_t fnv1a(const uint8_t* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
+constexpr uint64_t kFnvOffsetBasis = 14695981039346656037ull;
+constexpr uint64_t kFnvOffsetBasisV1 = 1469598103934665603ull;
+
+uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = kFnvOffsetBasis) {
   for (size_t i = 0; i < n; ++i) {
     h ^= p[i];
     h *= 1099511628211ull;
@@ -110,8 +117,8 @@ CheckpointInfo verify(const std::vector<uint8_t>& buf, const std::string& path, 
   if (buf.size() < kFixed) throw Error(path + ": truncated checkpoint (" + std::to_string(buf.size()) + " bytes)");
   Reader r{buf, 8, path};
   const uint32_t version = r.get<uint32_t>();
-  if (version != kVersion)
-    throw Error(path + ": checkpoint format version " + std::to_string(version) + " is not supported (this build reads version " + std::to_string(kVersion) + ")");
+  if (version < kOldestVersion || version > kVersion)
+    throw Error(path + ": checkpoint format version " + std::to_string(version) + " is not supported (this build reads versions " + std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) + ")");
   r.get<uint32_t>();
   const uint64_t total = r.get<uint64_t>();
   if (buf.size() < total)
@@ -120,7 +127,8 @@ CheckpointInfo verify(const std::vector<uint8_t>& buf, const std::string& path, 
     throw Error(path + ": corrupt checkpoint (" + std::to_string(buf.size() - total) + " unexpected bytes at the end)");
   uint64_t stored;
   std::memcpy(&stored, buf.data() + total - 8, 8);
-  if (fnv1a(buf.data(), total - 8) != stored) throw Error(path + ": corrupt checkpoint (checksum mismatch)");
+  const uint64_t basis = version == 1 ? kFnvOffsetBasisV1 : kFnvOffsetBasis;
+  if (fnv1a(buf.data(), total - 8, basis) != stored) throw Error(path + ": corrupt checkpoint (checksum mismatch)");
   const uint32_t hlen = r.get<uint32_t>();
   const uint8_t* h = r.take(hlen);
   body = r.pos;

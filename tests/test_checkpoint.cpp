@@ -2,6 +2,8 @@
 // with its own message.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -140,7 +142,11 @@ TEST_CASE("checkpoint: truncated, flipped, wrong magic, wrong version, mismatche
   auto v = bytes;
   v[8] = 7;
   write_bytes(tmp.path / "version.bin", v);
-  CHECK(load_error(tmp.path / "version.bin", target).find("version 7 is not supported") != std::string::npos);
+  CHECK(load_error(tmp.path / "version.bin", target).find("version 7 is not supported (this build reads versions 1 to 2)") !=
+        std::string::npos);
+  v[8] = 0;
+  write_bytes(tmp.path / "version0.bin", v);
+  CHECK(load_error(tmp.path / "version0.bin", target).find("version 0 is not supported") != std::string::npos);
 
   write_bytes(tmp.path / "empty.bin", {});
   CHECK(load_error(tmp.path / "empty.bin", target).find("not a prsr checkpoint") != std::string::npos);
@@ -170,4 +176,73 @@ TEST_CASE("checkpoint: a failed save leaves the previous checkpoint intact") {
   const auto before = file_bytes(p);
   CHECK_THROWS_AS(save_checkpoint((tmp.path / "no-such-dir" / "m.bin").string(), m, nullptr, CheckpointInfo{}), Error);
   CHECK(file_bytes(p) == before);
+}
+
+// FNV-1a 64 from its definition (offset basis 14695981039346656037, prime 1099511628211),
+// independent of model/checkpoint.cpp: what any standard reader computes.
+static uint64_t standard_fnv1a64(const std::vector<uint8_t>& b, size_t n) {
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+TEST_CASE("checkpoint: version 2 carries a standard FNV-1a 64 checksum") {
+  TempDir tmp;
+  Model<float> m(small_config(), Device::Cpu);
+  m.init(4);
+  const fs::path p = tmp.path / "m.bin";
+  save_checkpoint(p.string(), m, nullptr, CheckpointInfo{});
+  const auto b = file_bytes(p);
+  REQUIRE(b.size() > 16);
+  uint32_t version;
+  std::memcpy(&version, b.data() + 8, 4);
+  CHECK(version == 2);
+  uint64_t stored;
+  std::memcpy(&stored, b.data() + b.size() - 8, 8);
+  CHECK(stored == standard_fnv1a64(b, b.size() - 8));
+}
+
+// tests/data/checkpoint_v1.bin was written by train at b031ef3 (format version 1, legacy
+// checksum basis): fashion-mnist, --steps 2 --batch 2 --channels 2 --layers 1 --head 4
+// --cond-channels 2 --cond-blocks 1, with its Adam state.
+TEST_CASE("checkpoint: a version-1 file (legacy checksum) still loads; its checksum is still checked") {
+  const std::string v1 = std::string(PRSR_SOURCE_DIR) + "/tests/data/checkpoint_v1.bin";
+  const auto bytes = file_bytes(v1);
+  REQUIRE(bytes.size() > 1000);
+  CHECK(bytes[8] == 1);
+  const CheckpointInfo info = read_checkpoint_info(v1);
+  CHECK(info.step == 2);
+  CHECK(info.model.colors == 1);
+  CHECK(info.model.prior_channels == 2);
+  CHECK(info.has_optimizer_state);
+  Model<float> m(info.model, Device::Cpu);
+  m.init(9);
+  const auto fresh = m.params.download();
+  Optimizer<float> opt(info.optim, m.params);
+  CHECK(load_checkpoint(v1, m, &opt).step == 2);
+  const auto loaded = m.params.download();
+  CHECK(loaded != fresh);
+  for (float x : loaded) REQUIRE(std::isfinite(x));
+
+  // Saved again it is version 2, and loads back to the same values.
+  TempDir tmp;
+  const fs::path v2 = tmp.path / "v2.bin";
+  save_checkpoint(v2.string(), m, &opt, info);
+  CHECK(file_bytes(v2)[8] == 2);
+  Model<float> back(info.model, Device::Cpu);
+  Optimizer<float> opt2(info.optim, back.params);
+  load_checkpoint(v2.string(), back, &opt2);
+  CHECK(back.params.download() == loaded);
+  CHECK(opt2.download_state(0) == opt.download_state(0));
+
+  // A flipped byte in a v1 file is still caught, and so is a v1 file relabelled as v2 (the
+  // version chooses the checksum's basis).
+  auto f = bytes;
+  f[bytes.size() / 2] ^= 0x01;
+  write_bytes(tmp.path / "flip.bin", f);
+  CHECK(load_error(tmp.path / "flip.bin", back).find("checksum mismatch") != std::string::npos);
+  auto r = bytes;
+  r[8] = 2;
+  write_bytes(tmp.path / "relabelled.bin", r);
+  CHECK(load_error(tmp.path / "relabelled.bin", back).find("checksum mismatch") != std::string::npos);
 }

@@ -403,3 +403,49 @@ TEST_CASE("cli train: --loss l2 trains the conditioning network alone") {
   const Loaded L = load(o + "/model.bin");
   CHECK(L.step == 3);
 }
+
+TEST_CASE("cli train: a folder of 1, 2, 24 or 100 images trains (small folders: docs/data.md)") {
+  Sandbox sb;
+  for (int n : {1, 2, 24, 100}) {
+    CAPTURE(n);
+    const std::string dir = sb.dir + "/imgs" + std::to_string(n);
+    fs::create_directories(dir + "/sub");
+    // Half in a subfolder (the folder is read recursively). Named photo<i>.jpg (PNG content: the
+    // content decides the format) because with these 24 names the path hash puts every image
+    // in train, the case that stopped train before; the split rule's repair fills valid and test.
+    for (int i = 0; i < n; ++i) {
+      prsr::data::Image im;
+      im.w = 32 + i % 5;
+      im.h = 32;
+      im.c = 3;
+      im.px.resize(size_t(im.w) * im.h * 3);
+      for (size_t k = 0; k < im.px.size(); ++k) im.px[k] = uint8_t((k * 31 + i * 17) % 251);
+      prsr::data::write_png(dir + (i % 2 ? "/sub" : "") + "/photo" + std::to_string(i) + ".jpg", im);
+    }
+    const std::string tag = "f" + std::to_string(n);
+    const int rc = sb.train(" --data folder:" + dir + " --cache-dir " + sb.dir + "/cache" + kTiny +
+                                " --steps 2 --eval-every 2 --out " + sb.dir + "/run" + std::to_string(n),
+                            tag);
+    const std::string out = sb.out(tag);
+    INFO(out << sb.err(tag));
+    REQUIRE(rc == 0);
+    CHECK(out.find("step 2/2") != std::string::npos);
+    CHECK(out.find("eval       step 2: valid") != std::string::npos);
+    // Under 20 images every image is in every split, and the banner says valid is not held out;
+    // from 20 on each image is in one split and every split has at least one.
+    const bool shared = n < 20;
+    CHECK((out.find("not held out") != std::string::npos) == shared);
+    if (shared) {
+      CHECK(out.find(std::to_string(n) + " train / " + std::to_string(n) + " valid") != std::string::npos);
+    } else {
+      const size_t at = out.find(" train / ");
+      REQUIRE(at != std::string::npos);
+      const int train_n = std::stoi(out.substr(out.rfind(' ', at - 1) + 1));
+      const int valid_n = std::stoi(out.substr(at + 9));
+      CHECK(train_n >= 1);
+      CHECK(valid_n >= 1);
+      CHECK(train_n + valid_n < n);  // the test split holds the rest, at least one
+      if (n == 24) CHECK(out.find("22 train / 1 valid") != std::string::npos);
+    }
+  }
+}

@@ -755,20 +755,78 @@ TEST_CASE("data: folder with corrupt files: reported, skipped, counted") {
   CHECK(error_of([&] { load_dataset(o, Split::Train); }).find("not a directory") != std::string::npos);
 }
 
-TEST_CASE("data: folder split rule and progress bar / long skip report") {
-  // >= 20 images: each file in exactly one split, by path hash; < 20: in all of them.
+// FNV-1a 64 written out here from its definition (offset basis 14695981039346656037, prime
+// 1099511628211), independent of the product's copies.
+static uint64_t standard_fnv1a64(const std::string& s) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// "dir/img0007.png": zero-padded, so that index order is path order.
+static std::string split_test_name(int i) {
+  char name[32];
+  std::snprintf(name, sizeof name, "dir/img%04d.png", i);
+  return name;
+}
+
+// The split of each of `total` files split_test_name(i) as folder_split_files gives them: for
+// every file the list of splits that hold it.
+static std::vector<std::vector<Split>> splits_of(int total) {
+  std::vector<std::string> rel;
+  for (int i = 0; i < total; ++i) rel.push_back(split_test_name(i));
+  std::vector<std::vector<Split>> in(total);
+  for (Split s : {Split::Train, Split::Valid, Split::Test}) {
+    const std::vector<std::string> got = folder_split_files(rel, s);
+    CHECK(std::is_sorted(got.begin(), got.end()));
+    for (const std::string& g : got) in[std::lower_bound(rel.begin(), rel.end(), g) - rel.begin()].push_back(s);
+  }
+  return in;
+}
+
+TEST_CASE("data: folder split rule: < 20 images in every split, else one split each, none empty") {
+  for (int total : {1, 2, 19}) {
+    for (const auto& in : splits_of(total)) CHECK(in.size() == 3);
+  }
+  // From 20 images on, each file is in exactly one split and no split is empty, whatever the
+  // hash gives (for small folders it often gives an empty valid or test split: the repair).
+  int repaired = 0;
+  for (int total = 20; total <= 120; ++total) {
+    int counts[3] = {0, 0, 0};
+    for (const auto& in : splits_of(total)) {
+      REQUIRE(in.size() == 1);
+      ++counts[(int)in[0]];
+    }
+    INFO("total " << total);
+    CHECK(counts[0] >= 1);
+    CHECK(counts[1] >= 1);
+    CHECK(counts[2] >= 1);
+    // Only the repair moves images: at most two, and only when the hash left a split empty.
+    int hashed[3] = {0, 0, 0}, moved = 0;
+    const auto in = splits_of(total);
+    for (int i = 0; i < total; ++i) {
+      const int bucket = int(standard_fnv1a64(split_test_name(i)) % 100);
+      const int s = bucket < 90 ? 0 : bucket < 95 ? 1 : 2;
+      ++hashed[s];
+      moved += (int)in[i][0] != s;
+    }
+    const int empty = (hashed[0] == 0) + (hashed[1] == 0) + (hashed[2] == 0);
+    CHECK(moved == empty);
+    repaired += empty > 0;
+  }
+  CHECK(repaired > 0);  // the repair was exercised
+  // Large folders: the 90/5/5 hash rule, untouched.
   int counts[3] = {0, 0, 0};
-  for (int i = 0; i < 1000; ++i) {
-    const std::string rel = "dir/img" + std::to_string(i) + ".png";
-    int in = 0;
-    for (Split s : {Split::Train, Split::Valid, Split::Test})
-      if (folder_in_split(rel, 1000, s)) ++in, ++counts[(int)s];
-    CHECK(in == 1);
-    CHECK(folder_in_split(rel, 19, Split::Valid));
+  for (const auto& in : splits_of(1000)) {
+    REQUIRE(in.size() == 1);
+    ++counts[(int)in[0]];
   }
   CHECK(counts[0] > 850);
   CHECK(counts[1] > 20);
   CHECK(counts[2] > 20);
+}
+
+TEST_CASE("data: folder progress bar / long skip report") {
   // 110 tiny images (12 of them empty): a progress bar and "... and 2 more".
   TempDir dir;
   const std::string root = dir / "many";
@@ -794,17 +852,16 @@ TEST_CASE("data: folder split rule and progress bar / long skip report") {
     tr = load_dataset(o, Split::Train);
     err = cap.text();
   }
-  int expect = 0;
+  std::vector<std::string> all;
   for (int i = 0; i < 110; ++i) {
     char name[32];
     std::snprintf(name, sizeof name, "img%03d.png", i);
-    expect += i > 12 || i == 0 ? (int)folder_in_split(name, 110, Split::Train) : 0;
+    all.push_back(name);
   }
-  int expect_skip = 0;
-  for (int i = 1; i <= 12; ++i) {
-    char name[32];
-    std::snprintf(name, sizeof name, "img%03d.png", i);
-    expect_skip += folder_in_split(name, 110, Split::Train);
+  int expect = 0, expect_skip = 0;
+  for (const std::string& name : folder_split_files(all, Split::Train)) {
+    const int i = std::stoi(name.substr(3, 3));
+    (i >= 1 && i <= 12 ? expect_skip : expect) += 1;
   }
   CHECK(tr.n == expect);
   CHECK(tr.skipped == expect_skip);

@@ -90,6 +90,9 @@ void print_banner(const Run& R, const prsr::Model<float>& model, double fwd, dou
               with_commas(R.train.n).c_str(), with_commas(R.valid.n).c_str(),
               R.train.skipped + R.valid.skipped ? (" (" + std::to_string(R.train.skipped + R.valid.skipped) +
                                                    " unreadable files skipped)").c_str() : "");
+  if (R.train.shared_splits)
+    std::printf("  note       fewer than %d images: every image is in every split, so the valid figures are "
+                "not held out\n", prsr::data::kFolderSplitMin);
   std::printf("  device     %s, %d OpenMP thread%s\n", o.device.c_str(), threads, threads == 1 ? "" : "s");
   std::printf("  model      %s\n", o.model.to_string().c_str());
   std::printf("  parameters %s\n", with_commas(model.parameter_count()).c_str());
