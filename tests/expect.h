@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -31,10 +32,13 @@ void expect_close(const std::string& what, const float* got, const W* want, size
     if (rel > max_rel || std::isnan(rel)) max_rel = rel;
   }
   if (bad) {
-    INFO(what << ": " << bad << " of " << n << " elements differ (atol " << atol << ", rtol "
-              << rtol << "), first at " << first_bad << ": got " << got[first_bad] << ", want "
-              << double(want[first_bad]) << "; max |diff| " << max_abs << ", max rel diff "
-              << max_rel);
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "%zu of %zu elements differ (atol %.3g, rtol %.3g), first at %zu: got %.9g, "
+                  "want %.17g; max |diff| %.3g, max rel diff %.3g",
+                  bad, n, atol, rtol, first_bad, double(got[first_bad]), double(want[first_bad]),
+                  max_abs, max_rel);
+    INFO(what << ": " << line);
     CHECK(bad == 0);
   } else {
     CHECK(true);
