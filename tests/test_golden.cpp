@@ -307,7 +307,8 @@ void verdict_line(const Golden& gf, const char* backend, const Verdict& v) {
 TEST_CASE("golden: the reference backend (double) matches PyTorch on every tensor, C = 1 and 3, k = 3 and 5") {
   for (const char* name : kGoldenFiles) {
     const Golden gf = read_golden(name);
-    INFO("golden_" << name);
+    const std::string label = std::string("golden_") + name;
+    INFO(label);
     const Verdict v = compare(gf, run_golden<double>(gf, Device::Ref), true, false);
     verdict_line(gf, "ref", v);
     CHECK_MESSAGE(v.failed == 0, "first failing tensor: " << v.first_failed);
@@ -317,7 +318,8 @@ TEST_CASE("golden: the reference backend (double) matches PyTorch on every tenso
 TEST_CASE("golden: the CPU backend matches PyTorch on every tensor (logits, losses, every gradient)") {
   for (const char* name : kGoldenFiles) {
     const Golden gf = read_golden(name);
-    INFO("golden_" << name);
+    const std::string label = std::string("golden_") + name;
+    INFO(label);
     std::printf("golden_%s on the CPU backend (%s):\n", name, gf.cfg.to_string().c_str());
     const Verdict v = compare(gf, run_golden<float>(gf, Device::Cpu), false, true);
     verdict_line(gf, "cpu", v);
@@ -332,7 +334,8 @@ TEST_CASE("golden: the CUDA backend matches PyTorch on every tensor (skipped wit
   }
   for (const char* name : kGoldenFiles) {
     const Golden gf = read_golden(name);
-    INFO("golden_" << name);
+    const std::string label = std::string("golden_") + name;
+    INFO(label);
     std::printf("golden_%s on the CUDA backend:\n", name);
     const Verdict v = compare(gf, run_golden<float>(gf, Device::Cuda), false, true);
     verdict_line(gf, "cuda", v);
@@ -347,7 +350,8 @@ TEST_CASE("golden: the CUDA backend matches PyTorch on every tensor (skipped wit
 TEST_CASE("golden: a broken mask, padding or down-shift fails the comparison") {
   for (const char* name : kGoldenFiles) {
     const Golden gf = read_golden(name);
-    INFO("golden_" << name);
+    const std::string label = std::string("golden_") + name;
+    INFO(label);
     const Tensors model = run_golden<double>(gf, Device::Ref);
     const Tensors mirror = run_golden<double>(gf, Device::Ref, Break::None, true);
     CHECK(mirror == model);
