@@ -84,7 +84,7 @@ def draw(name, shape, gen):
     return v.float().double()
 
 
-def make(name, cfg):
+def make(cfg):
     gen = torch.Generator().manual_seed(cfg["seed"])
     C, S = cfg["colors"], cfg["size"]
     model = build(cfg).double()
@@ -120,7 +120,7 @@ def make(name, cfg):
     m32 = build(cfg)
     m32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
     with torch.no_grad():  # the running statistics as drawn, not as updated by the step above
-        for (n, t, tr), (_, t64, _) in zip(prsr_tensors(m32), named):
+        for n, t, _ in prsr_tensors(m32):
             if not t.requires_grad:
                 t.copy_(params[n].reshape(t.shape))
     m32.train()
@@ -162,7 +162,7 @@ def main():
         if args.only and name != args.only:
             continue
         print(f"golden_{name}: {config_string(cfg)}, batch {BATCH}, seed {cfg['seed']}")
-        header, tensors = make(name, cfg)
+        header, tensors = make(cfg)
         path = os.path.join(args.out, f"golden_{name}.bin")
         write(path, header, tensors)
         print(f"  wrote {os.path.normpath(path)}: {len(tensors)} tensors, {os.path.getsize(path)} bytes; "
