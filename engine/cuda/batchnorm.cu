@@ -109,18 +109,23 @@ __global__ void bn_backward_kernel(float* dx, float* dgamma, float* dbeta, const
 
 }  // namespace
 
-void batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                             float* running_var, const float* x, const float* gamma,
-                             const float* beta, int n, int c, int hw, float momentum, float eps) {
+}  // namespace prsr::cuda
+
+namespace prsr {
+
+void cuda::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
+                                   float* running_var, const float* x, const float* gamma,
+                                   const float* beta, int n, int c, int hw, float momentum,
+                                   float eps) {
   if (c == 0 || size_t(n) * hw == 0) return;
   bn_train_kernel<<<c, B, 0, stream()>>>(y, mean, invstd, running_mean, running_var, x, gamma,
                                          beta, n, c, hw, momentum, eps);
   LAUNCH_CHECK();
 }
 
-void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                            const float* running_var, const float* x, const float* gamma,
-                            const float* beta, int n, int c, int hw, float eps) {
+void cuda::batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
+                                  const float* running_var, const float* x, const float* gamma,
+                                  const float* beta, int n, int c, int hw, float eps) {
   if (c == 0) return;
   bn_eval_stats_kernel<<<(c + kBlock - 1) / kBlock, kBlock, 0, stream()>>>(
       mean, invstd, running_mean, running_var, c, eps);
@@ -132,9 +137,10 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
   LAUNCH_CHECK();
 }
 
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training, unsigned fresh) {
+void cuda::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                              const float* x, const float* gamma, const float* mean,
+                              const float* invstd, int n, int c, int hw, bool training,
+                              unsigned fresh) {
   // fresh gradients (backend.h): zeroed first, then accumulated into as usual
   if (dx && (fresh & 1u)) fill(dx, 0.0f, size_t(n) * c * hw);
   if (dgamma && (fresh & 2u)) fill(dgamma, 0.0f, size_t(c));
@@ -146,4 +152,4 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
   LAUNCH_CHECK();
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

@@ -133,13 +133,23 @@ float* transposed_weights(const float* w, int co, int ci, int kk) {
   return wt;
 }
 
+// The deconv's column geometry: the "image" is the deconv output [co][ho][wo], the column grid
+// is the deconv input h x w, so that y[o][i*s - p + ky][j*s - p + kx] <-> cols[o,ky,kx][i, j].
+ColGeom deconv_cols(const DeconvGeom& g) {
+  return ColGeom{g.co, g.ho(), g.wo(), g.k, g.k, g.stride, g.pad, g.pad, g.h, g.w};
+}
+
 }  // namespace
+
+}  // namespace prsr::cuda
+
+namespace prsr {
 
 // cuBLAS sees a row-major [R][C] matrix as its column-major transpose [C][R] (ld = C). So the
 // row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: swap the operands, keep
 // each one's transpose flag, and use the row lengths as leading dimensions.
-void gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, const float* B,
-             float beta, float* C) {
+void cuda::gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, const float* B,
+                   float beta, float* C) {
   if (M == 0 || N == 0) return;
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasSgemm(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -147,9 +157,9 @@ void gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, co
                            trans_b ? K : N, A, trans_a ? M : K, &beta, C, N));
 }
 
-void gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const float* A,
-                     long long stride_a, const float* B, long long stride_b, float beta, float* C,
-                     long long stride_c, int batch) {
+void cuda::gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const float* A,
+                           long long stride_a, const float* B, long long stride_b, float beta,
+                           float* C, long long stride_c, int batch) {
   if (M == 0 || N == 0 || batch == 0) return;
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasSgemmStridedBatched(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -158,15 +168,15 @@ void gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const floa
                                          &beta, C, N, stride_c, batch));
 }
 
-void im2col(float* cols, const float* x, const ColGeom& g, int nimg) {
+void cuda::im2col(float* cols, const float* x, const ColGeom& g, int nimg) {
   const size_t total = size_t(nimg) * g.C * g.KH * g.KW * g.OH * g.OW;
   if (total == 0) return;
   im2col_kernel<<<grid_for(total), kBlock, 0, stream()>>>(cols, x, g, total);
   LAUNCH_CHECK();
 }
 
-void col2im(float* x, const float* cols, const float* bias, bool accumulate, const ColGeom& g,
-            int nimg) {
+void cuda::col2im(float* x, const float* cols, const float* bias, bool accumulate, const ColGeom& g,
+                  int nimg) {
   const size_t total = size_t(nimg) * g.C * g.H * g.W;
   if (total == 0) return;
   col2im_kernel<<<grid_for(total), kBlock, 0, stream()>>>(x, cols, bias, accumulate, g, total);
@@ -175,7 +185,8 @@ void col2im(float* x, const float* cols, const float* bias, bool accumulate, con
 
 // ---------------------------------------------------------------- conv2d (stride 1)
 
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
+void cuda::conv2d_forward(float* y, const float* x, const float* w, const float* b,
+                          const ConvGeom& g) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
@@ -202,8 +213,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
 
 // Backward of y = W . cols(x) + b:  dx += col2im(W^T . dy),  dW += dy . cols(x)^T,  db += sum dy.
 // Fresh gradients (backend.h) are zeroed first, then accumulated into as usual.
-void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g, unsigned fresh) {
+void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                           const float* w, const ConvGeom& g, unsigned fresh) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
@@ -246,15 +257,9 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
 
 // ---------------------------------------------------------------- deconv2d (transposed conv)
 
-// The deconv's column geometry: the "image" is the deconv output [co][ho][wo], the column grid
-// is the deconv input h x w, so that y[o][i*s - p + ky][j*s - p + kx] <-> cols[o,ky,kx][i, j].
-static ColGeom deconv_cols(const DeconvGeom& g) {
-  return ColGeom{g.co, g.ho(), g.wo(), g.k, g.k, g.stride, g.pad, g.pad, g.h, g.w};
-}
-
 // y = b + col2im(Wt^T . x):  cols[o,ky,kx][i,j] = sum_c w[o,c,ky,kx] x[c,i,j].
-void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
-                      const DeconvGeom& g) {
+void cuda::deconv2d_forward(float* y, const float* x, const float* w, const float* b,
+                            const DeconvGeom& g) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * g.ho() * g.wo();
   if (g.n == 0 || ys == 0) return;
@@ -274,8 +279,8 @@ void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
 // With cols(dy)[o,ky,kx][i,j] = dy[o][i*s - p + ky][j*s - p + kx]:
 //   dx[c][i,j] += sum_{o,ky,kx} w[o,c,ky,kx] cols(dy)   = (Wt . cols(dy))[c][i,j]
 //   dw[o,c,ky,kx] += sum_{n,i,j} x[c][i,j] cols(dy)     = (X . cols(dy)^T)[c][o,ky,kx]
-void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g, unsigned fresh) {
+void cuda::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                             const float* w, const DeconvGeom& g, unsigned fresh) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t hwo = size_t(g.ho()) * g.wo();
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * hwo;
@@ -310,4 +315,4 @@ void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const f
   }
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

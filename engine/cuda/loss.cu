@@ -138,14 +138,19 @@ __global__ void mean_backward_kernel(float* dx, const float* dy, size_t n, float
 
 }  // namespace
 
-void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n,
-                        int colors, int hw) {
+}  // namespace prsr::cuda
+
+namespace prsr {
+
+void cuda::softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target,
+                              int n, int colors, int hw) {
   const size_t nrows = size_t(n) * colors * hw;
   sum_reduce(loss, RowLoss{Rows{a, b, target, colors, hw}}, nrows, double(nrows));
 }
 
-void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw, unsigned fresh) {
+void cuda::softmax_ce_backward(float* da, float* db, const float* dloss, const float* a,
+                               const float* b, const uint8_t* target, int n, int colors, int hw,
+                               unsigned fresh) {
   const size_t nrows = size_t(n) * colors * hw;
   if (nrows == 0 || (!da && !db)) return;
   // fresh gradients (backend.h): zeroed first, then accumulated into as usual
@@ -156,27 +161,27 @@ void softmax_ce_backward(float* da, float* db, const float* dloss, const float* 
   LAUNCH_CHECK();
 }
 
-void mse_forward(float* loss, const float* a, const float* t, size_t n) {
+void cuda::mse_forward(float* loss, const float* a, const float* t, size_t n) {
   sum_reduce(loss, SquaredDiff{a, t}, n, double(n));
 }
 
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
-                  unsigned fresh) {
+void cuda::mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
+                        unsigned fresh) {
   if (n == 0 || !da) return;
   if (fresh & 1u) fill(da, 0.0f, n);
   mse_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(da, dloss, a, t, n, float(double(n)));
   LAUNCH_CHECK();
 }
 
-void mean_forward(float* y, const float* x, size_t n) {
+void cuda::mean_forward(float* y, const float* x, size_t n) {
   sum_reduce(y, Value{x}, n, double(n));
 }
 
-void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
+void cuda::mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, n);
   mean_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, n, float(double(n)));
   LAUNCH_CHECK();
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr
