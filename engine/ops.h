@@ -1,6 +1,6 @@
 // The ops of this model, as the model code calls them. Each checks shapes and devices at entry
 // (kernels trust their callers), allocates its output from the graph, runs the forward kernel of
-// the graph's backend and records a Node whose backward sits in graph_impl.h.
+// the graph's backend and records a Node whose backward sits in engine/backward.h.
 #pragma once
 #include "engine/dispatch.h"
 #include "engine/graph.h"
