@@ -1,11 +1,24 @@
-// Batch norm forward (train / eval) and backward; see batchnorm.cuh and ref::batchnorm_*.
-#include "engine/cuda/batchnorm.cuh"
+// Batch norm of the CUDA backend, per channel over (n, hw). Semantics: ref::batchnorm_*.
+//
+// Deterministic: one block per channel; each thread sums a fixed, strided subset of the
+// channel's elements in double, then common.cuh's block_sum adds the partial sums in a fixed
+// tree. No atomics, so a run is bit-reproducible. The same block then writes its channel's
+// outputs, so statistics never leave the block.
+//
+//   train forward : mean, biased var (two passes, as ref) -> mean, invstd (float, as ref),
+//                   y = (x - mean) * invstd * gamma + beta, running stats with momentum
+//                   (running_var gets the unbiased variance).
+//   eval forward  : mean = running_mean, invstd = 1/sqrt(running_var + eps); element-wise.
+//   backward      : sdy = sum dy, sdyx = sum dy * xhat; dgamma += sdyx, dbeta += sdy;
+//                   training: dx += gamma*invstd*(dy - sdy/m - xhat*sdyx/m)
+//                   evaluation: dx += gamma*invstd*dy
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
 namespace {
 
-constexpr int B = kBatchNormBlock;
+constexpr int B = 256;  // threads per channel block (power of two)
 
 // Index of the e-th element of channel ch (e < n*hw) in [n, c, hw].
 __device__ __forceinline__ size_t chan_index(size_t e, int ch, int c, int hw) {

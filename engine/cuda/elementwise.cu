@@ -1,9 +1,16 @@
-// Element-wise forward/backward kernels; see elementwise.cuh.
-#include "engine/cuda/elementwise.cuh"
+// Element-wise ops of the CUDA backend: fill, axpy, add, mul, relu / tanh / sigmoid, gate,
+// down_shift. Entry points: engine/kernels.def; semantics: engine/ref/kernels.h.
+//
+// Every kernel is a grid-stride loop, one thread per element, launched with common.cuh's
+// kBlock / grid_for. Activation backwards use the forward's output y, as in ref.
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
 namespace {
+
+// The sigmoid of sigmoid_forward and of the gate.
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #define GRID_STRIDE(i, n) \
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)

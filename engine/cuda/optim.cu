@@ -1,7 +1,10 @@
-// rmsprop_step and adam_step; see optim.cuh.
+// Optimiser steps of the CUDA backend over one flat parameter arena, one thread per parameter.
+// Semantics: ref::rmsprop_step (TensorFlow's RMSProp) and ref::adam_step (bias-corrected Adam).
+// Adam's bias corrections 1 - beta^t are computed once on the host in float, exactly as ref
+// does, and passed to the kernel.
 #include <cmath>
 
-#include "engine/cuda/optim.cuh"
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
