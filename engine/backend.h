@@ -1,9 +1,9 @@
 // The low-level kernels every backend implements: this file is the whole contract between the
 // engine (tensors, tape, ops.h) and a backend.
 //
-// Three implementations exist, with identical signatures:
+// Three implementations exist, with identical signatures (the list: engine/kernels.def):
 //   ref::   naive loops, templated on the element type (runs in double for gradient checks);
-//           the ground truth. Defined inline in engine/ref/*.h.
+//           the ground truth. Defined inline in engine/ref/kernels.h.
 //   cpu::   float32, oneDNN primitives for convolutions, OpenMP for the rest (engine/cpu/).
 //   cuda::  float32, cuBLAS + custom kernels; every pointer is device memory (engine/cuda/).
 //           In a build without nvcc, every cuda:: function throws Error("not compiled with CUDA
@@ -12,11 +12,12 @@
 // Conventions (as in llm.c): outputs first, inputs next, shapes last. Layout is NCHW everywhere.
 // Forward kernels OVERWRITE their outputs. Backward kernels ACCUMULATE (+=) into every gradient
 // pointer that is not null; a null gradient pointer means "not needed, skip it".
-// Fresh gradients: every backward kernel (and axpy) takes `fresh` last, a bit mask over its
-// gradient pointers in argument order (bit 0: the first). A set bit says that buffer is new and
-// holds garbage: the kernel OVERWRITES it (=) instead of accumulating. The graph sets it for the
-// activation gradients it has just allocated, which saves zero-filling them and reading the
-// zeros back (1.6 GB per training step of the default model).
+// Fresh gradients: every backward kernel (and axpy: the PRSR_GRAD_KERNELs of kernels.def) takes
+// `fresh` last, a bit mask over its gradient pointers in argument order (bit 0: the first). A set
+// bit says that buffer is new and holds garbage: the kernel OVERWRITES it (=) instead of
+// accumulating. The graph sets it for the activation gradients it has just allocated, which
+// saves zero-filling them and reading the zeros back (1.6 GB per training step of the default
+// model).
 // Scalars (losses) are 1-element tensors in the backend's memory.
 #pragma once
 #include <cstddef>
@@ -90,68 +91,22 @@ struct DeconvGeom {
 // Number of levels per sub-pixel; logits are [n, colors * 256, h, w], channel = colour*256+level.
 constexpr int kLevels = 256;
 
+// The kernels themselves are listed once, in engine/kernels.def; the two blocks below declare
+// that list in prsr::cpu and prsr::cuda (and engine/cuda/stubs.cpp, engine/ref/kernels.h use it
+// too), so the backends' signatures cannot drift apart. Read kernels.def for each kernel's
+// parameters and meaning.
+//
+// (a, b) -> (a, b, unsigned fresh [= 0]): the parameters of a PRSR_GRAD_KERNEL.
+#define PRSR_WITH_FRESH(...) (__VA_ARGS__, unsigned fresh)
+#define PRSR_WITH_FRESH_DEFAULT(...) (__VA_ARGS__, unsigned fresh = 0)
+
 namespace cpu {
-// ---- convolution ----
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g);
-void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g, unsigned fresh = 0);
-void deconv2d_forward(float* y, const float* x, const float* w, const float* b, const DeconvGeom& g);
-void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g, unsigned fresh = 0);
-// ---- elementwise, n = element count ----
-void fill(float* y, float v, size_t n);
-void axpy(float* y, float a, const float* x, size_t n, unsigned fresh = 0);  // y (+)= a * x
-void add_forward(float* y, const float* a, const float* b, size_t n);
-void mul_forward(float* y, const float* a, const float* m, size_t n);   // y = a * m
-void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh = 0);  // da += dy * m
-void relu_forward(float* y, const float* x, size_t n);
-void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);  // uses the output
-void tanh_forward(float* y, const float* x, size_t n);
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
-void sigmoid_forward(float* y, const float* x, size_t n);
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
-// gate: z [n, 2c, hw] -> y [n, c, hw] = tanh(z[:, :c]) * sigmoid(z[:, c:])
-void gate_forward(float* y, const float* z, int n, int c, int hw);
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh = 0);
-// down-shift by one row: y[p, 0, :] = 0, y[p, i, :] = x[p, i-1, :]; planes = n * c
-void down_shift_forward(float* y, const float* x, int planes, int h, int w);
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh = 0);
-// ---- batch norm over (n, hw) per channel ----
-// training: batch mean / biased variance normalise; saves mean and invstd [c]; updates
-// running_mean/var with `momentum` (running_var gets the unbiased variance).
-void batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                             float* running_var, const float* x, const float* gamma,
-                             const float* beta, int n, int c, int hw, float momentum, float eps);
-// evaluation: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta; writes mean/invstd
-// (the running ones) so that the backward is the same call with training = false.
-void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                            const float* running_var, const float* x, const float* gamma,
-                            const float* beta, int n, int c, int hw, float eps);
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training, unsigned fresh = 0);
-// ---- losses: loss is a 1-element output ----
-// loss = mean over (n, colour, pixel) of -log softmax(a + b)[target]; b may be null (a alone).
-// a, b: [n, colors*256, hw]; target: uint8 [n, colors, hw]
-void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n,
-                        int colors, int hw);
-// da, db (nullable) += dloss * (softmax(a + b) - onehot(target)) / (n * colors * hw)
-void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw, unsigned fresh = 0);
-void mse_forward(float* loss, const float* a, const float* t, size_t n);   // mean((a - t)^2)
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n, unsigned fresh = 0);
-void mean_forward(float* y, const float* x, size_t n);
-void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh = 0);
-// ---- optimisers over one flat arena ----
-// TensorFlow RMSProp: ms = decay*ms + (1-decay)*g^2; mom = momentum*mom + lr*g/sqrt(ms+eps); w -= mom
-void rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr, float decay,
-                  float momentum, float eps);
-// Adam (Kingma & Ba, bias-corrected), t = 1-based step.
-void adam_step(float* w, float* m, float* v, const float* g, size_t n, float lr, float beta1,
-               float beta2, float eps, long t);
+#define PRSR_KERNEL(name, params) void name params;
+#define PRSR_GRAD_KERNEL(name, params) void name PRSR_WITH_FRESH_DEFAULT params;
+#include "engine/kernels.def"
 }  // namespace cpu
 
-// The CUDA backend has the same functions (all pointers are device pointers) plus memory helpers.
+// The CUDA backend has the same kernels (all pointers are device pointers) plus memory helpers.
 namespace cuda {
 bool available();                 // compiled in and a device present
 const char* unavailable_reason(); // "not compiled with CUDA support" / "no CUDA device" / ...
@@ -163,48 +118,9 @@ void copy_device(void* dst, const void* src, size_t bytes);
 void synchronize();
 void set_tf32(bool enabled);  // opt-in TF32 tensor-core math for the GEMMs; off by default
 
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g);
-void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g, unsigned fresh = 0);
-void deconv2d_forward(float* y, const float* x, const float* w, const float* b, const DeconvGeom& g);
-void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g, unsigned fresh = 0);
-void fill(float* y, float v, size_t n);
-void axpy(float* y, float a, const float* x, size_t n, unsigned fresh = 0);
-void add_forward(float* y, const float* a, const float* b, size_t n);
-void mul_forward(float* y, const float* a, const float* m, size_t n);
-void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh = 0);
-void relu_forward(float* y, const float* x, size_t n);
-void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
-void tanh_forward(float* y, const float* x, size_t n);
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
-void sigmoid_forward(float* y, const float* x, size_t n);
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh = 0);
-void gate_forward(float* y, const float* z, int n, int c, int hw);
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh = 0);
-void down_shift_forward(float* y, const float* x, int planes, int h, int w);
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh = 0);
-void batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                             float* running_var, const float* x, const float* gamma,
-                             const float* beta, int n, int c, int hw, float momentum, float eps);
-void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                            const float* running_var, const float* x, const float* gamma,
-                            const float* beta, int n, int c, int hw, float eps);
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training, unsigned fresh = 0);
-void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n,
-                        int colors, int hw);
-void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw, unsigned fresh = 0);
-void mse_forward(float* loss, const float* a, const float* t, size_t n);
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n, unsigned fresh = 0);
-void mean_forward(float* y, const float* x, size_t n);
-void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh = 0);
-void rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr, float decay,
-                  float momentum, float eps);
-void adam_step(float* w, float* m, float* v, const float* g, size_t n, float lr, float beta1,
-               float beta2, float eps, long t);
+#define PRSR_KERNEL(name, params) void name params;
+#define PRSR_GRAD_KERNEL(name, params) void name PRSR_WITH_FRESH_DEFAULT params;
+#include "engine/kernels.def"
 }  // namespace cuda
 
 }  // namespace prsr

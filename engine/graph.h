@@ -1,5 +1,6 @@
 // The tape. Ops (engine/ops.h) create their outputs through the Graph and record one Node each;
-// backward() walks the nodes in reverse and calls each op's backward kernel.
+// backward() walks the nodes in reverse and calls each op's backward kernel (every op's backward
+// is in engine/backward.h).
 //
 // Memory: activations and their gradients come from the graph's Arena. reset() rewinds it, so a
 // training loop that builds the same graph every step reuses the same memory: after the first
@@ -14,10 +15,12 @@
 
 namespace prsr {
 
+// Every recorded op; Count is not an op but their number (graph.cpp's name table is
+// static_asserted to have exactly Count entries). Adding one: engine/ops.h, top.
 enum class Op { Conv, Deconv, Add, Mul, Relu, Tanh, Sigmoid, Gate, DownShift, BatchNorm, SoftmaxCE,
-                Mse, Mean };
-constexpr int kOpCount = 13;
-const char* op_name(Op op);
+                Mse, Mean, Count };
+constexpr int kOpCount = int(Op::Count);
+const char* op_name(Op op);  // "conv", "deconv", ...
 
 // Optional per-op timing (benchmarks): wall time of every forward and backward kernel call.
 // Accurate on the synchronous backends (ref, cpu); on cuda it measures launch time only.
@@ -127,4 +130,4 @@ class Graph {
 
 }  // namespace prsr
 
-#include "engine/graph_impl.h"
+#include "engine/backward.h"

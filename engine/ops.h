@@ -1,6 +1,39 @@
 // The ops of this model, as the model code calls them. Each checks shapes and devices at entry
 // (kernels trust their callers), allocates its output from the graph, runs the forward kernel of
-// the graph's backend and records a Node whose backward sits in graph_impl.h.
+// the graph's backend and records a Node whose backward sits in engine/backward.h.
+//
+// Adding an op: the files, in order, with gate (y = tanh(z[:, :c]) * sigmoid(z[:, c:])) as the
+// example. Each step is checked by the build or by a test, named in brackets.
+//  1. engine/kernels.def: one line per kernel, forward and backward, float32 signature:
+//       PRSR_KERNEL(gate_forward, (float* y, const float* z, int n, int c, int hw))
+//       PRSR_GRAD_KERNEL(gate_backward, (float* dz, const float* dy, const float* z, int n, int c,
+//                                        int hw))
+//     A kernel that writes gradients is a PRSR_GRAD_KERNEL: it gets `unsigned fresh` last
+//     (backend.h). This one line declares cpu:: and cuda:: and makes the CUDA stub.
+//  2. engine/ref/kernels.h: the reference, templated on T, plain loops:
+//       template <class T> void gate_forward(T* y, const T* z, int n, int c, int hw)
+//       template <class T> void gate_backward(T* dz, ..., int hw, unsigned fresh = 0)
+//     (zero_fresh the fresh buffers, then accumulate). [static_assert: ref::name<float> has the
+//     signature of kernels.def]
+//  3. engine/cpu/elementwise.cpp (the file of its family; a new family: a new file, listed in
+//     engine/cpu/meson.build): void cpu::gate_forward(...) and void cpu::gate_backward(...),
+//     defined with the qualified name. [compile error "should have been declared inside
+//     'prsr::cpu'" when the signature differs from kernels.def]
+//  4. engine/cuda/elementwise.cu (likewise engine/cuda/meson.build): __global__ kernels in the
+//     anonymous namespace, launched from void cuda::gate_forward(...) / cuda::gate_backward(...).
+//     [same compile error]
+//  5. engine/graph.h: Op::Gate in the Op enum (before Count) and "gate" at the same place in
+//     engine/graph.cpp's name table. [static_assert: one name per Op]
+//  6. engine/ops.h (below): the op function gate(g, z): check shapes and devices, g.tensor() the
+//     output, OpTimer, PRSR_CALL(g.device(), gate_forward, ...), g.record(Node{Op::Gate, y, {z}})
+//     with whatever the backward needs (geometry, aux tensors, flag) in the Node.
+//  7. engine/backward.h: case Op::Gate in backward_node: grad_out() for each input that takes a
+//     gradient (fresh bit 1u, 2u, 4u in the kernel's argument order), then
+//     PRSR_CALL(dev_, gate_backward, ..., fresh). [-Wswitch warns on an Op without its case]
+//  8. tests/test_gradcheck.cpp: a Case ("gate c=1", "gate c=3") that checks the backward against
+//     finite differences in double on the ref backend.
+//  9. tests/test_parity.cpp: the cpu and cuda kernels element by element against ref: forward,
+//     backward accumulating into pre-filled buffers, and with the fresh bits set.
 #pragma once
 #include "engine/dispatch.h"
 #include "engine/graph.h"

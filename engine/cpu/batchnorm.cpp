@@ -41,9 +41,14 @@ void normalise(float* y, const float* x, float mean, float invstd, float gamma, 
 
 }  // namespace
 
-void batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                             float* running_var, const float* x, const float* gamma,
-                             const float* beta, int n, int c, int hw, float momentum, float eps) {
+}  // namespace prsr::cpu
+
+namespace prsr {
+
+void cpu::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
+                                  float* running_var, const float* x, const float* gamma,
+                                  const float* beta, int n, int c, int hw, float momentum,
+                                  float eps) {
   const double m = double(n) * hw;
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
@@ -63,9 +68,9 @@ void batchnorm_forward_train(float* y, float* mean, float* invstd, float* runnin
   }
 }
 
-void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                            const float* running_var, const float* x, const float* gamma,
-                            const float* beta, int n, int c, int hw, float eps) {
+void cpu::batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
+                                 const float* running_var, const float* x, const float* gamma,
+                                 const float* beta, int n, int c, int hw, float eps) {
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
     mean[ch] = running_mean[ch];
@@ -78,9 +83,10 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
 //   dgamma += sum dy * xhat;  dbeta += sum dy
 //   training:   dx += gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
 //   evaluation: dx += gamma * invstd * dy
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training, unsigned fresh) {
+void cpu::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                             const float* x, const float* gamma, const float* mean,
+                             const float* invstd, int n, int c, int hw, bool training,
+                             unsigned fresh) {
   const double m = double(n) * hw;
   const bool fx = fresh & 1u;  // a fresh dx is overwritten; fresh dgamma / dbeta likewise
 #pragma omp parallel for schedule(static)
@@ -120,4 +126,4 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
   }
 }
 
-}  // namespace prsr::cpu
+}  // namespace prsr

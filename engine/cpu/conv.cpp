@@ -567,7 +567,12 @@ int conv_cache_size() {
 }
 }  // namespace detail
 
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
+}  // namespace prsr::cpu
+
+namespace prsr {
+
+void cpu::conv2d_forward(float* y, const float* x, const float* w, const float* b,
+                         const ConvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (gemm_1x1(Kind::ConvFwd, g)) return conv1x1_forward(y, x, w, b, g);
   Entry& e = lookup(Kind::ConvFwd, b != nullptr, conv_blocked(Kind::ConvFwd, g), g, conv_key,
@@ -578,8 +583,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
     e.run({x, w, y});
 }
 
-void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g, unsigned fresh) {
+void cpu::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                          const float* w, const ConvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (gemm_1x1(Kind::ConvBwdData, g)) {
     if (dx) conv1x1_backward_data(dx, dy, w, g, fresh & 1u);
@@ -611,8 +616,8 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   }
 }
 
-void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
-                      const DeconvGeom& g) {
+void cpu::deconv2d_forward(float* y, const float* x, const float* w, const float* b,
+                           const DeconvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
   Entry& e = lookup(Kind::DeconvFwd, b != nullptr, deconv_blocked(Kind::DeconvFwd, g), g,
                     deconv_key, build_deconv);
@@ -622,8 +627,8 @@ void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
     e.run({x, w, y});
 }
 
-void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g, unsigned fresh) {
+void cpu::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                            const float* w, const DeconvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (dx)
     lookup(Kind::DeconvBwdData, false, deconv_blocked(Kind::DeconvBwdData, g), g, deconv_key,
@@ -641,4 +646,4 @@ void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const f
   }
 }
 
-}  // namespace prsr::cpu
+}  // namespace prsr

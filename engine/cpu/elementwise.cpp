@@ -11,64 +11,64 @@
 #include "engine/cpu/simd_math.h"
 #include "engine/cpu/store.h"
 
-namespace prsr::cpu {
+namespace prsr {
 
-void fill(float* y, float v, size_t n) {
+void cpu::fill(float* y, float v, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = v;
 }
 
-void axpy(float* y, float a, const float* x, size_t n, unsigned fresh) {
+void cpu::axpy(float* y, float a, const float* x, size_t n, unsigned fresh) {
   PRSR_STORE(y, n, fresh & 1u, a * x[i]);
 }
 
-void add_forward(float* y, const float* a, const float* b, size_t n) {
+void cpu::add_forward(float* y, const float* a, const float* b, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
-void mul_forward(float* y, const float* a, const float* m, size_t n) {
+void cpu::mul_forward(float* y, const float* a, const float* m, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = a[i] * m[i];
 }
 
 // y = a * m  ->  da += dy * m
-void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh) {
+void cpu::mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh) {
   PRSR_STORE(da, n, fresh & 1u, dy[i] * m[i]);
 }
 
-void relu_forward(float* y, const float* x, size_t n) {
+void cpu::relu_forward(float* y, const float* x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 // y = relu(x): dx += dy where y > 0 (subgradient 0 at 0, as the reference).
-void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
+void cpu::relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   PRSR_STORE(dx, n, fresh & 1u, y[i] > 0.0f ? dy[i] : 0.0f);
 }
 
-void tanh_forward(float* y, const float* x, size_t n) {
+void cpu::tanh_forward(float* y, const float* x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = simd::tanh(x[i]);
 }
 
 // y = tanh(x): dx += dy * (1 - y^2)
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
+void cpu::tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   PRSR_STORE(dx, n, fresh & 1u, dy[i] * (1.0f - y[i] * y[i]));
 }
 
-void sigmoid_forward(float* y, const float* x, size_t n) {
+void cpu::sigmoid_forward(float* y, const float* x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = simd::sigmoid(x[i]);
 }
 
 // y = sigmoid(x): dx += dy * y * (1 - y)
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
+void cpu::sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   PRSR_STORE(dx, n, fresh & 1u, dy[i] * y[i] * (1.0f - y[i]));
 }
 
 // y[b, ch, p] = tanh(z[b, ch, p]) * sigmoid(z[b, c + ch, p]); one (b, ch) plane per iteration.
-void gate_forward(float* y, const float* z, int n, int c, int hw) {
+void cpu::gate_forward(float* y, const float* z, int n, int c, int hw) {
   const long planes = long(n) * c;
 #pragma omp parallel for schedule(static) if (planes * hw >= long(kParallelMin))
   for (long q = 0; q < planes; ++q) {
@@ -86,7 +86,8 @@ void gate_forward(float* y, const float* z, int n, int c, int hw) {
 
 // y = t * s, t = tanh(z_t), s = sigmoid(z_s):
 //   dz_t += dy * s * (1 - t^2);  dz_s += dy * t * s * (1 - s)
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh) {
+void cpu::gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw,
+                        unsigned fresh) {
   const long planes = long(n) * c;
   const bool fr = fresh & 1u;  // both halves of every plane are written: overwrite when fresh
 #pragma omp parallel for schedule(static) if (planes * hw >= long(kParallelMin))
@@ -113,7 +114,7 @@ void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int
 }
 
 // y[q, 0, :] = 0; y[q, i, :] = x[q, i - 1, :]
-void down_shift_forward(float* y, const float* x, int planes, int h, int w) {
+void cpu::down_shift_forward(float* y, const float* x, int planes, int h, int w) {
   if (h <= 0) return;
   const size_t plane = size_t(h) * w;
 #pragma omp parallel for schedule(static) if (planes * plane >= kParallelMin)
@@ -125,7 +126,8 @@ void down_shift_forward(float* y, const float* x, int planes, int h, int w) {
 }
 
 // dx[q, i, :] += dy[q, i + 1, :] for i < h - 1 (fresh: dx[q, i, :] = that, last row 0)
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh) {
+void cpu::down_shift_backward(float* dx, const float* dy, int planes, int h, int w,
+                              unsigned fresh) {
   const bool fr = fresh & 1u;
   if (h <= 0) return;
   const size_t plane = size_t(h) * w;
@@ -144,4 +146,4 @@ void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, u
   }
 }
 
-}  // namespace prsr::cpu
+}  // namespace prsr

@@ -1,11 +1,24 @@
-// Batch norm forward (train / eval) and backward; see batchnorm.cuh and ref::batchnorm_*.
-#include "engine/cuda/batchnorm.cuh"
+// Batch norm of the CUDA backend, per channel over (n, hw). Semantics: ref::batchnorm_*.
+//
+// Deterministic: one block per channel; each thread sums a fixed, strided subset of the
+// channel's elements in double, then common.cuh's block_sum adds the partial sums in a fixed
+// tree. No atomics, so a run is bit-reproducible. The same block then writes its channel's
+// outputs, so statistics never leave the block.
+//
+//   train forward : mean, biased var (two passes, as ref) -> mean, invstd (float, as ref),
+//                   y = (x - mean) * invstd * gamma + beta, running stats with momentum
+//                   (running_var gets the unbiased variance).
+//   eval forward  : mean = running_mean, invstd = 1/sqrt(running_var + eps); element-wise.
+//   backward      : sdy = sum dy, sdyx = sum dy * xhat; dgamma += sdyx, dbeta += sdy;
+//                   training: dx += gamma*invstd*(dy - sdy/m - xhat*sdyx/m)
+//                   evaluation: dx += gamma*invstd*dy
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
 namespace {
 
-constexpr int B = kBatchNormBlock;
+constexpr int B = 256;  // threads per channel block (power of two)
 
 // Index of the e-th element of channel ch (e < n*hw) in [n, c, hw].
 __device__ __forceinline__ size_t chan_index(size_t e, int ch, int c, int hw) {
@@ -109,18 +122,23 @@ __global__ void bn_backward_kernel(float* dx, float* dgamma, float* dbeta, const
 
 }  // namespace
 
-void batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                             float* running_var, const float* x, const float* gamma,
-                             const float* beta, int n, int c, int hw, float momentum, float eps) {
+}  // namespace prsr::cuda
+
+namespace prsr {
+
+void cuda::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
+                                   float* running_var, const float* x, const float* gamma,
+                                   const float* beta, int n, int c, int hw, float momentum,
+                                   float eps) {
   if (c == 0 || size_t(n) * hw == 0) return;
   bn_train_kernel<<<c, B, 0, stream()>>>(y, mean, invstd, running_mean, running_var, x, gamma,
                                          beta, n, c, hw, momentum, eps);
   LAUNCH_CHECK();
 }
 
-void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                            const float* running_var, const float* x, const float* gamma,
-                            const float* beta, int n, int c, int hw, float eps) {
+void cuda::batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
+                                  const float* running_var, const float* x, const float* gamma,
+                                  const float* beta, int n, int c, int hw, float eps) {
   if (c == 0) return;
   bn_eval_stats_kernel<<<(c + kBlock - 1) / kBlock, kBlock, 0, stream()>>>(
       mean, invstd, running_mean, running_var, c, eps);
@@ -132,9 +150,10 @@ void batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* r
   LAUNCH_CHECK();
 }
 
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* mean, const float* invstd, int n, int c,
-                        int hw, bool training, unsigned fresh) {
+void cuda::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                              const float* x, const float* gamma, const float* mean,
+                              const float* invstd, int n, int c, int hw, bool training,
+                              unsigned fresh) {
   // fresh gradients (backend.h): zeroed first, then accumulated into as usual
   if (dx && (fresh & 1u)) fill(dx, 0.0f, size_t(n) * c * hw);
   if (dgamma && (fresh & 2u)) fill(dgamma, 0.0f, size_t(c));
@@ -146,4 +165,4 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
   LAUNCH_CHECK();
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

@@ -76,18 +76,22 @@ Buffer* slots() {
 
 }  // namespace
 
-bool available() { return probe().ok; }
-const char* unavailable_reason() { return probe().reason.c_str(); }
+}  // namespace prsr::cuda
 
-cudaStream_t stream() { return context().stream; }
-cublasHandle_t cublas() { return context().handle; }
+namespace prsr {
 
-void set_tf32(bool enabled) {
+bool cuda::available() { return probe().ok; }
+const char* cuda::unavailable_reason() { return probe().reason.c_str(); }
+
+cudaStream_t cuda::stream() { return context().stream; }
+cublasHandle_t cuda::cublas() { return context().handle; }
+
+void cuda::set_tf32(bool enabled) {
   g_tf32 = enabled;
   CUBLAS_CHECK(cublasSetMathMode(cublas(), math_mode()));
 }
 
-void* workspace(Slot slot, size_t bytes) {
+void* cuda::workspace(Slot slot, size_t bytes) {
   Buffer& b = slots()[int(slot)];
   if (bytes > b.bytes) {
     if (b.ptr) {
@@ -102,14 +106,14 @@ void* workspace(Slot slot, size_t bytes) {
   return b.ptr;
 }
 
-void* malloc_device(size_t bytes) {
+void* cuda::malloc_device(size_t bytes) {
   void* p = nullptr;
   if (bytes == 0) return nullptr;
   CUDA_CHECK(cudaMalloc(&p, bytes));
   return p;
 }
 
-void free_device(void* p) {
+void cuda::free_device(void* p) {
   if (!p) return;
   CUDA_CHECK(cudaStreamSynchronize(stream()));  // pending work may still use p
   CUDA_CHECK(cudaFree(p));
@@ -117,23 +121,23 @@ void free_device(void* p) {
 
 // Host copies are synchronous (copy, then wait): the caller may reuse or read its host buffer as
 // soon as the call returns.
-void copy_to_device(void* dst, const void* src, size_t bytes) {
+void cuda::copy_to_device(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
   CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 
-void copy_to_host(void* dst, const void* src, size_t bytes) {
+void cuda::copy_to_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
   CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 
-void copy_device(void* dst, const void* src, size_t bytes) {
+void cuda::copy_device(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
 }
 
-void synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
+void cuda::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

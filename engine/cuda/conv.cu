@@ -1,17 +1,44 @@
-// conv2d / deconv2d forward and backward: im2col + cuBLAS sgemm + col2im. See conv.cuh for the
-// decomposition; ref::conv2d_* / ref::deconv2d_* (engine/ref/kernels.h) for the semantics.
+// Convolutions of the CUDA backend: conv2d (stride 1, asymmetric padding, any kernel shape) and
+// deconv2d (the transposed, strided conv), forward and backward.
+//
+// Every one of them is im2col / col2im (own kernels) around a cuBLAS sgemm, one image at a time
+// or strided-batched over a chunk of images:
+//
+//   conv forward       Y[co][P]  = W[co][K] . cols(x)[K][P]                (+ bias kernel)
+//   conv backward dx   dcols[K][P] = W^T . dY,  dx += col2im(dcols)
+//   conv backward dw   dW[co][K] += dY[co][P] . cols(x)^T                  (beta = 1)
+//   deconv forward     cols[M][P] = Wt^T . X[ci][P],  y = b + col2im(cols)  (stride s)
+//   deconv backward dx dx[ci][P] += Wt[ci][M] . cols(dy)                   (beta = 1)
+//   deconv backward dw dWt[ci][M] = sum_n X . cols(dy)^T, dw += permute(dWt)
+//
+// with K = ci*kh*kw, P = output (conv) or input (deconv) pixels, M = co*k*k, and Wt[c][o,ky,kx] =
+// w[o][c][ky][kx] (a small permute kernel: w is oihw, the GEMM needs c as the row). A 1x1 conv
+// without padding skips im2col: x is its own column matrix. Column buffers come from the
+// Columns workspace slot, in chunks of images so a large batch never needs more than
+// kColumnsCap floats.
+//
+// Semantics: ref::conv2d_* / ref::deconv2d_* (engine/ref/kernels.h).
 #include <algorithm>
 
-#include "engine/cuda/conv.cuh"
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
 namespace {
 
+constexpr size_t kColumnsCap = size_t(1) << 26;  // floats (256 MiB) per column buffer
+
+// Geometry of one im2col / col2im: images [C][H][W], kernel KH x KW, stride, top/left padding,
+// column grid OH x OW.  cols[img][(c*KH + ky)*KW + kx][oi*OW + oj] =
+//   x[img][c][oi*stride - pad_t + ky][oj*stride - pad_l + kx]   (0 outside the image)
+struct ColGeom {
+  int C, H, W, KH, KW, stride, pad_t, pad_l, OH, OW;
+};
+
 #define GRID_STRIDE(i, n) \
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)
 
-// e runs over cols = [nimg][C][KH][KW][OH][OW] (the layout of conv.cuh's ColGeom comment).
+// e runs over cols = [nimg][C][KH][KW][OH][OW] (the layout of ColGeom's comment).
 __global__ void im2col_kernel(float* cols, const float* x, ColGeom g, size_t total) {
   GRID_STRIDE(e, total) {
     size_t t = e;
@@ -133,8 +160,15 @@ float* transposed_weights(const float* w, int co, int ci, int kk) {
   return wt;
 }
 
-}  // namespace
+// The deconv's column geometry: the "image" is the deconv output [co][ho][wo], the column grid
+// is the deconv input h x w, so that y[o][i*s - p + ky][j*s - p + kx] <-> cols[o,ky,kx][i, j].
+ColGeom deconv_cols(const DeconvGeom& g) {
+  return ColGeom{g.co, g.ho(), g.wo(), g.k, g.k, g.stride, g.pad, g.pad, g.h, g.w};
+}
 
+// Row-major GEMM on cuBLAS (which is column-major): C[M][N] = op(A)[M][K] . op(B)[K][N] + beta*C,
+// where A is stored [M][K] (or [K][M] when trans_a) and B [K][N] (or [N][K] when trans_b), all
+// densely packed. The batched form steps A, B and C by the given strides (0 = shared).
 // cuBLAS sees a row-major [R][C] matrix as its column-major transpose [C][R] (ld = C). So the
 // row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: swap the operands, keep
 // each one's transpose flag, and use the row lengths as leading dimensions.
@@ -148,8 +182,8 @@ void gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, co
 }
 
 void gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const float* A,
-                     long long stride_a, const float* B, long long stride_b, float beta, float* C,
-                     long long stride_c, int batch) {
+                     long long stride_a, const float* B, long long stride_b, float beta,
+                     float* C, long long stride_c, int batch) {
   if (M == 0 || N == 0 || batch == 0) return;
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasSgemmStridedBatched(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -158,6 +192,7 @@ void gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const floa
                                          &beta, C, N, stride_c, batch));
 }
 
+// cols = im2col(x) for nimg images (overwrites cols).
 void im2col(float* cols, const float* x, const ColGeom& g, int nimg) {
   const size_t total = size_t(nimg) * g.C * g.KH * g.KW * g.OH * g.OW;
   if (total == 0) return;
@@ -165,6 +200,8 @@ void im2col(float* cols, const float* x, const ColGeom& g, int nimg) {
   LAUNCH_CHECK();
 }
 
+// The adjoint, as a gather (no atomics): x[img][c][yi][xj] gets the sum of every column entry
+// that im2col would read from it. accumulate: x += sum; otherwise x = bias[c] (or 0) + sum.
 void col2im(float* x, const float* cols, const float* bias, bool accumulate, const ColGeom& g,
             int nimg) {
   const size_t total = size_t(nimg) * g.C * g.H * g.W;
@@ -173,9 +210,16 @@ void col2im(float* x, const float* cols, const float* bias, bool accumulate, con
   LAUNCH_CHECK();
 }
 
+}  // namespace
+
+}  // namespace prsr::cuda
+
+namespace prsr {
+
 // ---------------------------------------------------------------- conv2d (stride 1)
 
-void conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
+void cuda::conv2d_forward(float* y, const float* x, const float* w, const float* b,
+                          const ConvGeom& g) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
@@ -202,8 +246,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
 
 // Backward of y = W . cols(x) + b:  dx += col2im(W^T . dy),  dW += dy . cols(x)^T,  db += sum dy.
 // Fresh gradients (backend.h) are zeroed first, then accumulated into as usual.
-void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                     const float* w, const ConvGeom& g, unsigned fresh) {
+void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                           const float* w, const ConvGeom& g, unsigned fresh) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
@@ -246,15 +290,9 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
 
 // ---------------------------------------------------------------- deconv2d (transposed conv)
 
-// The deconv's column geometry: the "image" is the deconv output [co][ho][wo], the column grid
-// is the deconv input h x w, so that y[o][i*s - p + ky][j*s - p + kx] <-> cols[o,ky,kx][i, j].
-static ColGeom deconv_cols(const DeconvGeom& g) {
-  return ColGeom{g.co, g.ho(), g.wo(), g.k, g.k, g.stride, g.pad, g.pad, g.h, g.w};
-}
-
 // y = b + col2im(Wt^T . x):  cols[o,ky,kx][i,j] = sum_c w[o,c,ky,kx] x[c,i,j].
-void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
-                      const DeconvGeom& g) {
+void cuda::deconv2d_forward(float* y, const float* x, const float* w, const float* b,
+                            const DeconvGeom& g) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * g.ho() * g.wo();
   if (g.n == 0 || ys == 0) return;
@@ -274,8 +312,8 @@ void deconv2d_forward(float* y, const float* x, const float* w, const float* b,
 // With cols(dy)[o,ky,kx][i,j] = dy[o][i*s - p + ky][j*s - p + kx]:
 //   dx[c][i,j] += sum_{o,ky,kx} w[o,c,ky,kx] cols(dy)   = (Wt . cols(dy))[c][i,j]
 //   dw[o,c,ky,kx] += sum_{n,i,j} x[c][i,j] cols(dy)     = (X . cols(dy)^T)[c][o,ky,kx]
-void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                       const float* w, const DeconvGeom& g, unsigned fresh) {
+void cuda::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                             const float* w, const DeconvGeom& g, unsigned fresh) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t hwo = size_t(g.ho()) * g.wo();
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * hwo;
@@ -310,4 +348,4 @@ void deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const f
   }
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

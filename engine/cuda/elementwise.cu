@@ -1,9 +1,16 @@
-// Element-wise forward/backward kernels; see elementwise.cuh.
-#include "engine/cuda/elementwise.cuh"
+// Element-wise ops of the CUDA backend: fill, axpy, add, mul, relu / tanh / sigmoid, gate,
+// down_shift. Entry points: engine/kernels.def; semantics: engine/ref/kernels.h.
+//
+// Every kernel is a grid-stride loop, one thread per element, launched with common.cuh's
+// kBlock / grid_for. Activation backwards use the forward's output y, as in ref.
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
 namespace {
+
+// The sigmoid of sigmoid_forward and of the gate.
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #define GRID_STRIDE(i, n) \
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)
@@ -86,86 +93,91 @@ __global__ void down_shift_backward_kernel(float* dx, const float* dy, size_t to
 
 }  // namespace
 
-void fill(float* y, float v, size_t n) {
+}  // namespace prsr::cuda
+
+namespace prsr {
+
+void cuda::fill(float* y, float v, size_t n) {
   if (n == 0) return;
   fill_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, v, n);
   LAUNCH_CHECK();
 }
 
 // Fresh gradients (backend.h) are zeroed first, then accumulated into as usual.
-void axpy(float* y, float a, const float* x, size_t n, unsigned fresh) {
+void cuda::axpy(float* y, float a, const float* x, size_t n, unsigned fresh) {
   if (n == 0) return;
   if (fresh & 1u) fill(y, 0.0f, n);
   axpy_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, a, x, n);
   LAUNCH_CHECK();
 }
 
-void add_forward(float* y, const float* a, const float* b, size_t n) {
+void cuda::add_forward(float* y, const float* a, const float* b, size_t n) {
   if (n == 0) return;
   add_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, a, b, n);
   LAUNCH_CHECK();
 }
 
-void mul_forward(float* y, const float* a, const float* m, size_t n) {
+void cuda::mul_forward(float* y, const float* a, const float* m, size_t n) {
   if (n == 0) return;
   mul_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, a, m, n);
   LAUNCH_CHECK();
 }
 
-void mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh) {
+void cuda::mul_backward(float* da, const float* dy, const float* m, size_t n, unsigned fresh) {
   if (n == 0 || !da) return;
   if (fresh & 1u) fill(da, 0.0f, n);
   mul_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(da, dy, m, n);
   LAUNCH_CHECK();
 }
 
-void relu_forward(float* y, const float* x, size_t n) {
+void cuda::relu_forward(float* y, const float* x, size_t n) {
   if (n == 0) return;
   relu_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, x, n);
   LAUNCH_CHECK();
 }
 
-void relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
+void cuda::relu_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, n);
   relu_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
   LAUNCH_CHECK();
 }
 
-void tanh_forward(float* y, const float* x, size_t n) {
+void cuda::tanh_forward(float* y, const float* x, size_t n) {
   if (n == 0) return;
   tanh_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, x, n);
   LAUNCH_CHECK();
 }
 
-void tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
+void cuda::tanh_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, n);
   tanh_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
   LAUNCH_CHECK();
 }
 
-void sigmoid_forward(float* y, const float* x, size_t n) {
+void cuda::sigmoid_forward(float* y, const float* x, size_t n) {
   if (n == 0) return;
   sigmoid_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, x, n);
   LAUNCH_CHECK();
 }
 
-void sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
+void cuda::sigmoid_backward(float* dx, const float* dy, const float* y, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, n);
   sigmoid_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
   LAUNCH_CHECK();
 }
 
-void gate_forward(float* y, const float* z, int n, int c, int hw) {
+void cuda::gate_forward(float* y, const float* z, int n, int c, int hw) {
   const size_t chw = size_t(c) * hw, total = size_t(n) * chw;
   if (total == 0) return;
   gate_kernel<<<grid_for(total), kBlock, 0, stream()>>>(y, z, total, chw);
   LAUNCH_CHECK();
 }
 
-void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh) {
+void cuda::gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw,
+                         unsigned fresh) {
   const size_t chw = size_t(c) * hw, total = size_t(n) * chw;
   if (total == 0 || !dz) return;
   if (fresh & 1u) fill(dz, 0.0f, 2 * total);
@@ -173,14 +185,15 @@ void gate_backward(float* dz, const float* dy, const float* z, int n, int c, int
   LAUNCH_CHECK();
 }
 
-void down_shift_forward(float* y, const float* x, int planes, int h, int w) {
+void cuda::down_shift_forward(float* y, const float* x, int planes, int h, int w) {
   const size_t total = size_t(planes) * h * w;
   if (total == 0) return;
   down_shift_kernel<<<grid_for(total), kBlock, 0, stream()>>>(y, x, total, h, w);
   LAUNCH_CHECK();
 }
 
-void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh) {
+void cuda::down_shift_backward(float* dx, const float* dy, int planes, int h, int w,
+                               unsigned fresh) {
   const size_t total = size_t(planes) * h * w;
   if (total == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, total);
@@ -188,4 +201,4 @@ void down_shift_backward(float* dx, const float* dy, int planes, int h, int w, u
   LAUNCH_CHECK();
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

@@ -1,10 +1,25 @@
-// softmax cross-entropy, mse and mean: forward (deterministic reduction) and backward; see
-// loss.cuh.
-#include "engine/cuda/loss.cuh"
+// Losses of the CUDA backend: fused softmax cross-entropy over 256 levels,
+// mse, mean; forward and backward. Semantics: ref::softmax_ce_* / mse_* / mean_*.
+//
+// softmax_ce: one thread per (sample, colour, pixel) row. The row's 256 logits sit at
+// base + level*hw, so neighbouring threads (neighbouring pixels) read neighbouring addresses at
+// every level: coalesced without any transpose. The logit is a + b (or a alone when b is null).
+//   forward : loss_row = log(sum_l exp(z_l - max)) + max - z_target
+//   backward: da, db (nullable) += dloss/(n*colors*hw) * (softmax(z) - onehot(target)),
+//             recomputing max and the sum of exponentials.
+//
+// Scalar results (mean loss, mse, mean) use a deterministic two-stage reduction: a fixed grid
+// (depending only on the element count) of blocks each writes one double partial sum (fixed
+// per-thread order + common.cuh's block_sum tree), then one block adds the partials in a fixed
+// order and writes the float result. No atomics: every run gives the same bits.
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
 namespace {
+
+constexpr int kSumBlock = 256;      // threads per reduction block
+constexpr int kMaxPartials = 1024;  // blocks of the first stage, at most
 
 // ---------------------------------------------------------------- two-stage sum
 
@@ -138,14 +153,19 @@ __global__ void mean_backward_kernel(float* dx, const float* dy, size_t n, float
 
 }  // namespace
 
-void softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n,
-                        int colors, int hw) {
+}  // namespace prsr::cuda
+
+namespace prsr {
+
+void cuda::softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target,
+                              int n, int colors, int hw) {
   const size_t nrows = size_t(n) * colors * hw;
   sum_reduce(loss, RowLoss{Rows{a, b, target, colors, hw}}, nrows, double(nrows));
 }
 
-void softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
-                         const uint8_t* target, int n, int colors, int hw, unsigned fresh) {
+void cuda::softmax_ce_backward(float* da, float* db, const float* dloss, const float* a,
+                               const float* b, const uint8_t* target, int n, int colors, int hw,
+                               unsigned fresh) {
   const size_t nrows = size_t(n) * colors * hw;
   if (nrows == 0 || (!da && !db)) return;
   // fresh gradients (backend.h): zeroed first, then accumulated into as usual
@@ -156,27 +176,27 @@ void softmax_ce_backward(float* da, float* db, const float* dloss, const float* 
   LAUNCH_CHECK();
 }
 
-void mse_forward(float* loss, const float* a, const float* t, size_t n) {
+void cuda::mse_forward(float* loss, const float* a, const float* t, size_t n) {
   sum_reduce(loss, SquaredDiff{a, t}, n, double(n));
 }
 
-void mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
-                  unsigned fresh) {
+void cuda::mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
+                        unsigned fresh) {
   if (n == 0 || !da) return;
   if (fresh & 1u) fill(da, 0.0f, n);
   mse_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(da, dloss, a, t, n, float(double(n)));
   LAUNCH_CHECK();
 }
 
-void mean_forward(float* y, const float* x, size_t n) {
+void cuda::mean_forward(float* y, const float* x, size_t n) {
   sum_reduce(y, Value{x}, n, double(n));
 }
 
-void mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
+void cuda::mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, n);
   mean_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, n, float(double(n)));
   LAUNCH_CHECK();
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

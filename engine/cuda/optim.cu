@@ -1,7 +1,10 @@
-// rmsprop_step and adam_step; see optim.cuh.
+// Optimiser steps of the CUDA backend over one flat parameter arena, one thread per parameter.
+// Semantics: ref::rmsprop_step (TensorFlow's RMSProp) and ref::adam_step (bias-corrected Adam).
+// Adam's bias corrections 1 - beta^t are computed once on the host in float, exactly as ref
+// does, and passed to the kernel.
 #include <cmath>
 
-#include "engine/cuda/optim.cuh"
+#include "engine/cuda/common.cuh"
 
 namespace prsr::cuda {
 
@@ -37,19 +40,23 @@ __global__ void adam_kernel(float* w, float* m, float* v, const float* g, size_t
 
 }  // namespace
 
-void rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr, float decay,
-                  float momentum, float eps) {
+}  // namespace prsr::cuda
+
+namespace prsr {
+
+void cuda::rmsprop_step(float* w, float* ms, float* mom, const float* g, size_t n, float lr,
+                        float decay, float momentum, float eps) {
   if (n == 0) return;
   rmsprop_kernel<<<grid_for(n), kBlock, 0, stream()>>>(w, ms, mom, g, n, lr, decay, momentum, eps);
   LAUNCH_CHECK();
 }
 
-void adam_step(float* w, float* m, float* v, const float* g, size_t n, float lr, float beta1,
-               float beta2, float eps, long t) {
+void cuda::adam_step(float* w, float* m, float* v, const float* g, size_t n, float lr, float beta1,
+                     float beta2, float eps, long t) {
   if (n == 0) return;
   const float c1 = 1.0f - std::pow(beta1, float(t)), c2 = 1.0f - std::pow(beta2, float(t));
   adam_kernel<<<grid_for(n), kBlock, 0, stream()>>>(w, m, v, g, n, lr, beta1, beta2, eps, c1, c2);
   LAUNCH_CHECK();
 }
 
-}  // namespace prsr::cuda
+}  // namespace prsr

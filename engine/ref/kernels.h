@@ -1,11 +1,13 @@
 // The naive reference backend: plain loops, templated on the element type so that gradient
 // checks run in double. Never optimised; the CPU and CUDA backends are tested against it.
 // Signatures and semantics are those of engine/backend.h (forward overwrites, backward
-// accumulates into non-null gradients, or overwrites the fresh ones).
+// accumulates into non-null gradients, or overwrites the fresh ones); at T = float every kernel
+// has exactly the signature of engine/kernels.def (checked at the end of this file).
 #pragma once
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "engine/backend.h"
 
@@ -371,3 +373,16 @@ void adam_step(T* w, T* m, T* v, const T* g, size_t n, T lr, T beta1, T beta2, T
 }
 
 }  // namespace prsr::ref
+
+// Drift check: ref::name<float> has the parameters that kernels.def lists for the cpu and cuda
+// backends (a renamed or missing kernel fails here too, as an unknown name).
+namespace prsr::ref::signature_check {
+#define PRSR_KERNEL(name, params)                                                      \
+  static_assert(std::is_same_v<decltype(&ref::name<float>), void(*) params>,           \
+                "ref::" #name "<float> does not have the signature of engine/kernels.def");
+#define PRSR_GRAD_KERNEL(name, params)                                                 \
+  static_assert(std::is_same_v<decltype(&ref::name<float>), void(*) PRSR_WITH_FRESH params>, \
+                "ref::" #name "<float> does not have the signature of engine/kernels.def " \
+                "(with unsigned fresh last)");
+#include "engine/kernels.def"
+}  // namespace prsr::ref::signature_check

@@ -1,5 +1,9 @@
-// Graph::backward: one switch over the op enum; each case calls the backward kernel that sits
-// beside its forward in the backends (engine/backend.h). Included from graph.h.
+// Every op's backward, in one place: Graph::backward walks the tape in reverse and
+// backward_node's switch over the Op enum gives each op its gradient buffers (grad_out, with the
+// fresh bits of engine/backend.h) and calls its backward kernel (engine/kernels.def) on the
+// graph's backend. The forwards are in engine/ops.h. Included from graph.h.
+//
+// The switch has no default: a new Op without its case here is a -Wswitch warning.
 #pragma once
 #include "engine/dispatch.h"
 
@@ -123,6 +127,8 @@ void Graph<T>::backward_node(const Node<T>& nd) {
       break;
     case Op::Mean:
       if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, mean_backward, dx, dy, in[0]->numel(), fresh);
+      break;
+    case Op::Count:  // not an op
       break;
   }
 }
