@@ -11,7 +11,7 @@
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "engine/error.h"
-#include "sample/grid.h"
+#include "eval/grid.h"
 
 namespace fs = std::filesystem;
 

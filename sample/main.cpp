@@ -26,12 +26,12 @@
 #include "engine/error.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
-#include "sample/bicubic.h"
-#include "sample/grid.h"
+#include "eval/bicubic.h"
+#include "eval/grid.h"
 #include "sample/inputs.h"
 #include "sample/options.h"
 #include "sample/report.h"
-#include "sample/sampler.h"
+#include "model/sampler.h"
 
 namespace fs = std::filesystem;
 using namespace prsr;

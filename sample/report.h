@@ -9,7 +9,7 @@
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "sample/inputs.h"
-#include "sample/metrics.h"
+#include "eval/metrics.h"
 
 namespace prsr::sample_cli {
 

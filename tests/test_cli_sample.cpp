@@ -119,7 +119,7 @@ void check_one_error_line(const RunResult& r, const std::string& what) {
   CHECK(l[0].find(what) != std::string::npos);
 }
 
-// Grid size for `rows` rows of at most `cols` tiles (sample/grid.h: gap 2 around every tile).
+// Grid size for `rows` rows of at most `cols` tiles (eval/grid.h: gap 2 around every tile).
 int grid_extent(int tiles, int tile) { return tiles * tile + (tiles + 1) * 2; }
 
 }  // namespace

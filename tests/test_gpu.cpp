@@ -19,7 +19,7 @@
 #include "engine/error.h"
 #include "engine/ref/kernels.h"
 #include "model/trainer.h"
-#include "sample/sampler.h"
+#include "model/sampler.h"
 
 namespace {
 

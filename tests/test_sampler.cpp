@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <random>
 
-#include "sample/sampler.h"
+#include "model/sampler.h"
 
 using namespace prsr;
 

@@ -1,5 +1,5 @@
-// The naive and the cached sampler (sample/sampler.h).
-#include "sample/sampler.h"
+// The naive and the cached sampler (model/sampler.h).
+#include "model/sampler.h"
 
 
 #include <algorithm>
