@@ -125,4 +125,28 @@ std::vector<Input> inputs_from_data(const Args& a, int C, int size, ColourNotes&
   return out;
 }
 
+std::vector<Input> read_inputs(const Args& a, int C, int size, std::string& label) {
+  ColourNotes notes;
+  std::vector<Input> inputs;
+  if (!a.input.empty()) {
+    inputs = inputs_from_path(a.input, C, size, notes);
+    label = a.input;
+  } else {
+    inputs = inputs_from_data(a, C, size, notes, label);
+  }
+  if (notes.to_grey)
+    std::printf("note: %d RGB input%s converted to grey (the model is C = 1): 0.299 R + 0.587 G + 0.114 B\n",
+                notes.to_grey, notes.to_grey == 1 ? "" : "s");
+  if (notes.to_rgb)
+    std::printf("note: %d grey input%s replicated to RGB (the model is C = 3)\n", notes.to_rgb,
+                notes.to_rgb == 1 ? "" : "s");
+  if (notes.upscaled)
+    std::printf("note: %d input%s smaller than %dx%d: the ground truth is an upscaled image\n", notes.upscaled,
+                notes.upscaled == 1 ? "" : "s", size, size);
+  int with_y = 0;
+  for (const Input& in : inputs) with_y += in.has_y();
+  std::printf("inputs: %zu (%d with ground truth) from %s\n", inputs.size(), with_y, label.c_str());
+  return inputs;
+}
+
 }  // namespace prsr::sample_cli

@@ -21,6 +21,11 @@ struct ColourNotes {
   int to_grey = 0, to_rgb = 0, upscaled = 0;
 };
 
+// --input or --data (the two below), then the note lines on stdout (inputs converted to the
+// model's colours, inputs smaller than its output) and "inputs: N (M with ground truth) from
+// LABEL". `label` says where the inputs came from.
+std::vector<Input> read_inputs(const Args& a, int C, int size, std::string& label);
+
 // --input: one file, or every .png/.jpg/.jpeg in a folder (sorted; unreadable ones are skipped
 // with a warning unless none can be read).
 std::vector<Input> inputs_from_path(const std::string& path, int C, int size, ColourNotes& notes);
