@@ -1,7 +1,6 @@
 #include "sample/inputs.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -45,12 +44,6 @@ Input input_from_image(const data::Image& decoded, const std::string& name, int 
   return in;
 }
 
-bool is_image_name(const fs::path& p) {
-  std::string e = p.extension().string();
-  for (char& ch : e) ch = char(std::tolower((unsigned char)ch));
-  return e == ".png" || e == ".jpg" || e == ".jpeg";
-}
-
 }  // namespace
 
 std::vector<Input> inputs_from_path(const std::string& path, int C, int size, ColourNotes& notes) {
@@ -59,26 +52,21 @@ std::vector<Input> inputs_from_path(const std::string& path, int C, int size, Co
   if (!fs::is_directory(path, ec)) {
     return {input_from_image(data::read_image(path), fs::path(path).stem().string(), C, size, notes)};
   }
-  std::vector<fs::path> files;
-  try {
-    for (const auto& e : fs::directory_iterator(path)) {
-      std::error_code e2;
-      if (e.is_regular_file(e2) && is_image_name(e.path())) files.push_back(e.path());
-    }
-  } catch (const fs::filesystem_error& e) {
-    throw Error(path + ": cannot list the folder: " + e.code().message());
-  }
-  std::sort(files.begin(), files.end());
-  if (files.empty()) throw Error(path + ": no .png / .jpg / .jpeg files in the folder");
-  // Two files with the same stem (a.png, a.jpg) keep their extension in the sample names.
+  // The data set's lister (folder:DIR reads the same files): subfolders included, sorted.
+  const std::vector<std::string> files = data::list_image_files(path);
+  if (files.empty()) throw Error(path + ": no .png / .jpg / .jpeg files in the folder or its subfolders");
+  // A sample's name is the file's path under DIR without its extension ("sub/a"), so the
+  // outputs mirror DIR's subfolders; two files with the same stem in one folder (a.png, a.jpg)
+  // keep their extension ("sub/a.png").
+  auto without_ext = [](const std::string& rel) { return fs::path(rel).replace_extension().generic_string(); };
   std::map<std::string, int> stems;
-  for (const auto& f : files) ++stems[f.stem().string()];
+  for (const std::string& rel : files) ++stems[without_ext(rel)];
   std::vector<Input> out;
   std::vector<std::string> errors;
-  for (const auto& f : files) {
-    const std::string name = stems[f.stem().string()] > 1 ? f.filename().string() : f.stem().string();
+  for (const std::string& rel : files) {
+    const std::string stem = without_ext(rel), name = stems[stem] > 1 ? rel : stem;
     try {
-      out.push_back(input_from_image(data::read_image(f.string()), name, C, size, notes));
+      out.push_back(input_from_image(data::read_image((fs::path(path) / rel).string()), name, C, size, notes));
     } catch (const Error& e) {
       errors.push_back(e.what());
     }

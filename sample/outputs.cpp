@@ -65,7 +65,12 @@ void write_sample_pngs(const Args& a, const ModelConfig& cfg, const std::vector<
         std::string name = inputs[i].name;
         if (plan.temps.size() > 1) name += "_t" + fmt_temperature(plan.temps[t]);
         name += "_s" + std::to_string(k) + ".png";
-        data::write_png((fs::path(a.out_dir) / name).string(), make_image(s.model[t][i * S + k].data(), size, size, C));
+        const fs::path file = fs::path(a.out_dir) / name;  // name may hold subfolders ("sub/a_s0.png")
+        if (file.parent_path() != fs::path(a.out_dir)) {
+          fs::create_directories(file.parent_path(), ec);
+          if (ec) throw Error("cannot create " + file.parent_path().string() + ": " + ec.message());
+        }
+        data::write_png(file.string(), make_image(s.model[t][i * S + k].data(), size, size, C));
         ++written;
       }
   std::printf("wrote %ld sample PNG%s (%dx%d) in %s/\n", written, written == 1 ? "" : "s", size, size,

@@ -16,7 +16,8 @@ void write_grid(const Args& a, const ModelConfig& cfg, const std::vector<Input>&
                 const Samples& s);
 
 // <out-dir>/<input name>[_t<T>]_s<k>.png for every sample (the temperature only when there are
-// several); prints the "wrote N sample PNGs" line.
+// several); an input name with subfolders ("sub/a", from --input DIR) gets them under --out-dir.
+// Prints the "wrote N sample PNGs" line.
 void write_sample_pngs(const Args& a, const ModelConfig& cfg, const std::vector<Input>& inputs, const Plan& plan,
                        const Samples& s);
 
