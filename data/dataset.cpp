@@ -530,16 +530,10 @@ Plan plan_folder(const DataOptions& opt, Split split) {
                 (ec ? " (" + ec.message() + ")" : std::string()));
   std::vector<std::string> rel;
   try {
-    for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied), end;
-         it != end; ++it) {
-      std::error_code e2;
-      if (it->is_regular_file(e2) && is_image_name(it->path()))
-        rel.push_back(it->path().lexically_relative(root).generic_string());
-    }
-  } catch (const fs::filesystem_error& e) {
-    throw Error("folder data set: cannot list " + root + ": " + e.code().message());
+    rel = list_image_files(root);
+  } catch (const Error& e) {
+    throw Error(std::string("folder data set: ") + e.what());
   }
-  std::sort(rel.begin(), rel.end());
   const int total = (int)rel.size();
   if (total == 0) throw Error("folder data set: no .png / .jpg / .jpeg files under " + root);
   Hasher h;
@@ -572,6 +566,22 @@ Plan plan_folder(const DataOptions& opt, Split split) {
 }
 
 }  // namespace
+
+std::vector<std::string> list_image_files(const std::string& root) {
+  std::vector<std::string> rel;
+  try {
+    for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied), end;
+         it != end; ++it) {
+      std::error_code e2;
+      if (it->is_regular_file(e2) && is_image_name(it->path()))
+        rel.push_back(it->path().lexically_relative(root).generic_string());
+    }
+  } catch (const fs::filesystem_error& e) {
+    throw Error("cannot list " + root + ": " + e.code().message());
+  }
+  std::sort(rel.begin(), rel.end());
+  return rel;
+}
 
 std::vector<std::string> folder_split_files(const std::vector<std::string>& relpaths, Split split) {
   const int total = (int)relpaths.size();

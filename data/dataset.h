@@ -44,6 +44,12 @@ Dataset load_dataset(const DataOptions& opt, Split split);
 // 3 for celeba and folder:..., 1 for fashion-mnist; prsr::Error for an unknown spec.
 int dataset_colors(const std::string& spec);
 
+// Every .png / .jpg / .jpeg file (extension in any case) under root, subfolders included, as
+// paths relative to root with '/' separators, sorted by that string; unreadable subfolders are
+// skipped. The folder data set's file list; also ./build/sample --input DIR. An Error
+// ("cannot list ROOT: reason") when root cannot be listed.
+std::vector<std::string> list_image_files(const std::string& root);
+
 // A folder data set with fewer images than this puts every image in every split (a handful of
 // pictures can still be trained on, sampled and evaluated; nothing is held out).
 constexpr int kFolderSplitMin = 20;

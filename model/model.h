@@ -15,15 +15,50 @@
 
 namespace prsr {
 
-// A convolution with its weights, optional bias, optional colour mask and padding.
+// A host copy of a ParamSet's values (one download), to read single tensors from.
+template <class T>
+struct HostValues {
+  const ParamSet<T>* set;
+  std::vector<T> v;
+  explicit HostValues(const ParamSet<T>& s) : set(&s), v(s.download()) {}
+  const T* at(const Tensor<T>* t) const { return v.data() + (t->data - set->data()); }
+};
+
+// A convolution with its weights, optional bias, optional colour mask and padding. The one
+// definition of the layer's shape, mask and padding: the graph path (operator()) and the cached
+// sampler (model/sampler.cpp) both read them from here.
 template <class T>
 struct ConvLayer {
+  std::string name;            // "prior.layer0.v": its tensors are name + ".w", ".b", ".mask"
   Tensor<T>* w = nullptr;      // [co, ci, kh, kw]
   Tensor<T>* b = nullptr;      // [co] or null
   Tensor<T>* mask = nullptr;   // same shape as w, or null (unmasked)
   MaskSpec mask_spec;          // how `mask` is derived from the config (kind None: unmasked)
   int pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;
   bool transposed = false;     // 3x3 stride-2 transposed conv (pad 1, output padding 1)
+
+  int co() const { return w->shape.n; }
+  int ci() const { return w->shape.c; }
+  int kh() const { return w->shape.h; }
+  int kw() const { return w->shape.w; }
+
+  // The weights the layer applies, w * mask (w without a mask): [co][ci][kh][kw] from host
+  // copies of the model's params and masks. The same float products as the graph's mul.
+  std::vector<T> applied_weights(const HostValues<T>& params, const HostValues<T>& masks) const {
+    const T* src = params.at(w);
+    std::vector<T> out(src, src + w->numel());
+    if (mask) {
+      const T* m = masks.at(mask);
+      for (size_t i = 0; i < out.size(); ++i) out[i] *= m[i];
+    }
+    return out;
+  }
+  // The bias, [co]; zeros when the layer has none.
+  std::vector<T> bias_values(const HostValues<T>& params) const {
+    if (!b) return std::vector<T>(size_t(co()), T(0));
+    const T* src = params.at(b);
+    return std::vector<T>(src, src + co());
+  }
 
   Tensor<T>* operator()(Graph<T>& g, Tensor<T>* x) const {
     Tensor<T>* wm = mask ? mul(g, w, mask) : w;
@@ -128,6 +163,7 @@ ConvLayer<T> Model<T>::make_conv(const std::string& name, int co, int ci, int kh
                                  int pt, int pb, int pl, int pr, MaskKind mk, int period_in,
                                  int period_out) {
   ConvLayer<T> c;
+  c.name = name;
   c.w = params.declare(name + ".w", {co, ci, kh, kw});
   c.b = bias ? params.declare(name + ".b", {co, 1, 1, 1}) : nullptr;
   if (mk != MaskKind::None) {

@@ -1,7 +1,6 @@
 #include "sample/inputs.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -11,7 +10,7 @@
 #include "data/image.h"
 #include "data/preprocess.h"
 #include "engine/error.h"
-#include "sample/grid.h"
+#include "eval/grid.h"
 
 namespace fs = std::filesystem;
 
@@ -45,12 +44,6 @@ Input input_from_image(const data::Image& decoded, const std::string& name, int 
   return in;
 }
 
-bool is_image_name(const fs::path& p) {
-  std::string e = p.extension().string();
-  for (char& ch : e) ch = char(std::tolower((unsigned char)ch));
-  return e == ".png" || e == ".jpg" || e == ".jpeg";
-}
-
 }  // namespace
 
 std::vector<Input> inputs_from_path(const std::string& path, int C, int size, ColourNotes& notes) {
@@ -59,26 +52,21 @@ std::vector<Input> inputs_from_path(const std::string& path, int C, int size, Co
   if (!fs::is_directory(path, ec)) {
     return {input_from_image(data::read_image(path), fs::path(path).stem().string(), C, size, notes)};
   }
-  std::vector<fs::path> files;
-  try {
-    for (const auto& e : fs::directory_iterator(path)) {
-      std::error_code e2;
-      if (e.is_regular_file(e2) && is_image_name(e.path())) files.push_back(e.path());
-    }
-  } catch (const fs::filesystem_error& e) {
-    throw Error(path + ": cannot list the folder: " + e.code().message());
-  }
-  std::sort(files.begin(), files.end());
-  if (files.empty()) throw Error(path + ": no .png / .jpg / .jpeg files in the folder");
-  // Two files with the same stem (a.png, a.jpg) keep their extension in the sample names.
+  // The data set's lister (folder:DIR reads the same files): subfolders included, sorted.
+  const std::vector<std::string> files = data::list_image_files(path);
+  if (files.empty()) throw Error(path + ": no .png / .jpg / .jpeg files in the folder or its subfolders");
+  // A sample's name is the file's path under DIR without its extension ("sub/a"), so the
+  // outputs mirror DIR's subfolders; two files with the same stem in one folder (a.png, a.jpg)
+  // keep their extension ("sub/a.png").
+  auto without_ext = [](const std::string& rel) { return fs::path(rel).replace_extension().generic_string(); };
   std::map<std::string, int> stems;
-  for (const auto& f : files) ++stems[f.stem().string()];
+  for (const std::string& rel : files) ++stems[without_ext(rel)];
   std::vector<Input> out;
   std::vector<std::string> errors;
-  for (const auto& f : files) {
-    const std::string name = stems[f.stem().string()] > 1 ? f.filename().string() : f.stem().string();
+  for (const std::string& rel : files) {
+    const std::string stem = without_ext(rel), name = stems[stem] > 1 ? rel : stem;
     try {
-      out.push_back(input_from_image(data::read_image(f.string()), name, C, size, notes));
+      out.push_back(input_from_image(data::read_image((fs::path(path) / rel).string()), name, C, size, notes));
     } catch (const Error& e) {
       errors.push_back(e.what());
     }
@@ -123,6 +111,30 @@ std::vector<Input> inputs_from_data(const Args& a, int C, int size, ColourNotes&
     out.push_back(std::move(in));
   }
   return out;
+}
+
+std::vector<Input> read_inputs(const Args& a, int C, int size, std::string& label) {
+  ColourNotes notes;
+  std::vector<Input> inputs;
+  if (!a.input.empty()) {
+    inputs = inputs_from_path(a.input, C, size, notes);
+    label = a.input;
+  } else {
+    inputs = inputs_from_data(a, C, size, notes, label);
+  }
+  if (notes.to_grey)
+    std::printf("note: %d RGB input%s converted to grey (the model is C = 1): 0.299 R + 0.587 G + 0.114 B\n",
+                notes.to_grey, notes.to_grey == 1 ? "" : "s");
+  if (notes.to_rgb)
+    std::printf("note: %d grey input%s replicated to RGB (the model is C = 3)\n", notes.to_rgb,
+                notes.to_rgb == 1 ? "" : "s");
+  if (notes.upscaled)
+    std::printf("note: %d input%s smaller than %dx%d: the ground truth is an upscaled image\n", notes.upscaled,
+                notes.upscaled == 1 ? "" : "s", size, size);
+  int with_y = 0;
+  for (const Input& in : inputs) with_y += in.has_y();
+  std::printf("inputs: %zu (%d with ground truth) from %s\n", inputs.size(), with_y, label.c_str());
+  return inputs;
 }
 
 }  // namespace prsr::sample_cli

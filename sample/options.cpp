@@ -8,7 +8,7 @@
 
 #include "data/dataset.h"
 #include "engine/error.h"
-#include "sample/sampler.h"
+#include "model/sampler.h"
 
 namespace prsr::sample_cli {
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "engine/error.h"
+#include "eval/bicubic.h"
 #include "model/trainer.h"
 
 namespace fs = std::filesystem;
@@ -112,6 +113,45 @@ void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int
   write_text(csv_path, csv);
   write_text(json_path, js);
   std::printf("wrote %s and %s\n", csv_path.c_str(), json_path.c_str());
+}
+
+void evaluate(const Args& a, Models& models, const std::vector<Input>& inputs, const std::string& label,
+              const Plan& plan, const Samples& s) {
+  const ModelConfig& cfg = models.main.info.model;
+  const int C = cfg.colors, size = cfg.size, low = cfg.low(), S = plan.S;
+  std::vector<EvalRow> rows;
+  double bits = NAN;
+  if (cfg.has_prior()) bits = heldout_bits(*models.main.model, models.main.info, inputs, a.batch);
+  for (size_t t = 0; t < plan.temps.size(); ++t) {
+    EvalRow r;
+    r.method = "model";
+    if (cfg.has_prior() && plan.opt.mode == DecodeMode::Sample) r.temperature = fmt_temperature(plan.temps[t]);
+    if (plan.opt.mode != DecodeMode::Sample) r.method += "-" + a.mode;
+    if (!cfg.has_prior()) r.method = "model-l2";
+    r.bits = bits;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      for (int k = 0; k < S; ++k) add_metrics(r, inputs[i], s.model[t][i * S + k].data(), size, C);
+    rows.push_back(r);
+  }
+  {
+    EvalRow r;
+    r.method = "bicubic";
+    std::vector<uint8_t> up(size_t(size) * size * C);
+    for (const Input& in : inputs) {
+      eval::bicubic_upsample(in.x.data(), low, low, C, 4, up.data());
+      add_metrics(r, in, up.data(), size, C);
+    }
+    rows.push_back(r);
+  }
+  if (models.baseline.model) {
+    EvalRow r;
+    r.method = "resnet-l2";
+    for (size_t i = 0; i < inputs.size(); ++i) add_metrics(r, inputs[i], s.l2[i].data(), size, C);
+    rows.push_back(r);
+  }
+  std::printf("eval: %s, %d sample%s per input, seed %llu\n", label.c_str(), S, S == 1 ? "" : "s",
+              (unsigned long long)a.seed);
+  report_eval(rows, label, S, a.seed, a.ckpt, a.out);
 }
 
 }  // namespace prsr::sample_cli

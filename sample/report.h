@@ -9,7 +9,10 @@
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "sample/inputs.h"
-#include "sample/metrics.h"
+#include "sample/models.h"
+#include "sample/options.h"
+#include "sample/sampling.h"
+#include "eval/metrics.h"
 
 namespace prsr::sample_cli {
 
@@ -20,6 +23,12 @@ struct EvalRow {
   eval::MetricSums m;
   long outputs = 0;
 };
+
+// --eval (every input has a ground truth: it comes from --data): the model's rows (one per
+// temperature, or model-mean / model-argmax / model-l2), bicubic and, when loaded, resnet-l2;
+// then the "eval: ..." line and report_eval.
+void evaluate(const Args& a, Models& models, const std::vector<Input>& inputs, const std::string& label,
+              const Plan& plan, const Samples& s);
 
 // PSNR, SSIM and consistency of one output y_hat (size x size x C) against in.y and in.x.
 void add_metrics(EvalRow& row, const Input& in, const uint8_t* y_hat, int size, int C);

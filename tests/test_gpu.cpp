@@ -20,7 +20,7 @@
 #include "engine/error.h"
 #include "engine/ref/kernels.h"
 #include "model/trainer.h"
-#include "sample/sampler.h"
+#include "model/sampler.h"
 #include "tests/device_buf.h"
 #include "tests/expect.h"
 

@@ -1,4 +1,4 @@
-// Tests for sample/metrics.{h,cpp} and sample/bicubic.{h,cpp} (docs/metrics.md).
+// Tests for eval/metrics.{h,cpp} and eval/bicubic.{h,cpp} (docs/metrics.md).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "engine/error.h"
-#include "sample/bicubic.h"
-#include "sample/metrics.h"
+#include "eval/bicubic.h"
+#include "eval/metrics.h"
 
 using namespace prsr::eval;
 

@@ -5,8 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 
-#include "sample/sampler.h"
+#include "model/sampler.h"
 
 using namespace prsr;
 
@@ -84,6 +85,72 @@ TEST_CASE("sampler: cached == naive (same seed, same images), C = 1 and 3, sever
     o2.seed = 2;
     CHECK(sample_images(m, x.data(), su.n, o1) != sample_images(m, x.data(), su.n, o2));
   }
+}
+
+TEST_CASE("sampler: cached == naive with no gated layers, and with a stack width that is not a multiple of C") {
+  struct Setup { int colors, channels, layers; };
+  for (Setup su : {Setup{3, 4, 0}, Setup{1, 4, 0}, Setup{3, 4, 2}, Setup{3, 5, 1}}) {
+    ModelConfig cfg = sampler_config(su.colors, 8, 3);
+    cfg.prior_channels = su.channels;
+    cfg.prior_layers = su.layers;
+    Model<float> m(cfg, Device::Cpu);
+    m.init(8);
+    scale_params(m, 0.85f);
+    const auto x = random_low(2, cfg.low(), su.colors, 6);
+    SampleOptions o;
+    o.seed = 31;
+    std::vector<float> lc, ln;
+    o.logits_out = &lc;
+    const auto cached = sample_images(m, x.data(), 2, o);
+    o.logits_out = &ln;
+    o.cached = false;
+    const auto naive = sample_images(m, x.data(), 2, o);
+    INFO("C=" << su.colors << " p=" << su.channels << " layers=" << su.layers);
+    CHECK(cached == naive);
+    REQUIRE(lc.size() == ln.size());
+    double max_err = 0, max_abs = 0;
+    for (size_t i = 0; i < lc.size(); ++i) {
+      max_err = std::max(max_err, double(std::fabs(lc[i] - ln[i])));
+      max_abs = std::max(max_abs, double(std::fabs(ln[i])));
+    }
+    CHECK(max_err <= 2e-5 * std::max(1.0, max_abs));
+  }
+}
+
+TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler cannot run") {
+  ModelConfig cfg = sampler_config(3, 8, 3);
+  const auto x = random_low(1, cfg.low(), 3, 1);
+  {
+    Model<float> m(cfg, Device::Cpu);
+    CHECK_NOTHROW(check_cacheable(m));
+  }
+  // Each edit breaks one assumption; the error names the layer.
+  struct Edit { const char* layer; void (*apply)(Model<float>&); };
+  const Edit edits[] = {
+      {"prior.first_h", [](Model<float>& m) { m.first_h.pad_r = 1; }},         // sees j + 1
+      {"prior.first_v", [](Model<float>& m) { m.first_v.pad_b = 1; }},         // sees row i + 1
+      {"prior.layer1.v", [](Model<float>& m) { m.gated[1].v.pad_l += 1; }},    // changes the width
+      {"prior.layer0.h", [](Model<float>& m) { m.gated[0].h.pad_l -= 1; }},    // misses its last tap
+      {"prior.layer0.link", [](Model<float>& m) { m.gated[0].link.pad_t = 1; }},
+      {"prior.head1", [](Model<float>& m) { m.head1.transposed = true; }},
+  };
+  for (const Edit& e : edits) {
+    Model<float> m(cfg, Device::Cpu);
+    e.apply(m);
+    INFO(e.layer);
+    try {
+      check_cacheable(m);
+      FAIL("accepted");
+    } catch (const Error& err) {
+      CHECK(std::string(err.what()).find(e.layer) != std::string::npos);
+      CHECK(std::string(err.what()).find("cached sampler") != std::string::npos);
+    }
+    SampleOptions o;  // cached
+    CHECK_THROWS_AS(sample_images(m, x.data(), 1, o), Error);
+  }
+  cfg.loss = "l2";
+  Model<float> l2(cfg, Device::Cpu);
+  CHECK_THROWS_AS(check_cacheable(l2), Error);
 }
 
 TEST_CASE("sampler: argmax and mean decoding agree between cached and naive and are deterministic") {

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "engine/graph.h"
-#include "sample/sampler.h"
+#include "model/sampler.h"
 
 using namespace prsr;
 

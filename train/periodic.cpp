@@ -5,8 +5,8 @@
 
 #include "data/preprocess.h"
 #include "engine/error.h"
-#include "sample/grid.h"
-#include "sample/sampler.h"
+#include "eval/grid.h"
+#include "model/sampler.h"
 #include "train/console.h"
 
 namespace prsr::train_cli {

@@ -1,5 +1,5 @@
-// The naive and the cached sampler (sample/sampler.h).
-#include "sample/sampler.h"
+// The naive and the cached sampler (model/sampler.h).
+#include "model/sampler.h"
 
 
 #include <algorithm>
@@ -19,6 +19,62 @@ DecodeMode parse_decode_mode(const std::string& s) {
 
 const char* decode_mode_name(DecodeMode m) {
   return m == DecodeMode::Sample ? "sample" : m == DecodeMode::Mean ? "mean" : "argmax";
+}
+
+namespace {
+
+// "prior.layer0.h: 1x3 c4->8 pad t0 b0 l2 r0" for check_cacheable's messages.
+std::string describe(const ConvLayer<float>& c) {
+  return c.name + ": " + std::to_string(c.kh()) + "x" + std::to_string(c.kw()) + " " + std::to_string(c.ci()) +
+         "->" + std::to_string(c.co()) + " channels, pad t" + std::to_string(c.pad_t) + " b" + std::to_string(c.pad_b) +
+         " l" + std::to_string(c.pad_l) + " r" + std::to_string(c.pad_r) + (c.transposed ? ", transposed" : "");
+}
+
+void need(bool ok, const ConvLayer<float>& c, const std::string& what) {
+  if (!ok) throw Error("cached sampler: " + describe(c) + ": " + what + " (use the naive sampler)");
+}
+
+}  // namespace
+
+void check_cacheable(const Model<float>& m) {
+  const ModelConfig& cfg = m.config();
+  check(cfg.has_prior(), "cached sampler: the model has no prior network");
+  // A vertical conv at row i reads rows i - pad_t .. i only and keeps the width.
+  auto vertical = [](const ConvLayer<float>& c) {
+    need(!c.transposed && c.pad_b == 0 && c.pad_t == c.kh() - 1, c, "a vertical layer must end at the current row");
+    need(c.pad_l + c.pad_r == c.kw() - 1, c, "a vertical layer must keep the width");
+  };
+  // A horizontal conv at (i, j) reads (i, j - pad_l .. j) only.
+  auto horizontal = [](const ConvLayer<float>& c) {
+    need(!c.transposed && c.kh() == 1 && c.pad_t == 0 && c.pad_b == 0 && c.pad_r == 0 && c.pad_l == c.kw() - 1, c,
+         "a horizontal layer must be 1 x k and end at the current pixel");
+  };
+  auto pointwise = [](const ConvLayer<float>& c) {
+    need(!c.transposed && c.kh() == 1 && c.kw() == 1 && c.pad_t == 0 && c.pad_b == 0 && c.pad_l == 0 && c.pad_r == 0,
+         c, "must be 1x1 without padding");
+  };
+  auto channels = [](const ConvLayer<float>& c, int ci, int co) {
+    need(c.ci() == ci && c.co() == co, c, "expected " + std::to_string(ci) + "->" + std::to_string(co) + " channels");
+  };
+  const int C = cfg.colors, p = m.first_h.co();
+  vertical(m.first_v);
+  horizontal(m.first_h);
+  channels(m.first_v, C, p);
+  channels(m.first_h, C, p);
+  for (const GatedLayer<float>& G : m.gated) {
+    vertical(G.v);
+    horizontal(G.h);
+    pointwise(G.link);
+    pointwise(G.res);
+    channels(G.v, p, 2 * p);     // gate halves it back to p
+    channels(G.h, p, 2 * p);
+    channels(G.link, 2 * p, 2 * p);
+    channels(G.res, p, p);
+  }
+  pointwise(m.head1);
+  pointwise(m.head2);
+  channels(m.head1, p, m.head1.co());
+  channels(m.head2, m.head1.co(), C * kLevels);
 }
 
 namespace {
@@ -78,31 +134,17 @@ std::vector<float> conditioning_logits(Model<float>& m, const std::vector<float>
 
 // ------------------------------------------------------------------------------- cached state
 
-// A conv's masked weights and bias on the host. w: [co][ci*kh*kw] (OIHW flattened).
+// A prior layer as the cached sampler applies it: its definition (shape, padding) and the
+// weights it applies, on the host. w: [co][ci*kh*kw] (OIHW flattened), b: [co].
 struct HostConv {
+  const ConvLayer<float>* def = nullptr;
   std::vector<float> w, b;
-  int co = 0, ci = 0, kh = 0, kw = 0, pad_t = 0, pad_l = 0;
-  int k() const { return ci * kh * kw; }
+  int co() const { return def->co(); }
+  int k() const { return def->ci() * def->kh() * def->kw(); }
 };
 
-HostConv host_conv(const ConvLayer<float>& c, const Model<float>& m, const std::vector<float>& P,
-                   const std::vector<float>& M) {
-  HostConv h;
-  const Shape& s = c.w->shape;
-  h.co = s.n; h.ci = s.c; h.kh = s.h; h.kw = s.w;
-  h.pad_t = c.pad_t; h.pad_l = c.pad_l;
-  const size_t off = c.w->data - m.params.data();
-  h.w.assign(P.begin() + off, P.begin() + off + s.numel());
-  if (c.mask) {
-    const size_t mo = c.mask->data - m.masks.data();
-    for (size_t i = 0; i < s.numel(); ++i) h.w[i] *= M[mo + i];
-  }
-  h.b.assign(s.n, 0.f);
-  if (c.b) {
-    const size_t bo = c.b->data - m.params.data();
-    std::copy(P.begin() + bo, P.begin() + bo + s.n, h.b.begin());
-  }
-  return h;
+HostConv host_conv(const ConvLayer<float>& c, const HostValues<float>& P, const HostValues<float>& M) {
+  return HostConv{&c, c.applied_weights(P, M), c.bias_values(P)};
 }
 
 // out[r][o] = b[o] + sum_k patch[r][k] * w[o][k]   (rows r = images or image x column)
@@ -110,7 +152,7 @@ HostConv host_conv(const ConvLayer<float>& c, const Model<float>& m, const std::
 // are small (a few images x tens of channels) and there are ~60 of them per sub-pixel: a plain
 // dot-product loop beats a BLAS call, whose per-call overhead dominates at this size.
 void gemm_rows(float* out, const float* patch, int rows, const HostConv& c, int o0 = 0, int co = -1) {
-  if (co < 0) co = c.co;
+  if (co < 0) co = c.co();
   const int K = c.k();
   const long work = long(rows) * co * K;
 #pragma omp parallel for collapse(2) schedule(static) if (work > (1L << 18))
@@ -127,30 +169,40 @@ void gemm_rows(float* out, const float* patch, int rows, const HostConv& c, int 
 
 float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
 
+// The cached evaluation of Model::prior (the same layers, in the same order): per row the
+// vertical stack, per (pixel, colour) the horizontal stack and the head at that pixel only.
+// Every shape and padding is the layer's own (check_cacheable has checked that they have the
+// geometry this needs); p is the stacks' width, first_h.co().
 class CachedSampler {
  public:
-  CachedSampler(Model<float>& m, int n) : m_(m), cfg_(m.config()), n_(n) {
-    const std::vector<float> P = m.params.download(), M = m.masks.download();
-    first_v_ = host_conv(m.first_v, m, P, M);
-    first_h_ = host_conv(m.first_h, m, P, M);
+  CachedSampler(Model<float>& m, int n) : S_(m.config().size), C_(m.config().colors), n_(n) {
+    check_cacheable(m);
+    const HostValues<float> P(m.params), M(m.masks);
+    first_v_ = host_conv(m.first_v, P, M);
+    first_h_ = host_conv(m.first_h, P, M);
     for (const auto& G : m.gated) {
-      v_.push_back(host_conv(G.v, m, P, M));
-      h_.push_back(host_conv(G.h, m, P, M));
-      link_.push_back(host_conv(G.link, m, P, M));
-      res_.push_back(host_conv(G.res, m, P, M));
+      v_.push_back(host_conv(G.v, P, M));
+      h_.push_back(host_conv(G.h, P, M));
+      link_.push_back(host_conv(G.link, P, M));
+      res_.push_back(host_conv(G.res, P, M));
     }
-    head1_ = host_conv(m.head1, m, P, M);
-    head2_ = host_conv(m.head2, m, P, M);
-    const int S = cfg_.size, p = cfg_.prior_channels, L = cfg_.prior_layers, C = cfg_.colors;
-    yn_.assign(size_t(n) * C * S * S, -1.f);
+    head1_ = host_conv(m.head1, P, M);
+    head2_ = host_conv(m.head2, P, M);
+    const int S = S_, p = first_h_.co(), L = int(v_.size());
+    yn_.assign(size_t(n) * C_ * S * S, -1.f);
     vbuf_.assign(L, std::vector<float>(size_t(n) * p * S * S, 0.f));
-    vpre_prev_.assign(L, std::vector<float>(size_t(n) * 2 * p * S, 0.f));
+    vpre_prev_.resize(L);
+    for (int l = 0; l < L; ++l) vpre_prev_[l].assign(size_t(n) * v_[l].co() * S, 0.f);
     hrow_.assign(L + 1, std::vector<float>(size_t(n) * p * S, 0.f));
-    int patch = std::max({first_v_.k(), first_h_.k(), head1_.k(), head2_.k(), 2 * p});
-    for (int l = 0; l < L; ++l) patch = std::max({patch, v_[l].k(), h_[l].k(), res_[l].k()});
+    int patch = std::max({first_v_.k(), first_h_.k(), head1_.k(), head2_.k()});
+    int width = std::max({first_v_.co(), first_h_.co(), head1_.co()});  // widest output but head2's
+    for (int l = 0; l < L; ++l) {
+      patch = std::max({patch, v_[l].k(), h_[l].k(), link_[l].k(), res_[l].k()});
+      width = std::max({width, v_[l].co(), h_[l].co(), link_[l].co(), res_[l].co()});
+    }
     patch_.assign(size_t(n) * S * size_t(patch), 0.f);
-    out_.assign(size_t(n) * S * std::max(2 * p, cfg_.head), 0.f);
-    tmp_.assign(size_t(n) * std::max(2 * p, cfg_.head), 0.f);
+    out_.assign(size_t(n) * S * width, 0.f);
+    tmp_.assign(size_t(n) * width, 0.f);
     gate_.assign(size_t(n) * p, 0.f);
   }
 
@@ -159,24 +211,27 @@ class CachedSampler {
   // The prior's logits B for colour `c` at pixel (i, j), for every image: out[n][256]. Uses the
   // current y at (i, j) for colours < c (later colours are masked out) and the caches.
   void pixel_logits(int i, int j, int c, float* out) {
-    const int S = cfg_.size, p = cfg_.prior_channels, n = n_;
+    const int S = S_, p = first_h_.co(), n = n_;
     // h_0 = first_h(y) at (i, j): taps j - pad_l + kx of row i, every colour.
-    gather_row(first_h_, j, [&](int b, int ci) { return yn_.data() + ((size_t(b) * cfg_.colors + ci) * S + i) * S; });
+    gather_row(first_h_, j, [&](int b, int ci) { return yn_.data() + ((size_t(b) * C_ + ci) * S + i) * S; });
     gemm_rows(tmp_.data(), patch_.data(), n, first_h_);
     scatter_col(hrow_[0], p, j, tmp_.data());
     for (size_t l = 0; l < h_.size(); ++l) {
       // h_pre = Hconv(h) + link(down_shift(v_pre)): the link reads v_pre of row i - 1.
       gather_row(h_[l], j, [&](int b, int ci) { return hrow_[l].data() + (size_t(b) * p + ci) * S; });
       gemm_rows(tmp_.data(), patch_.data(), n, h_[l]);
+      const int q2 = v_[l].co();  // 2p: v_pre's channels, the link's input
       for (int b = 0; b < n; ++b)
-        for (int ci = 0; ci < 2 * p; ++ci) patch_[size_t(b) * 2 * p + ci] = vpre_prev_[l][(size_t(b) * 2 * p + ci) * S + j];
+        for (int ci = 0; ci < q2; ++ci) patch_[size_t(b) * q2 + ci] = vpre_prev_[l][(size_t(b) * q2 + ci) * S + j];
       const HostConv& lk = link_[l];
       gemm_rows(out_.data(), patch_.data(), n, lk);  // link(v_pre above), bias included
-      for (size_t q = 0; q < size_t(n) * lk.co; ++q) tmp_[q] += out_[q];
-      // h' = h + res(gate(h_pre))
+      for (size_t q = 0; q < size_t(n) * lk.co(); ++q) tmp_[q] += out_[q];
+      // h' = h + res(gate(h_pre)): gate(z) = tanh(z[:half]) * sigmoid(z[half:]).
+      const int half = h_[l].co() / 2;
       for (int b = 0; b < n; ++b)
-        for (int ci = 0; ci < p; ++ci)
-          gate_[size_t(b) * p + ci] = std::tanh(tmp_[size_t(b) * 2 * p + ci]) * sigmoidf(tmp_[size_t(b) * 2 * p + p + ci]);
+        for (int ci = 0; ci < half; ++ci)
+          gate_[size_t(b) * half + ci] =
+              std::tanh(tmp_[size_t(b) * 2 * half + ci]) * sigmoidf(tmp_[size_t(b) * 2 * half + half + ci]);
       gemm_rows(out_.data(), gate_.data(), n, res_[l]);
       for (int b = 0; b < n; ++b)
         for (int ci = 0; ci < p; ++ci)
@@ -187,29 +242,30 @@ class CachedSampler {
     for (int b = 0; b < n; ++b)
       for (int ci = 0; ci < p; ++ci) gate_[size_t(b) * p + ci] = std::max(0.f, hl[(size_t(b) * p + ci) * S + j]);
     gemm_rows(tmp_.data(), gate_.data(), n, head1_);
-    for (size_t q = 0; q < size_t(n) * head1_.co; ++q) tmp_[q] = std::max(0.f, tmp_[q]);
+    for (size_t q = 0; q < size_t(n) * head1_.co(); ++q) tmp_[q] = std::max(0.f, tmp_[q]);
     gemm_rows(out, tmp_.data(), n, head2_, c * kLevels, kLevels);
   }
 
   // After row i is complete: the vertical stack for row i (used by row i + 1 via the link).
   void finish_row(int i) {
-    const int S = cfg_.size, p = cfg_.prior_channels, n = n_, C = cfg_.colors;
+    const int S = S_, p = first_h_.co(), n = n_;
     // v_0 = first_v(y) at row i: rows i - pad_t + ky.
-    gather_full_row(first_v_, i, C, [&](int b, int ci, int r) { return yn_.data() + ((size_t(b) * C + ci) * S + r) * S; });
+    gather_full_row(first_v_, i, [&](int b, int ci, int r) { return yn_.data() + ((size_t(b) * C_ + ci) * S + r) * S; });
     gemm_rows(out_.data(), patch_.data(), n * S, first_v_);
     if (!v_.empty()) scatter_row(vbuf_[0], p, i, out_.data());
     for (size_t l = 0; l < v_.size(); ++l) {
-      gather_full_row(v_[l], i, p, [&](int b, int ci, int r) { return vbuf_[l].data() + ((size_t(b) * p + ci) * S + r) * S; });
+      gather_full_row(v_[l], i, [&](int b, int ci, int r) { return vbuf_[l].data() + ((size_t(b) * p + ci) * S + r) * S; });
       gemm_rows(out_.data(), patch_.data(), n * S, v_[l]);  // v_pre: [n*S][2p]
+      const int q2 = v_[l].co();
       for (int b = 0; b < n; ++b)
         for (int j = 0; j < S; ++j)
-          for (int ci = 0; ci < 2 * p; ++ci)
-            vpre_prev_[l][(size_t(b) * 2 * p + ci) * S + j] = out_[(size_t(b) * S + j) * 2 * p + ci];
-      if (l + 1 < v_.size())
+          for (int ci = 0; ci < q2; ++ci)
+            vpre_prev_[l][(size_t(b) * q2 + ci) * S + j] = out_[(size_t(b) * S + j) * q2 + ci];
+      if (l + 1 < v_.size())  // v = gate(v_pre): the next layer's input rows
         for (int b = 0; b < n; ++b)
           for (int j = 0; j < S; ++j)
             for (int ci = 0; ci < p; ++ci) {
-              const float* z = out_.data() + (size_t(b) * S + j) * 2 * p;
+              const float* z = out_.data() + (size_t(b) * S + j) * q2;
               vbuf_[l + 1][((size_t(b) * p + ci) * S + i) * S + j] = std::tanh(z[ci]) * sigmoidf(z[p + ci]);
             }
     }
@@ -219,50 +275,48 @@ class CachedSampler {
   // patch[b][ci][kx] = in(b, ci)[j - pad_l + kx] (zero outside), for a 1 x kw conv on one row.
   template <class RowFn>
   void gather_row(const HostConv& c, int j, RowFn row) {
-    const int S = cfg_.size;
+    const int S = S_, CI = c.def->ci(), KW = c.def->kw(), pl = c.def->pad_l;
     for (int b = 0; b < n_; ++b)
-      for (int ci = 0; ci < c.ci; ++ci) {
+      for (int ci = 0; ci < CI; ++ci) {
         const float* r = row(b, ci);
-        float* d = patch_.data() + (size_t(b) * c.ci + ci) * c.kw;
-        for (int kx = 0; kx < c.kw; ++kx) {
-          const int x = j - c.pad_l + kx;
+        float* d = patch_.data() + (size_t(b) * CI + ci) * KW;
+        for (int kx = 0; kx < KW; ++kx) {
+          const int x = j - pl + kx;
           d[kx] = x >= 0 && x < S ? r[x] : 0.f;
         }
       }
   }
   // patch[b*S + j][ci][ky][kx] for every column j of output row i of a kh x kw conv.
   template <class RowFn>
-  void gather_full_row(const HostConv& c, int i, int ci_count, RowFn row) {
-    const int S = cfg_.size, K = c.k();
+  void gather_full_row(const HostConv& c, int i, RowFn row) {
+    const int S = S_, K = c.k(), CI = c.def->ci(), KH = c.def->kh(), KW = c.def->kw();
+    const int pt = c.def->pad_t, pl = c.def->pad_l;
     for (int b = 0; b < n_; ++b)
-      for (int ci = 0; ci < ci_count; ++ci)
-        for (int ky = 0; ky < c.kh; ++ky) {
-          const int r = i - c.pad_t + ky;
+      for (int ci = 0; ci < CI; ++ci)
+        for (int ky = 0; ky < KH; ++ky) {
+          const int r = i - pt + ky;
           const float* src = r >= 0 && r < S ? row(b, ci, r) : nullptr;
           for (int j = 0; j < S; ++j) {
-            float* d = patch_.data() + (size_t(b) * S + j) * K + (size_t(ci) * c.kh + ky) * c.kw;
-            for (int kx = 0; kx < c.kw; ++kx) {
-              const int x = j - c.pad_l + kx;
+            float* d = patch_.data() + (size_t(b) * S + j) * K + (size_t(ci) * KH + ky) * KW;
+            for (int kx = 0; kx < KW; ++kx) {
+              const int x = j - pl + kx;
               d[kx] = src && x >= 0 && x < S ? src[x] : 0.f;
             }
           }
         }
   }
   void scatter_col(std::vector<float>& rowbuf, int p, int j, const float* v) {
-    const int S = cfg_.size;
     for (int b = 0; b < n_; ++b)
-      for (int ci = 0; ci < p; ++ci) rowbuf[(size_t(b) * p + ci) * S + j] = v[size_t(b) * p + ci];
+      for (int ci = 0; ci < p; ++ci) rowbuf[(size_t(b) * p + ci) * S_ + j] = v[size_t(b) * p + ci];
   }
   void scatter_row(std::vector<float>& full, int p, int i, const float* v) {  // v: [n*S][p]
-    const int S = cfg_.size;
+    const int S = S_;
     for (int b = 0; b < n_; ++b)
       for (int j = 0; j < S; ++j)
         for (int ci = 0; ci < p; ++ci) full[((size_t(b) * p + ci) * S + i) * S + j] = v[(size_t(b) * S + j) * p + ci];
   }
 
-  Model<float>& m_;
-  const ModelConfig& cfg_;
-  int n_;
+  int S_, C_, n_;  // image side, colours, images
   HostConv first_v_, first_h_, head1_, head2_;
   std::vector<HostConv> v_, h_, link_, res_;
   std::vector<float> yn_;

@@ -1,4 +1,4 @@
-#include "sample/grid.h"
+#include "eval/grid.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "sample/metrics.h"
+#include "eval/metrics.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "sample/bicubic.h"
+#include "eval/bicubic.h"
 
 #include <cmath>
 #include <string>

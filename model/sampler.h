@@ -42,6 +42,12 @@ struct SampleOptions {
   long stop_after = -1;
 };
 
+// Throws prsr::Error naming the layer when the model's prior is not one the cached sampler can
+// run (it reads every shape and padding from the layers, and needs: vertical layers that end
+// at the current row, horizontal 1 x k layers that end at the current pixel, 1x1 link, res and
+// head layers, gated layers 2p wide on a p-wide stack). sample_images checks it when cached.
+void check_cacheable(const Model<float>& model);
+
 // x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
 // A model trained with loss "l2" has no prior: it returns its regression, rounded.
 std::vector<uint8_t> sample_images(Model<float>& model, const uint8_t* x, int n, const SampleOptions& opt);

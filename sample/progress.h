@@ -1,0 +1,31 @@
+// ./build/sample's progress bar on stderr: images done / total over the whole run (every
+// temperature and the L2 baseline), images/s and ETA. On a terminal it redraws one line;
+// otherwise it prints a line every 10 s and a final one.
+#pragma once
+#include <chrono>
+
+namespace prsr::sample_cli {
+
+class Progress {
+ public:
+  explicit Progress(long total_images);
+  // Before each sample_images call: the images it samples at once.
+  void begin_batch(int n) { batch_n_ = n; }
+  // sample_images' progress callback: rows done / total of the current batch.
+  void update(int done_rows, int total_rows);
+  double seconds() const;  // since construction
+
+ private:
+  using clock = std::chrono::steady_clock;
+  long total_;
+  long done_images_ = 0;
+  int batch_n_ = 0;
+  clock::time_point t0_;
+  bool tty_;
+  double last_print_ = -1e9;
+};
+
+// True while a progress line is on stderr without its newline (main ends it before an error).
+bool progress_line_open();
+
+}  // namespace prsr::sample_cli
