@@ -1,4 +1,4 @@
-// The exact preprocessing of DESIGN.md section 2: crops, area resize, the 4x4 box downsample
+// The exact preprocessing of docs/design.md section 2: crops, area resize, the 4x4 box downsample
 // that makes the 8x8 input x from its 32x32 target y, and the Fashion-MNIST padding.
 #pragma once
 #include <cstdint>

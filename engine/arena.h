@@ -1,7 +1,7 @@
 // A bump allocator over a few large chunks, planned by use: the first training step allocates
 // chunks as it goes; reset() rewinds, and since every later step asks for the same sizes in the
 // same order, it gets the same addresses back without touching the system allocator.
-// This is how the step loop allocates nothing (DESIGN 5: a first-touch page fault costs ~8 us
+// This is how the step loop allocates nothing (docs/design.md 5: a first-touch page fault costs ~8 us
 // per 4 KiB page on these machines).
 #pragma once
 #include <cstddef>

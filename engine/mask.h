@@ -1,4 +1,4 @@
-// Colour masks (DESIGN 1.2). Channel f of a layer with P channels per period is in colour group
+// Colour masks (docs/design.md 1.2). Channel f of a layer with P channels per period is in colour group
 // (f mod P) * C / P. At the current-pixel tap (tap_y, tap_x) output group g may read input group
 // g' only if g' < g (mask A) or g' <= g (mask B); every other tap is unmasked. A masked conv is
 // conv2d(x, mul(w, mask)): the same kernels, and no gradient reaches the masked weights.

@@ -1,4 +1,4 @@
-// Optimisers over a ParamSet's trainable arena (DESIGN 1.3).
+// Optimisers over a ParamSet's trainable arena (docs/design.md 1.3).
 //   RMSProp, TensorFlow's definition (the paper's framework):
 //     ms = decay*ms + (1-decay)*g^2   (ms starts at 1)
 //     mom = momentum*mom + lr*g/sqrt(ms + eps);  w -= mom

@@ -1,4 +1,4 @@
-// Baseline upsamplers (DESIGN.md section 4; docs/metrics.md has the exact definitions).
+// Baseline upsamplers (docs/design.md section 4; docs/metrics.md has the exact definitions).
 // Images are uint8, HWC interleaved, C = 1 or 3; out is (w*scale) x (h*scale) x C.
 #pragma once
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Evaluation metrics (DESIGN.md section 4; docs/metrics.md has the exact definitions).
+// Evaluation metrics (docs/design.md section 4; docs/metrics.md has the exact definitions).
 // Images are uint8, HWC interleaved (index (y*w + x)*C + c), C = 1 or 3.
 #pragma once
 #include <cstdint>

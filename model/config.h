@@ -1,4 +1,4 @@
-// Every size of the model (DESIGN 1), with the design's defaults.
+// Every size of the model (docs/design.md 1), with the design's defaults.
 #pragma once
 #include <string>
 
@@ -7,11 +7,11 @@ namespace prsr {
 struct ModelConfig {
   int colors = 3;            // C: 3 (RGB) or 1 (grey)
   int size = 32;             // high-res side; the low-res input is size / 4
-  // Conditioning network A(x) (DESIGN 1.1)
+  // Conditioning network A(x) (docs/design.md 1.1)
   int cond_channels = 32;
   int cond_blocks = 6;       // ResNet blocks at each of 8x8, 16x16, 32x32
   bool batch_norm = true;
-  // Prior network B(y) (DESIGN 1.2)
+  // Prior network B(y) (docs/design.md 1.2)
   int prior_channels = 32;
   int prior_layers = 20;
   int kernel = 5;            // gated layers

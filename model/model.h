@@ -1,4 +1,4 @@
-// The model of DESIGN 1 on the engine: conditioning ResNet A(x), gated PixelCNN prior B(y),
+// The model of docs/design.md 1 on the engine: conditioning ResNet A(x), gated PixelCNN prior B(y),
 // and the loss CE(A + B) + CE(A). Templated on the element type so that causality and the
 // whole-model gradient check run in double on the reference backend.
 #pragma once
@@ -147,7 +147,7 @@ class Model {
  private:
   void build();
   // A colour mask (mk != None) sits on the tap that sees the current pixel, (pt, pl); the
-  // periods give the channel-to-colour grouping of the input and the output (DESIGN 1.2).
+  // periods give the channel-to-colour grouping of the input and the output (docs/design.md 1.2).
   ConvLayer<T> make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias,
                          int pt, int pb, int pl, int pr, MaskKind mk = MaskKind::None,
                          int period_in = 1, int period_out = 1);
@@ -188,7 +188,7 @@ template <class T>
 void Model<T>::build() {
   const int C = cfg_.colors, c = cfg_.cond_channels;
   const bool bn = cfg_.batch_norm;
-  // ---- conditioning network (DESIGN 1.1)
+  // ---- conditioning network (docs/design.md 1.1)
   stem = make_conv("cond.stem", c, C, 3, 3, true, 1, 1, 1, 1);
   const char* stage_names[3] = {"cond.low", "cond.mid", "cond.high"};
   for (int s = 0; s < 3; ++s) {
@@ -207,7 +207,7 @@ void Model<T>::build() {
     }
   }
   cond_out = make_conv("cond.out", cfg_.has_prior() ? C * kLevels : C, c, 1, 1, true, 0, 0, 0, 0);
-  // ---- prior network (DESIGN 1.2)
+  // ---- prior network (docs/design.md 1.2)
   if (cfg_.has_prior()) {
     const int p = cfg_.prior_channels, k0 = cfg_.first_kernel, k = cfg_.kernel;
     // Vertical: (k/2+1) x k, padded k/2 top/left/right: row i sees rows i-k/2..i.

@@ -1,4 +1,4 @@
-// Sampling y ~ p(y | x) one sub-pixel at a time, in raster order, R < G < B (DESIGN 1.4).
+// Sampling y ~ p(y | x) one sub-pixel at a time, in raster order, R < G < B (docs/design.md 1.4).
 //
 //   naive:  A(x) once, then the whole prior B over the full image for every sub-pixel
 //           (32*32*C forward passes). Any backend. The ground truth for the cached sampler.

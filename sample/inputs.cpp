@@ -25,7 +25,7 @@ data::Image to_colors(const data::Image& im, int C, ColourNotes& notes) {
   return data::to_rgb(im);
 }
 
-// DESIGN 2: y = area resize of the centre square to size x size; x = 4x4 box average of y.
+// docs/design.md 2: y = area resize of the centre square to size x size; x = 4x4 box average of y.
 Input input_from_image(const data::Image& decoded, const std::string& name, int C, int size,
                        ColourNotes& notes) {
   const int low = size / 4;

@@ -1,5 +1,5 @@
 // ./build/sample's inputs: 8x8 low-res images with, where known, their 32x32 ground truth, from
-// a PNG/JPEG file, a folder of them, or the first images of a data set split (DESIGN 2).
+// a PNG/JPEG file, a folder of them, or the first images of a data set split (docs/design.md 2).
 #pragma once
 #include <cstdint>
 #include <string>

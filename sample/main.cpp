@@ -1,4 +1,4 @@
-// ./build/sample: super-resolve 8x8 images with a trained checkpoint (DESIGN 3, 4).
+// ./build/sample: super-resolve 8x8 images with a trained checkpoint (docs/design.md 3, 4).
 //
 //   inputs  --input FILE|DIR, or --data NAME --split S --count N
 //   output  a PNG grid, one row per input: nearest | bicubic | samples | ground truth,

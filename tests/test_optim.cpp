@@ -1,4 +1,4 @@
-// Optimiser steps against values computed by hand (DESIGN 1.3), on the reference and CPU
+// Optimiser steps against values computed by hand (docs/design.md 1.3), on the reference and CPU
 // backends, through the Optimizer class over a ParamSet.
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // bench_ops: the machine's conv peak (oneDNN at its best) and the speed of every prsr::cpu op at
-// the model's real shapes, batch 32 (DESIGN.md section 1). A benchmark, not a test.
+// the model's real shapes, batch 32 (docs/design.md section 1). A benchmark, not a test.
 //
 //   ./build-cpu/bench_ops            all ops, the default conv layout
 //   ./build-cpu/bench_ops --layouts  convs in both layouts (plain NCHW vs oneDNN's blocked ones)

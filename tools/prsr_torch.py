@@ -1,4 +1,4 @@
-"""The prsr model (DESIGN.md section 1) in PyTorch, layer for layer after model/model.h.
+"""The prsr model (docs/design.md section 1) in PyTorch, layer for layer after model/model.h.
 
 Shared by tools/pytorch_baseline.py (the throughput benchmark) and tools/make_golden.py (the
 golden files of tests/test_golden.cpp). Conditioning ResNet A(x) with batch norm, gated

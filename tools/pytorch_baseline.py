@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch baseline for the prsr training benchmark (optional; not part of the build or tests).
 
-The model of DESIGN.md section 1 (tools/prsr_torch.py, written layer for layer after
+The model of docs/design.md section 1 (tools/prsr_torch.py, written layer for layer after
 model/model.h): conditioning ResNet A(x) with batch norm, gated PixelCNN prior B(y) with
 colour-masked convolutions (the mask applied as weight * mask on every forward pass, as prsr
 does), loss CE(A + B) + CE(A). It times full training steps (forward, backward, RMSProp) on random uint8 images, so its

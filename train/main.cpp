@@ -1,4 +1,4 @@
-// ./build/train: trains the super-resolution model of DESIGN 1 on one data set (DESIGN 3).
+// ./build/train: trains the super-resolution model of docs/design.md 1 on one data set (docs/design.md 3).
 //
 //   setup:  flags -> checks that need no data (device, run folder writable, nothing overwritten)
 //           -> data (train + valid split) -> model (fresh, or from --resume) -> trainer
