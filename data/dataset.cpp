@@ -47,8 +47,7 @@ const char* split_name(Split s) {
 
 const uint8_t* Dataset::image(int i) const {
   if (i < 0 || i >= n)
-    throw Error(name + ": image index " + std::to_string(i) + " out of range [0, " +
-                std::to_string(n) + ")");
+    throw Error(name + ": image index " + std::to_string(i) + " out of range [0, " + std::to_string(n) + ")");
   return hr.data() + (size_t)i * image_bytes();
 }
 
@@ -142,18 +141,14 @@ struct Progress {
     std::string bar(width, '.');
     std::fill(bar.begin(), bar.begin() + fill, '#');
     char rate_s[32];
-    if (rate >= 1000)
-      std::snprintf(rate_s, sizeof rate_s, "%.1fk", rate / 1000);
-    else
-      std::snprintf(rate_s, sizeof rate_s, "%.0f", rate);
+    if (rate >= 1000) std::snprintf(rate_s, sizeof rate_s, "%.1fk", rate / 1000);
+    else std::snprintf(rate_s, sizeof rate_s, "%.0f", rate);
     const int eta = rate > 0 ? (int)((total - done) / rate + 0.5) : 0;
     char eta_s[32];
-    if (eta >= 3600)
-      std::snprintf(eta_s, sizeof eta_s, "%d:%02d:%02d", eta / 3600, eta / 60 % 60, eta % 60);
-    else
-      std::snprintf(eta_s, sizeof eta_s, "%d:%02d", eta / 60, eta % 60);
-    std::fprintf(stderr, "\r%s: [%s] %d/%d  %s img/s  ETA %s%s", label.c_str(), bar.c_str(), done,
-                 total, rate_s, eta_s, final ? "\n" : "");
+    if (eta >= 3600) std::snprintf(eta_s, sizeof eta_s, "%d:%02d:%02d", eta / 3600, eta / 60 % 60, eta % 60);
+    else std::snprintf(eta_s, sizeof eta_s, "%d:%02d", eta / 60, eta % 60);
+    std::fprintf(stderr, "\r%s: [%s] %d/%d  %s img/s  ETA %s%s", label.c_str(), bar.c_str(), done, total, rate_s, eta_s,
+                 final ? "\n" : "");
     std::fflush(stderr);
   }
 };
@@ -167,8 +162,8 @@ struct Decoded {
   int n = 0, skipped = 0;
 };
 
-Decoded decode_files(const std::vector<std::string>& files, int colors,
-                     Image (*recipe)(const Image&), const std::string& label, bool progress) {
+Decoded decode_files(const std::vector<std::string>& files, int colors, Image (*recipe)(const Image&),
+                     const std::string& label, bool progress) {
   const size_t B = (size_t)32 * 32 * colors;
   const int N = (int)files.size();
   Decoded out;
@@ -251,8 +246,7 @@ static_assert(sizeof(CacheHeader) == 48, "cache header is 48 bytes");
 std::atomic<bool> g_cache_warned{false};
 
 void warn_cache_once(const std::string& msg) {
-  if (!g_cache_warned.exchange(true))
-    std::fprintf(stderr, "warning: %s; continuing without a cache\n", msg.c_str());
+  if (!g_cache_warned.exchange(true)) std::fprintf(stderr, "warning: %s; continuing without a cache\n", msg.c_str());
 }
 
 // True when `path` holds a valid cache for `key`; fills ds.hr / n / skipped. A file that is
@@ -276,8 +270,7 @@ bool read_cache(const std::string& path, uint64_t key, int colors, Dataset& ds) 
     return bad("inconsistent (header does not match its name)");
   struct stat st;
   const size_t payload = (size_t)h.n * h.size * h.size * h.colors;
-  if (::fstat(fileno(f), &st) != 0 || (uint64_t)st.st_size != sizeof h + payload)
-    return bad("truncated or too long");
+  if (::fstat(fileno(f), &st) != 0 || (uint64_t)st.st_size != sizeof h + payload) return bad("truncated or too long");
   ds.hr.resize(payload);
   if (std::fread(ds.hr.data(), 1, payload, f) != payload) return bad("truncated");
   if (checksum(ds.hr.data(), payload) != h.sum) return bad("corrupt (checksum mismatch)");
@@ -291,13 +284,11 @@ bool write_cache(const std::string& path, uint64_t key, const Dataset& ds) {
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
   if (ec) {
-    warn_cache_once("cannot create cache folder " + fs::path(path).parent_path().string() + ": " +
-                    ec.message());
+    warn_cache_once("cannot create cache folder " + fs::path(path).parent_path().string() + ": " + ec.message());
     return false;
   }
   static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) {
     warn_cache_once("cannot write cache file " + tmp + ": " + std::strerror(errno));
@@ -312,9 +303,8 @@ bool write_cache(const std::string& path, uint64_t key, const Dataset& ds) {
   h.skipped = (uint32_t)ds.skipped;
   h.key = key;
   h.sum = checksum(ds.hr.data(), ds.hr.size());
-  bool ok = std::fwrite(&h, sizeof h, 1, f) == 1 &&
-            std::fwrite(ds.hr.data(), 1, ds.hr.size(), f) == ds.hr.size() && std::fflush(f) == 0 &&
-            ::fsync(fileno(f)) == 0;
+  bool ok = std::fwrite(&h, sizeof h, 1, f) == 1 && std::fwrite(ds.hr.data(), 1, ds.hr.size(), f) == ds.hr.size() &&
+            std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const int err = errno;
   ok = (std::fclose(f) == 0) && ok;
   if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) ok = false;
@@ -359,7 +349,8 @@ std::string celeba_missing_message(const std::string& dir, const std::string& mi
          "/ for img_align_celeba/ or img_align_celeba_png/ and list_eval_partition.txt); "
          "download \"Align&Cropped Images\" (img_align_celeba.zip) and list_eval_partition.txt "
          "from the CelebA project page https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, unzip "
-         "into " + dir + "/ or point --data-dir at the folder that holds them";
+         "into " +
+         dir + "/ or point --data-dir at the folder that holds them";
 }
 
 Plan plan_celeba(const DataOptions& opt, Split split) {
@@ -402,16 +393,14 @@ Plan plan_celeba(const DataOptions& opt, Split split) {
     const std::string tag = c == std::string::npos ? "" : line.substr(c, line.find(' ', c) - c);
     if (tag.size() != 1 || tag[0] < '0' || tag[0] > '2') {
       if (lineno == 1) continue;  // header
-      throw Error(part + ":" + std::to_string(lineno) + ": expected \"<file> <0|1|2>\", got \"" +
-                  line + "\"");
+      throw Error(part + ":" + std::to_string(lineno) + ": expected \"<file> <0|1|2>\", got \"" + line + "\"");
     }
     if (tag[0] - '0' != want) continue;
     std::string path = imgdir + "/" + fname;
     if (png) path = imgdir + "/" + fs::path(fname).stem().string() + ".png";
     files.push_back(path);
   }
-  if (files.empty())
-    throw Error(part + ": no image is listed for the " + split_name(split) + " split");
+  if (files.empty()) throw Error(part + ": no image is listed for the " + split_name(split) + " split");
   for (const std::string& f : files) {
     h.str(fs::path(f).filename().string());
     hash_file_stat(h, f);
@@ -459,8 +448,7 @@ std::vector<uint8_t> read_idx28(const std::string& path, int* count) {
     throw Error(path + ": not an IDX image file (magic " + hex(be32(0), 8) + ", expected 00000803)");
   const uint32_t n = be32(4), rows = be32(8), cols = be32(12);
   if (rows != 28 || cols != 28)
-    throw Error(path + ": images are " + std::to_string(rows) + "x" + std::to_string(cols) +
-                ", expected 28x28");
+    throw Error(path + ": images are " + std::to_string(rows) + "x" + std::to_string(cols) + ", expected 28x28");
   if (n == 0 || n > 10000000) throw Error(path + ": implausible image count " + std::to_string(n));
   std::vector<uint8_t> px((size_t)n * 784);
   read_exact(px.data(), px.size(), "the pixels");
@@ -479,10 +467,8 @@ std::string find_idx(const std::string& dir, const std::string& base) {
 }
 
 Plan plan_fmnist(const DataOptions& opt, Split split) {
-  const std::string dir =
-      opt.data_dir.empty() ? std::string("/usr/share/datasets/fashion-mnist") : opt.data_dir;
-  const std::string file =
-      find_idx(dir, split == Split::Test ? "t10k-images-idx3-ubyte" : "train-images-idx3-ubyte");
+  const std::string dir = opt.data_dir.empty() ? std::string("/usr/share/datasets/fashion-mnist") : opt.data_dir;
+  const std::string file = find_idx(dir, split == Split::Test ? "t10k-images-idx3-ubyte" : "train-images-idx3-ubyte");
   Hasher h;
   h.str("fashion-mnist");
   h.i64(kPreprocessVersion);
@@ -526,14 +512,11 @@ Plan plan_folder(const DataOptions& opt, Split split) {
   if (root.empty()) throw Error("folder data set: no path given (use --data folder:PATH)");
   std::error_code ec;
   if (!fs::is_directory(root, ec))
-    throw Error("folder data set: " + root + " is not a directory" +
-                (ec ? " (" + ec.message() + ")" : std::string()));
+    throw Error("folder data set: " + root + " is not a directory" + (ec ? " (" + ec.message() + ")" : std::string()));
   std::vector<std::string> rel;
   try {
     rel = list_image_files(root);
-  } catch (const Error& e) {
-    throw Error(std::string("folder data set: ") + e.what());
-  }
+  } catch (const Error& e) { throw Error(std::string("folder data set: ") + e.what()); }
   const int total = (int)rel.size();
   if (total == 0) throw Error("folder data set: no .png / .jpg / .jpeg files under " + root);
   Hasher h;
@@ -570,15 +553,13 @@ Plan plan_folder(const DataOptions& opt, Split split) {
 std::vector<std::string> list_image_files(const std::string& root) {
   std::vector<std::string> rel;
   try {
-    for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied), end;
-         it != end; ++it) {
+    for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied), end; it != end;
+         ++it) {
       std::error_code e2;
       if (it->is_regular_file(e2) && is_image_name(it->path()))
         rel.push_back(it->path().lexically_relative(root).generic_string());
     }
-  } catch (const fs::filesystem_error& e) {
-    throw Error("cannot list " + root + ": " + e.code().message());
-  }
+  } catch (const fs::filesystem_error& e) { throw Error("cannot list " + root + ": " + e.code().message()); }
   std::sort(rel.begin(), rel.end());
   return rel;
 }
@@ -613,9 +594,7 @@ std::vector<std::string> folder_split_files(const std::vector<std::string>& relp
   return out;
 }
 
-int dataset_colors(const std::string& spec) {
-  return parse_kind(spec) == Kind::FashionMnist ? 1 : 3;
-}
+int dataset_colors(const std::string& spec) { return parse_kind(spec) == Kind::FashionMnist ? 1 : 3; }
 
 Dataset load_dataset(const DataOptions& opt, Split split) {
   const Kind kind = parse_kind(opt.spec);
@@ -634,14 +613,13 @@ Dataset load_dataset(const DataOptions& opt, Split split) {
     ds.from_cache = true;
     ds.cache_path = cache_path;
     if (ds.skipped > 0)
-      std::fprintf(stderr, "%s: %d unreadable file%s skipped when the cache was built\n",
-                   plan.label.c_str(), ds.skipped, ds.skipped == 1 ? " was" : "s were");
+      std::fprintf(stderr, "%s: %d unreadable file%s skipped when the cache was built\n", plan.label.c_str(),
+                   ds.skipped, ds.skipped == 1 ? " was" : "s were");
     return ds;
   }
   Decoded d = plan.build();
   if (d.n == 0)
-    throw Error(plan.label + ": no usable image (" + std::to_string(d.skipped) +
-                " unreadable files skipped)");
+    throw Error(plan.label + ": no usable image (" + std::to_string(d.skipped) + " unreadable files skipped)");
   ds.hr = std::move(d.hr);
   ds.n = d.n;
   ds.skipped = d.skipped;

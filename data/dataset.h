@@ -21,14 +21,14 @@ struct DataOptions {
 };
 
 struct Dataset {
-  std::string name;         // "celeba", "fashion-mnist", "folder"
-  int colors = 0;           // C: 3 (RGB) or 1 (grey)
-  int n = 0;                // number of images
-  int size = 32;            // images are size x size x colors
-  std::vector<uint8_t> hr;  // n * size*size*colors, HWC per image, image i at i*size*size*colors
-  int skipped = 0;          // source files that were unreadable / corrupt and left out
-  bool from_cache = false;  // true when the pixels came from the cache file
-  std::string cache_path;   // the cache file used or written ("" when caching was off)
+  std::string name;            // "celeba", "fashion-mnist", "folder"
+  int colors = 0;              // C: 3 (RGB) or 1 (grey)
+  int n = 0;                   // number of images
+  int size = 32;               // images are size x size x colors
+  std::vector<uint8_t> hr;     // n * size*size*colors, HWC per image, image i at i*size*size*colors
+  int skipped = 0;             // source files that were unreadable / corrupt and left out
+  bool from_cache = false;     // true when the pixels came from the cache file
+  std::string cache_path;      // the cache file used or written ("" when caching was off)
   bool shared_splits = false;  // every split holds the same images (a folder of fewer than
                                // kFolderSplitMin images): the valid split is not held out
 

@@ -25,8 +25,8 @@
 namespace prsr::data {
 namespace {
 
-constexpr unsigned kMaxDim = 1u << 15;          // 32768 pixels per side
-constexpr uint64_t kMaxPixels = 1ull << 28;      // 268M pixels per image
+constexpr unsigned kMaxDim = 1u << 15;       // 32768 pixels per side
+constexpr uint64_t kMaxPixels = 1ull << 28;  // 268M pixels per image
 
 // Result of the C-style decoders: `px` is malloc'ed and owned by the caller.
 struct RawImage {
@@ -41,7 +41,7 @@ struct RawImage {
 struct PngCtx {
   const uint8_t* data;  // reading: the file bytes
   size_t size, pos;
-  char msg[256];        // the library's error message
+  char msg[256];  // the library's error message
 };
 
 void png_error_to_jmp(png_structp png, png_const_charp m) {
@@ -61,8 +61,7 @@ void png_read_from_memory(png_structp png, png_bytep out, size_t n) {
 
 // Holds no C++ objects: libpng's longjmp lands here. Returns 0 on success.
 int png_decode_c(PngCtx* ctx, RawImage* out) {
-  png_structp png =
-      png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, png_error_to_jmp, png_warning_quiet);
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, png_error_to_jmp, png_warning_quiet);
   if (!png) {
     std::snprintf(ctx->msg, sizeof ctx->msg, "out of memory");
     return 1;
@@ -115,8 +114,7 @@ int png_decode_c(PngCtx* ctx, RawImage* out) {
 
 // Holds no C++ objects. Writes an 8-bit grey / RGB PNG to an open FILE. Returns 0 on success.
 int png_encode_c(FILE* f, const uint8_t* px, int w, int h, int c, PngCtx* ctx) {
-  png_structp png =
-      png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, png_error_to_jmp, png_warning_quiet);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, png_error_to_jmp, png_warning_quiet);
   if (!png) {
     std::snprintf(ctx->msg, sizeof ctx->msg, "out of memory");
     return 1;
@@ -134,9 +132,8 @@ int png_encode_c(FILE* f, const uint8_t* px, int w, int h, int c, PngCtx* ctx) {
     return 1;
   }
   png_init_io(png, f);
-  png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
-               c == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, c == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   rows = static_cast<png_bytep*>(std::malloc((size_t)h * sizeof(png_bytep)));
   if (!rows) png_error(png, "out of memory");
   for (int y = 0; y < h; ++y) rows[y] = const_cast<png_bytep>(px + (size_t)y * w * c);
@@ -188,16 +185,12 @@ int jpeg_decode_c(const uint8_t* data, size_t size, JpegErr* err, RawImage* out)
   jpeg_mem_src(&cinfo, data, (unsigned long)size);
   jpeg_read_header(&cinfo, TRUE);
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
-  if (cmyk)
-    cinfo.out_color_space = JCS_CMYK;
-  else if (cinfo.num_components == 1)
-    cinfo.out_color_space = JCS_GRAYSCALE;
-  else
-    cinfo.out_color_space = JCS_RGB;
-  if ((uint64_t)cinfo.image_width * cinfo.image_height > kMaxPixels ||
-      cinfo.image_width > kMaxDim || cinfo.image_height > kMaxDim) {
-    std::snprintf(err->msg, sizeof err->msg, "image too large (%ux%u)", cinfo.image_width,
-                  cinfo.image_height);
+  if (cmyk) cinfo.out_color_space = JCS_CMYK;
+  else if (cinfo.num_components == 1) cinfo.out_color_space = JCS_GRAYSCALE;
+  else cinfo.out_color_space = JCS_RGB;
+  if ((uint64_t)cinfo.image_width * cinfo.image_height > kMaxPixels || cinfo.image_width > kMaxDim ||
+      cinfo.image_height > kMaxDim) {
+    std::snprintf(err->msg, sizeof err->msg, "image too large (%ux%u)", cinfo.image_width, cinfo.image_height);
     longjmp(err->jb, 1);
   }
   jpeg_start_decompress(&cinfo);
@@ -291,8 +284,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
     JpegErr err;
     std::memset(&err, 0, sizeof err);
     RawImage raw{0, 0, 0, nullptr};
-    if (jpeg_decode_c(data, size, &err, &raw) != 0)
-      throw Error(name + ": corrupt JPEG: " + err.msg);
+    if (jpeg_decode_c(data, size, &err, &raw) != 0) throw Error(name + ": corrupt JPEG: " + err.msg);
     return take_raw(raw);
   }
   throw Error(name + ": not a PNG or JPEG file");
@@ -305,13 +297,11 @@ Image read_image(const std::string& path) {
 
 void write_png(const std::string& path, const Image& img) {
   check(img.c == 1 || img.c == 3,
-        "cannot write " + path + ": PNG writer takes 1 or 3 channels, got " +
-            std::to_string(img.c));
+        "cannot write " + path + ": PNG writer takes 1 or 3 channels, got " + std::to_string(img.c));
   check(img.w > 0 && img.h > 0 && img.px.size() == (size_t)img.w * img.h * img.c,
         "cannot write " + path + ": image has inconsistent size");
   static std::atomic<unsigned> counter{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
-                          std::to_string(counter.fetch_add(1));
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error("cannot write " + path + ": " + std::strerror(errno));
   PngCtx ctx{nullptr, 0, 0, {0}};
@@ -335,8 +325,7 @@ Image to_rgb(const Image& img) {
   out.h = img.h;
   out.c = 3;
   out.px.resize((size_t)img.w * img.h * 3);
-  for (size_t i = 0; i < (size_t)img.w * img.h; ++i)
-    out.px[3 * i] = out.px[3 * i + 1] = out.px[3 * i + 2] = img.px[i];
+  for (size_t i = 0; i < (size_t)img.w * img.h; ++i) out.px[3 * i] = out.px[3 * i + 1] = out.px[3 * i + 2] = img.px[i];
   return out;
 }
 

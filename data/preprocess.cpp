@@ -10,9 +10,9 @@ namespace prsr::data {
 
 Image crop(const Image& img, int x, int y, int w, int h) {
   if (x < 0 || y < 0 || w <= 0 || h <= 0 || x > img.w - w || y > img.h - h)
-    throw Error("crop " + std::to_string(w) + "x" + std::to_string(h) + " at (" +
-                std::to_string(x) + ", " + std::to_string(y) + ") does not fit in a " +
-                std::to_string(img.w) + "x" + std::to_string(img.h) + " image");
+    throw Error("crop " + std::to_string(w) + "x" + std::to_string(h) + " at (" + std::to_string(x) + ", " +
+                std::to_string(y) + ") does not fit in a " + std::to_string(img.w) + "x" + std::to_string(img.h) +
+                " image");
   Image out;
   out.w = w;
   out.h = h;
@@ -117,12 +117,8 @@ void pad28_to_32(const uint8_t* src28, uint8_t* dst32) {
   for (int r = 0; r < 28; ++r) std::copy(src28 + r * 28, src28 + (r + 1) * 28, dst32 + (r + 2) * 32 + 2);
 }
 
-Image celeba_preprocess(const Image& decoded) {
-  return area_resize(crop(to_rgb(decoded), 20, 40, 138, 138), 32, 32);
-}
+Image celeba_preprocess(const Image& decoded) { return area_resize(crop(to_rgb(decoded), 20, 40, 138, 138), 32, 32); }
 
-Image folder_preprocess(const Image& decoded) {
-  return area_resize(center_square_crop(to_rgb(decoded)), 32, 32);
-}
+Image folder_preprocess(const Image& decoded) { return area_resize(center_square_crop(to_rgb(decoded)), 32, 32); }
 
 }  // namespace prsr::data

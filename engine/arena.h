@@ -21,12 +21,15 @@ class Arena {
   void* alloc(size_t bytes);  // 256-byte aligned, uninitialised
   void reset();               // rewind; memory is kept
   Device device() const { return dev_; }
-  size_t reserved_bytes() const;   // sum of chunk sizes
-  size_t used_bytes() const;       // high-water mark of the current pass
+  size_t reserved_bytes() const;                                   // sum of chunk sizes
+  size_t used_bytes() const;                                       // high-water mark of the current pass
   long system_allocations() const { return system_allocations_; }  // chunks ever allocated
 
  private:
-  struct Chunk { char* p; size_t size; };
+  struct Chunk {
+    char* p;
+    size_t size;
+  };
   Device dev_;
   size_t min_chunk_;
   std::vector<Chunk> chunks_;

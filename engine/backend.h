@@ -51,7 +51,9 @@ struct ConvGeom {
 
 // The colour blocks of a 1x1 conv: output rows [o0, o1) read input channels [0, k1) only
 // (one block {0, co, ci} when dense). At most 3 colours.
-struct ColourBlock { int o0, o1, k1; };
+struct ColourBlock {
+  int o0, o1, k1;
+};
 struct ColourBlocks {
   int count = 0;
   ColourBlock b[3];
@@ -66,7 +68,10 @@ inline ColourBlocks colour_blocks(const ConvGeom& g) {
   for (int grp = 0; grp < g.colors && grp < 3; ++grp) {
     ColourBlock blk{g.co, 0, 0};
     for (int o = 0; o < g.co; ++o)
-      if (o * g.colors / g.co == grp) { blk.o0 = o < blk.o0 ? o : blk.o0; blk.o1 = o + 1; }
+      if (o * g.colors / g.co == grp) {
+        blk.o0 = o < blk.o0 ? o : blk.o0;
+        blk.o1 = o + 1;
+      }
     for (int i = 0; i < g.ci; ++i) {
       const int gi = i * g.colors / g.ci;
       if (g.strict ? gi < grp : gi <= grp) blk.k1 = i + 1;
@@ -108,8 +113,8 @@ namespace cpu {
 
 // The CUDA backend has the same kernels (all pointers are device pointers) plus memory helpers.
 namespace cuda {
-bool available();                 // compiled in and a device present
-const char* unavailable_reason(); // "not compiled with CUDA support" / "no CUDA device" / ...
+bool available();                  // compiled in and a device present
+const char* unavailable_reason();  // "not compiled with CUDA support" / "no CUDA device" / ...
 void* malloc_device(size_t bytes);
 void free_device(void* p);
 void copy_to_device(void* dst, const void* src, size_t bytes);

@@ -72,7 +72,8 @@ void Graph<T>::backward_node(const Node<T>& nd) {
         if (!aliased && t && t->requires_grad && !t->grad) {
           t->grad = const_cast<T*>(dy);
           aliased = true;
-          if (t == a) a = nullptr; else b = nullptr;
+          if (t == a) a = nullptr;
+          else b = nullptr;
         }
       for (Tensor<T>* t : {a, b}) {  // one axpy each: bit 0 is its own output's
         fresh = 0;
@@ -100,8 +101,7 @@ void Graph<T>::backward_node(const Node<T>& nd) {
     }
     case Op::DownShift: {
       const Shape& s = nd.out->shape;
-      if (T* dx = grad_out(in[0], fresh, 1u))
-        PRSR_CALL(dev_, down_shift_backward, dx, dy, s.n * s.c, s.h, s.w, fresh);
+      if (T* dx = grad_out(in[0], fresh, 1u)) PRSR_CALL(dev_, down_shift_backward, dx, dy, s.n * s.c, s.h, s.w, fresh);
       break;
     }
     case Op::BatchNorm: {
@@ -109,16 +109,16 @@ void Graph<T>::backward_node(const Node<T>& nd) {
       T* dx = grad_out(in[0], fresh, 1u);
       T* dgamma = grad_out(in[1], fresh, 2u);
       T* dbeta = grad_out(in[2], fresh, 4u);
-      PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data,
-                nd.aux[0]->data, nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
+      PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
+                nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
       break;
     }
     case Op::SoftmaxCE: {
       const Shape& s = in[0]->shape;
       T* da = grad_out(in[0], fresh, 1u);
       T* db = grad_out(in[1], fresh, 2u);  // (in[1] == in[0]: db is da's buffer, not fresh)
-      PRSR_CALL(dev_, softmax_ce_backward, da, db, dy, in[0]->data, in[1] ? in[1]->data : nullptr,
-                nd.target.data, s.n, nd.target.shape.c, s.hw(), fresh);
+      PRSR_CALL(dev_, softmax_ce_backward, da, db, dy, in[0]->data, in[1] ? in[1]->data : nullptr, nd.target.data, s.n,
+                nd.target.shape.c, s.hw(), fresh);
       break;
     }
     case Op::Mse:

@@ -8,18 +8,16 @@
 #include "engine/error.h"
 #include "engine/ref/kernels.h"
 
-#define PRSR_CALL(dev, fn, ...)                                                   \
-  do {                                                                            \
-    if ((dev) == ::prsr::Device::Ref) {                                           \
-      ::prsr::ref::fn(__VA_ARGS__);                                               \
-    } else {                                                                      \
-      if constexpr (std::is_same_v<T, float>) {                                   \
-        if ((dev) == ::prsr::Device::Cpu)                                         \
-          ::prsr::cpu::fn(__VA_ARGS__);                                           \
-        else                                                                      \
-          ::prsr::cuda::fn(__VA_ARGS__);                                          \
-      } else {                                                                    \
-        throw ::prsr::Error("the cpu and cuda backends run in float32 only");     \
-      }                                                                           \
-    }                                                                             \
+#define PRSR_CALL(dev, fn, ...)                                               \
+  do {                                                                        \
+    if ((dev) == ::prsr::Device::Ref) {                                       \
+      ::prsr::ref::fn(__VA_ARGS__);                                           \
+    } else {                                                                  \
+      if constexpr (std::is_same_v<T, float>) {                               \
+        if ((dev) == ::prsr::Device::Cpu) ::prsr::cpu::fn(__VA_ARGS__);       \
+        else ::prsr::cuda::fn(__VA_ARGS__);                                   \
+      } else {                                                                \
+        throw ::prsr::Error("the cpu and cuda backends run in float32 only"); \
+      }                                                                       \
+    }                                                                         \
   } while (0)

@@ -19,7 +19,7 @@ inline void check(bool cond, const std::string& msg) {
 
 // PRSR_CHECK(cond, message-expression): the message is only built when the check fails, so
 // checks on hot paths cost no allocation.
-#define PRSR_CHECK(cond, msg)                  \
-  do {                                         \
-    if (!(cond)) throw ::prsr::Error(msg);     \
+#define PRSR_CHECK(cond, msg)              \
+  do {                                     \
+    if (!(cond)) throw ::prsr::Error(msg); \
   } while (0)

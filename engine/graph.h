@@ -17,8 +17,7 @@ namespace prsr {
 
 // Every recorded op; Count is not an op but their number (graph.cpp's name table is
 // static_asserted to have exactly Count entries). Adding one: engine/ops.h, top.
-enum class Op { Conv, Deconv, Add, Mul, Relu, Tanh, Sigmoid, Gate, DownShift, BatchNorm, SoftmaxCE,
-                Mse, Mean, Count };
+enum class Op { Conv, Deconv, Add, Mul, Relu, Tanh, Sigmoid, Gate, DownShift, BatchNorm, SoftmaxCE, Mse, Mean, Count };
 constexpr int kOpCount = int(Op::Count);
 const char* op_name(Op op);  // "conv", "deconv", ...
 
@@ -39,8 +38,13 @@ class OpTimer {
   ~OpTimer() {
     if (!p_) return;
     const double dt = now_seconds() - t0_;
-    if (fwd_) { p_->fwd_s[int(op_)] += dt; ++p_->fwd_calls[int(op_)]; }
-    else { p_->bwd_s[int(op_)] += dt; ++p_->bwd_calls[int(op_)]; }
+    if (fwd_) {
+      p_->fwd_s[int(op_)] += dt;
+      ++p_->fwd_calls[int(op_)];
+    } else {
+      p_->bwd_s[int(op_)] += dt;
+      ++p_->bwd_calls[int(op_)];
+    }
   }
   OpTimer(const OpTimer&) = delete;
   OpTimer& operator=(const OpTimer&) = delete;

@@ -42,8 +42,12 @@ namespace prsr {
 
 namespace detail {
 // Non-deduced parameter type: lets callers pass nullptr for an optional tensor.
-template <class X> struct identity { using type = X; };
-template <class X> using nd = typename identity<X>::type;
+template <class X>
+struct identity {
+  using type = X;
+};
+template <class X>
+using nd = typename identity<X>::type;
 template <class T>
 void same_device(const Graph<T>& g, const Tensor<T>* t, const char* op) {
   if (t && t->dev != g.device())
@@ -64,13 +68,15 @@ bool any_grad(std::initializer_list<const Tensor<T>*> ts) {
 // for a 1x1 conv whose mask has contiguous colour groups the caller may also pass `colors`
 // (and `strict` for mask A): the backend may then skip the masked blocks (ConvGeom, backend.h).
 template <class T>
-Tensor<T>* conv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*> b, int pad_t, int pad_b,
-                  int pad_l, int pad_r, int colors = 0, bool strict = false) {
-  detail::same_device(g, x, "conv2d"); detail::same_device(g, w, "conv2d"); detail::same_device(g, b, "conv2d");
+Tensor<T>* conv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*> b, int pad_t, int pad_b, int pad_l,
+                  int pad_r, int colors = 0, bool strict = false) {
+  detail::same_device(g, x, "conv2d");
+  detail::same_device(g, w, "conv2d");
+  detail::same_device(g, b, "conv2d");
   PRSR_CHECK(w->shape.c == x->shape.c, "conv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
   PRSR_CHECK(!b || b->numel() == size_t(w->shape.n), "conv2d: bias size does not match the output channels");
   ConvGeom cg{x->shape.n, x->shape.c, x->shape.h, x->shape.w, w->shape.n, w->shape.h, w->shape.w,
-              pad_t, pad_b, pad_l, pad_r, colors, strict};
+              pad_t,      pad_b,      pad_l,      pad_r,      colors,     strict};
   PRSR_CHECK(cg.ho() > 0 && cg.wo() > 0, "conv2d: empty output for input " + x->shape.str());
   PRSR_CHECK(colors == 0 || (colors <= 3 && cg.kh == 1 && cg.kw == 1),
              "conv2d: colour blocks need a 1x1 kernel and at most 3 colours");
@@ -87,9 +93,11 @@ Tensor<T>* conv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*
 template <class T>
 Tensor<T>* deconv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T>*> b, int stride, int pad,
                     int out_pad) {
-  detail::same_device(g, x, "deconv2d"); detail::same_device(g, w, "deconv2d"); detail::same_device(g, b, "deconv2d");
+  detail::same_device(g, x, "deconv2d");
+  detail::same_device(g, w, "deconv2d");
+  detail::same_device(g, b, "deconv2d");
   PRSR_CHECK(w->shape.c == x->shape.c && w->shape.h == w->shape.w,
-        "deconv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
+             "deconv2d: weight " + w->shape.str() + " does not match input " + x->shape.str());
   PRSR_CHECK(!b || b->numel() == size_t(w->shape.n), "deconv2d: bias size does not match the output channels");
   DeconvGeom dg{x->shape.n, x->shape.c, x->shape.h, x->shape.w, w->shape.n, w->shape.h, stride, pad, out_pad};
   Tensor<T>* y = g.tensor({dg.n, dg.co, dg.ho(), dg.wo()}, detail::any_grad<T>({x, w, b}), "deconv");
@@ -103,7 +111,8 @@ Tensor<T>* deconv2d(Graph<T>& g, Tensor<T>* x, Tensor<T>* w, detail::nd<Tensor<T
 
 template <class T>
 Tensor<T>* add(Graph<T>& g, Tensor<T>* a, Tensor<T>* b) {
-  detail::same_device(g, a, "add"); detail::same_device(g, b, "add");
+  detail::same_device(g, a, "add");
+  detail::same_device(g, b, "add");
   PRSR_CHECK(a->shape == b->shape, "add: shapes " + a->shape.str() + " and " + b->shape.str() + " differ");
   Tensor<T>* y = g.tensor(a->shape, detail::any_grad<T>({a, b}), "add");
   OpTimer timer(g.profile, Op::Add, true);
@@ -115,7 +124,8 @@ Tensor<T>* add(Graph<T>& g, Tensor<T>* a, Tensor<T>* b) {
 // y = a * m with m a constant of the same shape (a colour mask): no gradient flows into m.
 template <class T>
 Tensor<T>* mul(Graph<T>& g, Tensor<T>* a, Tensor<T>* m) {
-  detail::same_device(g, a, "mul"); detail::same_device(g, m, "mul");
+  detail::same_device(g, a, "mul");
+  detail::same_device(g, m, "mul");
   PRSR_CHECK(a->shape == m->shape, "mul: shapes " + a->shape.str() + " and " + m->shape.str() + " differ");
   Tensor<T>* y = g.tensor(a->shape, a->requires_grad, "mul");
   OpTimer timer(g.profile, Op::Mul, true);
@@ -124,15 +134,15 @@ Tensor<T>* mul(Graph<T>& g, Tensor<T>* a, Tensor<T>* m) {
   return y;
 }
 
-#define PRSR_UNARY_OP(name, op_enum, kernel)                                   \
-  template <class T>                                                           \
-  Tensor<T>* name(Graph<T>& g, Tensor<T>* x) {                                 \
-    detail::same_device(g, x, #name);                                          \
-    Tensor<T>* y = g.tensor(x->shape, x->requires_grad, #name);                \
-    OpTimer timer(g.profile, op_enum, true);                                   \
-    PRSR_CALL(g.device(), kernel, y->data, x->data, x->numel());               \
-    g.record(Node<T>{op_enum, y, {x}});                                        \
-    return y;                                                                  \
+#define PRSR_UNARY_OP(name, op_enum, kernel)                     \
+  template <class T>                                             \
+  Tensor<T>* name(Graph<T>& g, Tensor<T>* x) {                   \
+    detail::same_device(g, x, #name);                            \
+    Tensor<T>* y = g.tensor(x->shape, x->requires_grad, #name);  \
+    OpTimer timer(g.profile, op_enum, true);                     \
+    PRSR_CALL(g.device(), kernel, y->data, x->data, x->numel()); \
+    g.record(Node<T>{op_enum, y, {x}});                          \
+    return y;                                                    \
   }
 PRSR_UNARY_OP(relu, Op::Relu, relu_forward)
 PRSR_UNARY_OP(tanh_op, Op::Tanh, tanh_forward)
@@ -168,9 +178,8 @@ Tensor<T>* down_shift(Graph<T>& g, Tensor<T>* x) {
 // Batch norm per channel. training: batch statistics, running statistics updated in place;
 // evaluation: running statistics. gamma, beta, running_* have c elements.
 template <class T>
-Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* beta,
-                      Tensor<T>* running_mean, Tensor<T>* running_var, bool training,
-                      T momentum = T(0.1), T eps = T(1e-5)) {
+Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* beta, Tensor<T>* running_mean,
+                      Tensor<T>* running_var, bool training, T momentum = T(0.1), T eps = T(1e-5)) {
   for (auto* t : {x, gamma, beta, running_mean, running_var}) detail::same_device(g, t, "batch_norm");
   const Shape& s = x->shape;
   for (auto* t : {gamma, beta, running_mean, running_var})
@@ -180,13 +189,11 @@ Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* be
   Tensor<T>* invstd = g.tensor({1, s.c, 1, 1}, false, "bn_invstd");
   OpTimer timer(g.profile, Op::BatchNorm, true);
   if (training)
-    PRSR_CALL(g.device(), batchnorm_forward_train, y->data, mean->data, invstd->data,
-              running_mean->data, running_var->data, x->data, gamma->data, beta->data, s.n, s.c,
-              s.hw(), momentum, eps);
+    PRSR_CALL(g.device(), batchnorm_forward_train, y->data, mean->data, invstd->data, running_mean->data,
+              running_var->data, x->data, gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
   else
-    PRSR_CALL(g.device(), batchnorm_forward_eval, y->data, mean->data, invstd->data,
-              running_mean->data, running_var->data, x->data, gamma->data, beta->data, s.n, s.c,
-              s.hw(), eps);
+    PRSR_CALL(g.device(), batchnorm_forward_eval, y->data, mean->data, invstd->data, running_mean->data,
+              running_var->data, x->data, gamma->data, beta->data, s.n, s.c, s.hw(), eps);
   Node<T> nd{Op::BatchNorm, y, {x, gamma, beta}, {mean, invstd}};
   nd.flag = training;
   g.record(nd);
@@ -197,17 +204,17 @@ Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* be
 // a, b: [n, colors*256, h, w]; target [n, colors, h, w]. Returns a 1-element tensor (nats).
 template <class T>
 Tensor<T>* softmax_ce(Graph<T>& g, Tensor<T>* a, detail::nd<Tensor<T>*> b, const ByteTensor& target) {
-  detail::same_device(g, a, "softmax_ce"); detail::same_device(g, b, "softmax_ce");
+  detail::same_device(g, a, "softmax_ce");
+  detail::same_device(g, b, "softmax_ce");
   PRSR_CHECK(target.dev == g.device(), "softmax_ce: targets live on another device");
   const Shape& s = a->shape;
   PRSR_CHECK(!b || b->shape == s, "softmax_ce: logits shapes differ");
-  PRSR_CHECK(target.shape.n == s.n && target.shape.h == s.h && target.shape.w == s.w &&
-            target.shape.c * kLevels == s.c,
-        "softmax_ce: logits " + s.str() + " do not match targets " + target.shape.str());
+  PRSR_CHECK(target.shape.n == s.n && target.shape.h == s.h && target.shape.w == s.w && target.shape.c * kLevels == s.c,
+             "softmax_ce: logits " + s.str() + " do not match targets " + target.shape.str());
   Tensor<T>* y = g.tensor({1, 1, 1, 1}, detail::any_grad<T>({a, b}), "softmax_ce");
   OpTimer timer(g.profile, Op::SoftmaxCE, true);
-  PRSR_CALL(g.device(), softmax_ce_forward, y->data, a->data, b ? b->data : nullptr, target.data,
-            s.n, target.shape.c, s.hw());
+  PRSR_CALL(g.device(), softmax_ce_forward, y->data, a->data, b ? b->data : nullptr, target.data, s.n, target.shape.c,
+            s.hw());
   Node<T> nd{Op::SoftmaxCE, y, {a, b}};
   nd.target = target;
   g.record(nd);
@@ -217,7 +224,8 @@ Tensor<T>* softmax_ce(Graph<T>& g, Tensor<T>* a, detail::nd<Tensor<T>*> b, const
 // mean((a - t)^2); t is a constant (no gradient).
 template <class T>
 Tensor<T>* mse(Graph<T>& g, Tensor<T>* a, Tensor<T>* t) {
-  detail::same_device(g, a, "mse"); detail::same_device(g, t, "mse");
+  detail::same_device(g, a, "mse");
+  detail::same_device(g, t, "mse");
   PRSR_CHECK(a->shape == t->shape, "mse: shapes " + a->shape.str() + " and " + t->shape.str() + " differ");
   Tensor<T>* y = g.tensor({1, 1, 1, 1}, a->requires_grad, "mse");
   OpTimer timer(g.profile, Op::Mse, true);

@@ -19,8 +19,8 @@ namespace prsr {
 struct OptimConfig {
   std::string kind = "rmsprop";  // rmsprop | adam
   float lr = 4e-4f;
-  float decay = 0.95f;      // rmsprop
-  float momentum = 0.9f;    // rmsprop
+  float decay = 0.95f;    // rmsprop
+  float momentum = 0.9f;  // rmsprop
   float eps = 1e-8f;
   float beta1 = 0.9f, beta2 = 0.999f;  // adam
   long halve_every = 500000;
@@ -39,7 +39,10 @@ class Optimizer {
     PRSR_CALL(dev, fill, s1_, T(cfg.kind == "rmsprop" ? 1 : 0), n_);
     PRSR_CALL(dev, fill, s2_, T(0), n_);
   }
-  ~Optimizer() { device_free(params_.device(), s1_); device_free(params_.device(), s2_); }
+  ~Optimizer() {
+    device_free(params_.device(), s1_);
+    device_free(params_.device(), s2_);
+  }
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
@@ -52,11 +55,11 @@ class Optimizer {
     const Device dev = params_.device();
     const T lr = T(lr_at(step));
     if (cfg_.kind == "rmsprop")
-      PRSR_CALL(dev, rmsprop_step, params_.data(), s1_, s2_, params_.grad(), n_, lr, T(cfg_.decay),
-                T(cfg_.momentum), T(cfg_.eps));
+      PRSR_CALL(dev, rmsprop_step, params_.data(), s1_, s2_, params_.grad(), n_, lr, T(cfg_.decay), T(cfg_.momentum),
+                T(cfg_.eps));
     else
-      PRSR_CALL(dev, adam_step, params_.data(), s1_, s2_, params_.grad(), n_, lr, T(cfg_.beta1),
-                T(cfg_.beta2), T(cfg_.eps), step + 1);
+      PRSR_CALL(dev, adam_step, params_.data(), s1_, s2_, params_.grad(), n_, lr, T(cfg_.beta1), T(cfg_.beta2),
+                T(cfg_.eps), step + 1);
   }
 
   const OptimConfig& config() const { return cfg_; }

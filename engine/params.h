@@ -17,7 +17,10 @@ template <class T>
 class ParamSet {
  public:
   explicit ParamSet(Device dev) : dev_(dev) {}
-  ~ParamSet() { device_free(dev_, data_); device_free(dev_, grad_); }
+  ~ParamSet() {
+    device_free(dev_, data_);
+    device_free(dev_, grad_);
+  }
   ParamSet(const ParamSet&) = delete;
   ParamSet& operator=(const ParamSet&) = delete;
 

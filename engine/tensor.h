@@ -17,8 +17,8 @@ struct Shape {
   bool operator==(const Shape& o) const { return n == o.n && c == o.c && h == o.h && w == o.w; }
   bool operator!=(const Shape& o) const { return !(*this == o); }
   std::string str() const {
-    return "[" + std::to_string(n) + ", " + std::to_string(c) + ", " + std::to_string(h) + ", " +
-           std::to_string(w) + "]";
+    return "[" + std::to_string(n) + ", " + std::to_string(c) + ", " + std::to_string(h) + ", " + std::to_string(w) +
+           "]";
   }
 };
 

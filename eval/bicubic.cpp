@@ -10,12 +10,10 @@ namespace prsr::eval {
 
 namespace {
 
-void check_args(const char* fn, const uint8_t* x, int w, int h, int C, int scale,
-                const uint8_t* out) {
+void check_args(const char* fn, const uint8_t* x, int w, int h, int C, int scale, const uint8_t* out) {
   const std::string f(fn);
   check(x != nullptr && out != nullptr, f + ": null image pointer");
-  check(w > 0 && h > 0, f + ": image size must be positive, got " + std::to_string(w) + "x" +
-                            std::to_string(h));
+  check(w > 0 && h > 0, f + ": image size must be positive, got " + std::to_string(w) + "x" + std::to_string(h));
   check(C == 1 || C == 3, f + ": channels must be 1 or 3, got " + std::to_string(C));
   check(scale >= 1, f + ": scale must be >= 1, got " + std::to_string(scale));
 }
@@ -66,16 +64,14 @@ void bicubic_upsample(const uint8_t* x, int w, int h, int C, int scale, uint8_t*
     for (int ox = 0; ox < ow; ++ox)
       for (int c = 0; c < C; ++c) {
         double v = 0.0;
-        for (int k = 0; k < 4; ++k)
-          v += tx[ox].wt[k] * x[(static_cast<size_t>(y) * w + tx[ox].idx[k]) * C + c];
+        for (int k = 0; k < 4; ++k) v += tx[ox].wt[k] * x[(static_cast<size_t>(y) * w + tx[ox].idx[k]) * C + c];
         mid[(static_cast<size_t>(y) * ow + ox) * C + c] = v;
       }
   for (int oy = 0; oy < oh; ++oy)
     for (int ox = 0; ox < ow; ++ox)
       for (int c = 0; c < C; ++c) {
         double v = 0.0;
-        for (int k = 0; k < 4; ++k)
-          v += ty[oy].wt[k] * mid[(static_cast<size_t>(ty[oy].idx[k]) * ow + ox) * C + c];
+        for (int k = 0; k < 4; ++k) v += ty[oy].wt[k] * mid[(static_cast<size_t>(ty[oy].idx[k]) * ow + ox) * C + c];
         double r = std::floor(v + 0.5);  // round half up
         r = r < 0.0 ? 0.0 : (r > 255.0 ? 255.0 : r);
         out[(static_cast<size_t>(oy) * ow + ox) * C + c] = static_cast<uint8_t>(r);

@@ -14,13 +14,12 @@ namespace {
 void check_image(const char* fn, const void* p, int w, int h, int C) {
   const std::string f(fn);
   check(p != nullptr, f + ": null image pointer");
-  check(w > 0 && h > 0, f + ": image size must be positive, got " + std::to_string(w) + "x" +
-                            std::to_string(h));
+  check(w > 0 && h > 0, f + ": image size must be positive, got " + std::to_string(w) + "x" + std::to_string(h));
   check(C == 1 || C == 3, f + ": channels must be 1 or 3, got " + std::to_string(C));
 }
 
-constexpr int kWin = 11;          // SSIM window side
-constexpr double kSigma = 1.5;    // SSIM Gaussian sigma
+constexpr int kWin = 11;        // SSIM window side
+constexpr double kSigma = 1.5;  // SSIM Gaussian sigma
 constexpr double kL = 255.0;
 constexpr double kC1 = (0.01 * kL) * (0.01 * kL);
 constexpr double kC2 = (0.03 * kL) * (0.03 * kL);
@@ -48,8 +47,8 @@ double psnr_capped(const uint8_t* a, const uint8_t* b, int w, int h, int C) {
 double ssim(const uint8_t* a, const uint8_t* b, int w, int h, int C) {
   check_image("ssim", a, w, h, C);
   check_image("ssim", b, w, h, C);
-  check(w >= kWin && h >= kWin, "ssim: image must be at least 11x11, got " + std::to_string(w) +
-                                    "x" + std::to_string(h));
+  check(w >= kWin && h >= kWin,
+        "ssim: image must be at least 11x11, got " + std::to_string(w) + "x" + std::to_string(h));
   // Separable normalised Gaussian: g1 sums to 1, so the 2-D product g1[i]*g1[j] sums to 1.
   double g1[kWin];
   double gsum = 0.0;
@@ -108,8 +107,7 @@ double consistency(const uint8_t* x, int xw, int xh, const uint8_t* y, int C) {
       for (int c = 0; c < C; ++c) {
         int sum = 0;  // exact: at most 16*255
         for (int j = 0; j < 4; ++j)
-          for (int i = 0; i < 4; ++i)
-            sum += y[(static_cast<long>(4 * by + j) * yw + (4 * bx + i)) * C + c];
+          for (int i = 0; i < 4; ++i) sum += y[(static_cast<long>(4 * by + j) * yw + (4 * bx + i)) * C + c];
         const double mean = static_cast<double>(sum) / (16.0 * 255.0);
         const double xv = x[(static_cast<long>(by) * xw + bx) * C + c] / 255.0;
         const double d = xv - mean;

@@ -25,8 +25,7 @@ void make_batch(const uint8_t* const* images, int n, int C, int S, T* x, T* y, u
         target[o] = v;
         y[o] = T(v) / T(127.5) - T(1);
       }
-      for (int p = 0; p < L * L; ++p)
-        x[(size_t(b) * C + c) * L * L + p] = T(low[size_t(p) * C + c]) / T(127.5) - T(1);
+      for (int p = 0; p < L * L; ++p) x[(size_t(b) * C + c) * L * L + p] = T(low[size_t(p) * C + c]) / T(127.5) - T(1);
     }
   }
 }

@@ -36,7 +36,8 @@ uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = kFnvOffsetBasis) {
 
 struct Writer {
   std::vector<uint8_t> buf;
-  template <class X> void put(const X& v) {
+  template <class X>
+  void put(const X& v) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(&v);
     buf.insert(buf.end(), p, p + sizeof(X));
   }
@@ -50,7 +51,8 @@ struct Reader {
   const std::vector<uint8_t>& buf;
   size_t pos;
   const std::string& path;
-  template <class X> X get() {
+  template <class X>
+  X get() {
     need(sizeof(X));
     X v;
     std::memcpy(&v, buf.data() + pos, sizeof(X));
@@ -90,14 +92,18 @@ CheckpointInfo parse_header(const std::string& text, const std::string& path) {
     const auto sp = line.find(' ');
     const std::string key = line.substr(0, sp), val = sp == std::string::npos ? "" : line.substr(sp + 1);
     try {
-      if (key == "model") { info.model = ModelConfig::from_string(val); got_model = true; }
-      else if (key == "optimizer") { info.optim = optim_from_string(val); got_optim = true; }
-      else if (key == "step") { info.step = std::stol(val); got_step = true; }
-      else if (key.rfind("meta.", 0) == 0) info.meta[key.substr(5)] = val;
+      if (key == "model") {
+        info.model = ModelConfig::from_string(val);
+        got_model = true;
+      } else if (key == "optimizer") {
+        info.optim = optim_from_string(val);
+        got_optim = true;
+      } else if (key == "step") {
+        info.step = std::stol(val);
+        got_step = true;
+      } else if (key.rfind("meta.", 0) == 0) info.meta[key.substr(5)] = val;
       else if (!key.empty()) throw Error("unknown header entry '" + key + "'");
-    } catch (const std::exception& e) {
-      throw Error(path + ": corrupt checkpoint header: " + e.what());
-    }
+    } catch (const std::exception& e) { throw Error(path + ": corrupt checkpoint header: " + e.what()); }
   }
   check(got_model && got_optim && got_step, path + ": corrupt checkpoint header (missing model/optimizer/step)");
   return info;
@@ -118,11 +124,14 @@ CheckpointInfo verify(const std::vector<uint8_t>& buf, const std::string& path, 
   Reader r{buf, 8, path};
   const uint32_t version = r.get<uint32_t>();
   if (version < kOldestVersion || version > kVersion)
-    throw Error(path + ": checkpoint format version " + std::to_string(version) + " is not supported (this build reads versions " + std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) + ")");
+    throw Error(path + ": checkpoint format version " + std::to_string(version) +
+                " is not supported (this build reads versions " + std::to_string(kOldestVersion) + " to " +
+                std::to_string(kVersion) + ")");
   r.get<uint32_t>();
   const uint64_t total = r.get<uint64_t>();
   if (buf.size() < total)
-    throw Error(path + ": truncated checkpoint (" + std::to_string(buf.size()) + " of " + std::to_string(total) + " bytes)");
+    throw Error(path + ": truncated checkpoint (" + std::to_string(buf.size()) + " of " + std::to_string(total) +
+                " bytes)");
   if (buf.size() > total)
     throw Error(path + ": corrupt checkpoint (" + std::to_string(buf.size() - total) + " unexpected bytes at the end)");
   uint64_t stored;
@@ -168,8 +177,8 @@ void write_atomically(const std::string& path, const std::vector<uint8_t>& data)
 std::string optim_to_string(const OptimConfig& c) {
   std::ostringstream o;
   o.precision(9);
-  o << "kind=" << c.kind << " lr=" << c.lr << " decay=" << c.decay << " momentum=" << c.momentum
-    << " eps=" << c.eps << " beta1=" << c.beta1 << " beta2=" << c.beta2 << " halve_every=" << c.halve_every;
+  o << "kind=" << c.kind << " lr=" << c.lr << " decay=" << c.decay << " momentum=" << c.momentum << " eps=" << c.eps
+    << " beta1=" << c.beta1 << " beta2=" << c.beta2 << " halve_every=" << c.halve_every;
   return o.str();
 }
 
@@ -259,21 +268,26 @@ CheckpointInfo load_checkpoint(const std::string& path, Model<float>& model, Opt
   std::vector<float> values = model.params.download();
   const auto& entries = model.params.entries();
   const uint32_t n = r.get<uint32_t>();
-  check(n == entries.size(), path + ": the checkpoint has " + std::to_string(n) + " tensors, the model " + std::to_string(entries.size()));
+  check(n == entries.size(),
+        path + ": the checkpoint has " + std::to_string(n) + " tensors, the model " + std::to_string(entries.size()));
   for (uint32_t i = 0; i < n; ++i) {
     const uint16_t len = r.get<uint16_t>();
     const std::string name(reinterpret_cast<const char*>(r.take(len)), len);
     const auto& e = entries[i];
     check(name == e.name, path + ": tensor " + std::to_string(i) + " is '" + name + "', expected '" + e.name + "'");
     Shape s;
-    s.n = r.get<int32_t>(); s.c = r.get<int32_t>(); s.h = r.get<int32_t>(); s.w = r.get<int32_t>();
+    s.n = r.get<int32_t>();
+    s.c = r.get<int32_t>();
+    s.h = r.get<int32_t>();
+    s.w = r.get<int32_t>();
     const uint64_t count = r.get<uint64_t>();
     check(s == e.tensor->shape && count == e.tensor->numel(),
           path + ": tensor '" + name + "' has shape " + s.str() + ", the model expects " + e.tensor->shape.str());
     std::memcpy(values.data() + e.offset, r.take(count * sizeof(float)), count * sizeof(float));
   }
   const uint32_t nstate = r.get<uint32_t>();
-  check(nstate == 0 || nstate == 2, path + ": corrupt checkpoint (optimizer state count " + std::to_string(nstate) + ")");
+  check(nstate == 0 || nstate == 2,
+        path + ": corrupt checkpoint (optimizer state count " + std::to_string(nstate) + ")");
   info.has_optimizer_state = nstate == 2;
   std::vector<float> states[2];
   if (opt) {

@@ -9,10 +9,9 @@ namespace prsr {
 
 std::string ModelConfig::to_string() const {
   std::ostringstream o;
-  o << "colors=" << colors << " size=" << size << " cond_channels=" << cond_channels
-    << " cond_blocks=" << cond_blocks << " batch_norm=" << (batch_norm ? 1 : 0)
-    << " prior_channels=" << prior_channels << " prior_layers=" << prior_layers
-    << " kernel=" << kernel << " first_kernel=" << first_kernel << " head=" << head
+  o << "colors=" << colors << " size=" << size << " cond_channels=" << cond_channels << " cond_blocks=" << cond_blocks
+    << " batch_norm=" << (batch_norm ? 1 : 0) << " prior_channels=" << prior_channels
+    << " prior_layers=" << prior_layers << " kernel=" << kernel << " first_kernel=" << first_kernel << " head=" << head
     << " loss=" << loss;
   return o.str();
 }
@@ -34,9 +33,7 @@ ModelConfig ModelConfig::from_string(const std::string& s) {
       size_t used = 0;
       dst = std::stoi(it->second, &used);
       check(used == it->second.size(), "");
-    } catch (...) {
-      throw Error(std::string("model config: '") + key + "' is not an integer: " + it->second);
-    }
+    } catch (...) { throw Error(std::string("model config: '") + key + "' is not an integer: " + it->second); }
     kv.erase(it);
   };
   int bn = 1;

@@ -29,13 +29,13 @@ struct HostValues {
 // sampler (model/sampler.cpp) both read them from here.
 template <class T>
 struct ConvLayer {
-  std::string name;            // "prior.layer0.v": its tensors are name + ".w", ".b", ".mask"
-  Tensor<T>* w = nullptr;      // [co, ci, kh, kw]
-  Tensor<T>* b = nullptr;      // [co] or null
-  Tensor<T>* mask = nullptr;   // same shape as w, or null (unmasked)
-  MaskSpec mask_spec;          // how `mask` is derived from the config (kind None: unmasked)
+  std::string name;           // "prior.layer0.v": its tensors are name + ".w", ".b", ".mask"
+  Tensor<T>* w = nullptr;     // [co, ci, kh, kw]
+  Tensor<T>* b = nullptr;     // [co] or null
+  Tensor<T>* mask = nullptr;  // same shape as w, or null (unmasked)
+  MaskSpec mask_spec;         // how `mask` is derived from the config (kind None: unmasked)
   int pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;
-  bool transposed = false;     // 3x3 stride-2 transposed conv (pad 1, output padding 1)
+  bool transposed = false;  // 3x3 stride-2 transposed conv (pad 1, output padding 1)
 
   int co() const { return w->shape.n; }
   int ci() const { return w->shape.c; }
@@ -148,20 +148,17 @@ class Model {
   void build();
   // A colour mask (mk != None) sits on the tap that sees the current pixel, (pt, pl); the
   // periods give the channel-to-colour grouping of the input and the output (docs/design.md 1.2).
-  ConvLayer<T> make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias,
-                         int pt, int pb, int pl, int pr, MaskKind mk = MaskKind::None,
-                         int period_in = 1, int period_out = 1);
+  ConvLayer<T> make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias, int pt, int pb, int pl,
+                         int pr, MaskKind mk = MaskKind::None, int period_in = 1, int period_out = 1);
   BatchNormLayer<T> make_bn(const std::string& name, int c);
   std::vector<ConvLayer<T>*> all_convs();
-
 };
 
 // ----------------------------------------------------------------------------- implementation
 
 template <class T>
-ConvLayer<T> Model<T>::make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias,
-                                 int pt, int pb, int pl, int pr, MaskKind mk, int period_in,
-                                 int period_out) {
+ConvLayer<T> Model<T>::make_conv(const std::string& name, int co, int ci, int kh, int kw, bool bias, int pt, int pb,
+                                 int pl, int pr, MaskKind mk, int period_in, int period_out) {
   ConvLayer<T> c;
   c.name = name;
   c.w = params.declare(name + ".w", {co, ci, kh, kw});
@@ -170,7 +167,10 @@ ConvLayer<T> Model<T>::make_conv(const std::string& name, int co, int ci, int kh
     c.mask = masks.declare(name + ".mask", {co, ci, kh, kw}, false);
     c.mask_spec = MaskSpec{mk, cfg_.colors, period_in, period_out, pt, pl};
   }
-  c.pad_t = pt; c.pad_b = pb; c.pad_l = pl; c.pad_r = pr;
+  c.pad_t = pt;
+  c.pad_b = pb;
+  c.pad_l = pl;
+  c.pad_r = pr;
   return c;
 }
 
@@ -225,8 +225,8 @@ void Model<T>::build() {
       G.res = make_conv(n + ".res", p, p, 1, 1, true, 0, 0, 0, 0, MaskKind::B, p, p);
     }
     head1 = make_conv("prior.head1", cfg_.head, p, 1, 1, true, 0, 0, 0, 0, MaskKind::B, p, cfg_.head);
-    head2 = make_conv("prior.head2", C * kLevels, cfg_.head, 1, 1, true, 0, 0, 0, 0, MaskKind::B,
-                      cfg_.head, C * kLevels);
+    head2 =
+        make_conv("prior.head2", C * kLevels, cfg_.head, 1, 1, true, 0, 0, 0, 0, MaskKind::B, cfg_.head, C * kLevels);
   }
   params.allocate();
   masks.allocate();
@@ -246,13 +246,21 @@ std::vector<ConvLayer<T>*> Model<T>::all_convs() {
   std::vector<ConvLayer<T>*> v{&stem};
   for (int s = 0; s < 3; ++s) {
     if (s > 0) v.push_back(&up[s - 1]);
-    for (auto& b : blocks[s]) { v.push_back(&b.conv1); v.push_back(&b.conv2); }
+    for (auto& b : blocks[s]) {
+      v.push_back(&b.conv1);
+      v.push_back(&b.conv2);
+    }
   }
   v.push_back(&cond_out);
   if (cfg_.has_prior()) {
     v.push_back(&first_v);
     v.push_back(&first_h);
-    for (auto& G : gated) { v.push_back(&G.v); v.push_back(&G.h); v.push_back(&G.link); v.push_back(&G.res); }
+    for (auto& G : gated) {
+      v.push_back(&G.v);
+      v.push_back(&G.h);
+      v.push_back(&G.link);
+      v.push_back(&G.res);
+    }
     v.push_back(&head1);
     v.push_back(&head2);
   }
@@ -291,8 +299,8 @@ void Model<T>::init(uint64_t seed) {
 template <class T>
 Tensor<T>* Model<T>::conditioning(Graph<T>& g, Tensor<T>* x, bool training) const {
   PRSR_CHECK(x->shape.c == cfg_.colors && x->shape.h == cfg_.low() && x->shape.w == cfg_.low(),
-        "model: low-res input " + x->shape.str() + " does not match the model (C=" +
-            std::to_string(cfg_.colors) + ", " + std::to_string(cfg_.low()) + "x" + std::to_string(cfg_.low()) + ")");
+             "model: low-res input " + x->shape.str() + " does not match the model (C=" + std::to_string(cfg_.colors) +
+                 ", " + std::to_string(cfg_.low()) + "x" + std::to_string(cfg_.low()) + ")");
   Tensor<T>* h = stem(g, x);
   for (int s = 0; s < 3; ++s) {
     if (s > 0) h = relu(g, up[s - 1](g, h));
@@ -313,11 +321,11 @@ template <class T>
 Tensor<T>* Model<T>::prior(Graph<T>& g, Tensor<T>* y) const {
   PRSR_CHECK(cfg_.has_prior(), "model: this model (loss l2) has no prior network");
   PRSR_CHECK(y->shape.c == cfg_.colors && y->shape.h == cfg_.size && y->shape.w == cfg_.size,
-        "model: high-res input " + y->shape.str() + " does not match the model");
+             "model: high-res input " + y->shape.str() + " does not match the model");
   Tensor<T>* v = first_v(g, y);
   Tensor<T>* h = first_h(g, y);
   for (const GatedLayer<T>& G : gated) {
-    Tensor<T>* v_pre = G.v(g, v);                                         // c -> 2c
+    Tensor<T>* v_pre = G.v(g, v);                                           // c -> 2c
     Tensor<T>* h_pre = add(g, G.h(g, h), G.link(g, down_shift(g, v_pre)));  // rows < i only
     v = gate(g, v_pre);
     h = add(g, h, G.res(g, gate(g, h_pre)));
@@ -326,8 +334,8 @@ Tensor<T>* Model<T>::prior(Graph<T>& g, Tensor<T>* y) const {
 }
 
 template <class T>
-typename Model<T>::Loss Model<T>::loss(Graph<T>& g, Tensor<T>* x, Tensor<T>* y,
-                                       const ByteTensor& target, bool training) const {
+typename Model<T>::Loss Model<T>::loss(Graph<T>& g, Tensor<T>* x, Tensor<T>* y, const ByteTensor& target,
+                                       bool training) const {
   Loss L;
   L.a = conditioning(g, x, training);
   if (!cfg_.has_prior()) {

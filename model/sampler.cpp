@@ -1,7 +1,6 @@
 // The naive and the cached sampler (model/sampler.h).
 #include "model/sampler.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -25,9 +24,9 @@ namespace {
 
 // "prior.layer0.h: 1x3 c4->8 pad t0 b0 l2 r0" for check_cacheable's messages.
 std::string describe(const ConvLayer<float>& c) {
-  return c.name + ": " + std::to_string(c.kh()) + "x" + std::to_string(c.kw()) + " " + std::to_string(c.ci()) +
-         "->" + std::to_string(c.co()) + " channels, pad t" + std::to_string(c.pad_t) + " b" + std::to_string(c.pad_b) +
-         " l" + std::to_string(c.pad_l) + " r" + std::to_string(c.pad_r) + (c.transposed ? ", transposed" : "");
+  return c.name + ": " + std::to_string(c.kh()) + "x" + std::to_string(c.kw()) + " " + std::to_string(c.ci()) + "->" +
+         std::to_string(c.co()) + " channels, pad t" + std::to_string(c.pad_t) + " b" + std::to_string(c.pad_b) + " l" +
+         std::to_string(c.pad_l) + " r" + std::to_string(c.pad_r) + (c.transposed ? ", transposed" : "");
 }
 
 void need(bool ok, const ConvLayer<float>& c, const std::string& what) {
@@ -50,8 +49,8 @@ void check_cacheable(const Model<float>& m) {
          "a horizontal layer must be 1 x k and end at the current pixel");
   };
   auto pointwise = [](const ConvLayer<float>& c) {
-    need(!c.transposed && c.kh() == 1 && c.kw() == 1 && c.pad_t == 0 && c.pad_b == 0 && c.pad_l == 0 && c.pad_r == 0,
-         c, "must be 1x1 without padding");
+    need(!c.transposed && c.kh() == 1 && c.kw() == 1 && c.pad_t == 0 && c.pad_b == 0 && c.pad_l == 0 && c.pad_r == 0, c,
+         "must be 1x1 without padding");
   };
   auto channels = [](const ConvLayer<float>& c, int ci, int co) {
     need(c.ci() == ci && c.co() == co, c, "expected " + std::to_string(ci) + "->" + std::to_string(co) + " channels");
@@ -66,7 +65,7 @@ void check_cacheable(const Model<float>& m) {
     horizontal(G.h);
     pointwise(G.link);
     pointwise(G.res);
-    channels(G.v, p, 2 * p);     // gate halves it back to p
+    channels(G.v, p, 2 * p);  // gate halves it back to p
     channels(G.h, p, 2 * p);
     channels(G.link, 2 * p, 2 * p);
     channels(G.res, p, p);
@@ -235,7 +234,8 @@ class CachedSampler {
       gemm_rows(out_.data(), gate_.data(), n, res_[l]);
       for (int b = 0; b < n; ++b)
         for (int ci = 0; ci < p; ++ci)
-          hrow_[l + 1][(size_t(b) * p + ci) * S + j] = hrow_[l][(size_t(b) * p + ci) * S + j] + out_[size_t(b) * p + ci];
+          hrow_[l + 1][(size_t(b) * p + ci) * S + j] =
+              hrow_[l][(size_t(b) * p + ci) * S + j] + out_[size_t(b) * p + ci];
     }
     // Head: relu -> head1 -> relu -> head2 (only colour c's 256 rows).
     const auto& hl = hrow_.back();
@@ -250,11 +250,13 @@ class CachedSampler {
   void finish_row(int i) {
     const int S = S_, p = first_h_.co(), n = n_;
     // v_0 = first_v(y) at row i: rows i - pad_t + ky.
-    gather_full_row(first_v_, i, [&](int b, int ci, int r) { return yn_.data() + ((size_t(b) * C_ + ci) * S + r) * S; });
+    gather_full_row(first_v_, i,
+                    [&](int b, int ci, int r) { return yn_.data() + ((size_t(b) * C_ + ci) * S + r) * S; });
     gemm_rows(out_.data(), patch_.data(), n * S, first_v_);
     if (!v_.empty()) scatter_row(vbuf_[0], p, i, out_.data());
     for (size_t l = 0; l < v_.size(); ++l) {
-      gather_full_row(v_[l], i, [&](int b, int ci, int r) { return vbuf_[l].data() + ((size_t(b) * p + ci) * S + r) * S; });
+      gather_full_row(v_[l], i,
+                      [&](int b, int ci, int r) { return vbuf_[l].data() + ((size_t(b) * p + ci) * S + r) * S; });
       gemm_rows(out_.data(), patch_.data(), n * S, v_[l]);  // v_pre: [n*S][2p]
       const int q2 = v_[l].co();
       for (int b = 0; b < n; ++b)
@@ -349,8 +351,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
     for (int b = 0; b < n; ++b) {
       float* l = logits.data() + size_t(b) * kLevels;
       for (int k = 0; k < kLevels; ++k) l[k] += A[((size_t(b) * C + c) * kLevels + k) * HW + p];
-      if (opt.logits_out)
-        std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
+      if (opt.logits_out) std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
       const int v = draw(l, opt.mode, opt.temperature, rng);
       out[(size_t(b) * HW + p) * C + c] = uint8_t(v);
       yn[(size_t(b) * C + c) * HW + p] = float(v) / 127.5f - 1.f;

@@ -67,7 +67,9 @@ class Trainer {
   }
 
   // Wall time of the phases of the last step() (benchmarks).
-  struct StepTimes { double setup = 0, forward = 0, backward = 0, optimizer = 0; };
+  struct StepTimes {
+    double setup = 0, forward = 0, backward = 0, optimizer = 0;
+  };
   const StepTimes& last_times() const { return times_; }
 
   // Loss on n <= batch images with evaluation-mode batch norm and no gradients.

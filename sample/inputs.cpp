@@ -20,14 +20,16 @@ namespace {
 
 data::Image to_colors(const data::Image& im, int C, ColourNotes& notes) {
   if (im.c == C) return im;
-  if (C == 1) { ++notes.to_grey; return data::to_gray(im); }
+  if (C == 1) {
+    ++notes.to_grey;
+    return data::to_gray(im);
+  }
   ++notes.to_rgb;
   return data::to_rgb(im);
 }
 
 // docs/design.md 2: y = area resize of the centre square to size x size; x = 4x4 box average of y.
-Input input_from_image(const data::Image& decoded, const std::string& name, int C, int size,
-                       ColourNotes& notes) {
+Input input_from_image(const data::Image& decoded, const std::string& name, int C, int size, ColourNotes& notes) {
   const int low = size / 4;
   data::Image im = to_colors(decoded, C, notes);
   Input in;
@@ -67,13 +69,11 @@ std::vector<Input> inputs_from_path(const std::string& path, int C, int size, Co
     const std::string stem = without_ext(rel), name = stems[stem] > 1 ? rel : stem;
     try {
       out.push_back(input_from_image(data::read_image((fs::path(path) / rel).string()), name, C, size, notes));
-    } catch (const Error& e) {
-      errors.push_back(e.what());
-    }
+    } catch (const Error& e) { errors.push_back(e.what()); }
   }
   if (out.empty())  // one line: the count and the first reason
-    throw Error(path + ": none of the " + std::to_string(files.size()) + " image files could be read (" +
-                errors[0] + (errors.size() > 1 ? ", ..." : "") + ")");
+    throw Error(path + ": none of the " + std::to_string(files.size()) + " image files could be read (" + errors[0] +
+                (errors.size() > 1 ? ", ..." : "") + ")");
   for (const std::string& e : errors) std::fprintf(stderr, "warning: skipping %s\n", e.c_str());
   if (!errors.empty())
     std::fprintf(stderr, "%s: skipped %zu unreadable file%s, kept %zu\n", path.c_str(), errors.size(),
@@ -93,8 +93,8 @@ std::vector<Input> inputs_from_data(const Args& a, int C, int size, ColourNotes&
                 " but the model makes " + std::to_string(size) + "x" + std::to_string(size));
   const int n = a.count == 0 ? d.n : std::min(a.count, d.n);
   if (a.count_given && a.count > d.n)
-    std::fprintf(stderr, "note: the %s split of %s has %d images; using all of them\n", a.split.c_str(),
-                 a.data.c_str(), d.n);
+    std::fprintf(stderr, "note: the %s split of %s has %d images; using all of them\n", a.split.c_str(), a.data.c_str(),
+                 d.n);
   label = d.name + " " + a.split + ", " + std::to_string(n) + " of " + std::to_string(d.n) + " images";
   std::vector<Input> out;
   out.reserve(n);

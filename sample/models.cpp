@@ -35,11 +35,12 @@ Models load_models(const Args& a) {
   m.baseline = load_model(a.baseline_ckpt, m.dev);
   const ModelConfig& b = m.baseline.info.model;
   if (b.has_prior())
-    throw Error(a.baseline_ckpt + ": --baseline-ckpt wants a ResNet-L2 model (trained with --loss l2), this one has loss " + b.loss);
+    throw Error(a.baseline_ckpt +
+                ": --baseline-ckpt wants a ResNet-L2 model (trained with --loss l2), this one has loss " + b.loss);
   if (b.colors != C || b.size != size)
-    throw Error(a.baseline_ckpt + ": baseline is C=" + std::to_string(b.colors) + " " + std::to_string(b.size) +
-                "x" + std::to_string(b.size) + ", the model C=" + std::to_string(C) + " " + std::to_string(size) +
-                "x" + std::to_string(size));
+    throw Error(a.baseline_ckpt + ": baseline is C=" + std::to_string(b.colors) + " " + std::to_string(b.size) + "x" +
+                std::to_string(b.size) + ", the model C=" + std::to_string(C) + " " + std::to_string(size) + "x" +
+                std::to_string(size));
   std::printf("baseline: %s (step %ld, ResNet-L2)\n", a.baseline_ckpt.c_str(), m.baseline.info.step);
   return m;
 }

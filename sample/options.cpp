@@ -54,8 +54,7 @@ long parse_int(const std::string& flag, const std::string& v, long lo, long hi) 
   char* end = nullptr;
   errno = 0;
   const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE)
-    throw Error(flag + ": expected an integer, got '" + v + "'");
+  if (v.empty() || *end != '\0' || errno == ERANGE) throw Error(flag + ": expected an integer, got '" + v + "'");
   if (x < lo || x > hi)
     throw Error(flag + ": " + v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return x;
@@ -84,15 +83,26 @@ Args parse_args(int argc, char** argv) {
   std::set<std::string> seen;
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
-    if (f == "--help" || f == "-h") { a.help = true; continue; }
+    if (f == "--help" || f == "-h") {
+      a.help = true;
+      continue;
+    }
     if (f.rfind("--", 0) != 0) throw Error("unexpected argument '" + f + "' (see --help)");
     // Flags without a value.
-    if (f == "--naive") { a.naive = true; continue; }
-    if (f == "--eval") { a.eval = true; continue; }
-    static const std::set<std::string> valued = {
-        "--ckpt", "--input", "--data", "--data-dir", "--cache-dir", "--split", "--count",
-        "--temperature", "--samples-per-input", "--mode", "--out", "--out-dir", "--device",
-        "--seed", "--batch", "--tile", "--baseline-ckpt"};
+    if (f == "--naive") {
+      a.naive = true;
+      continue;
+    }
+    if (f == "--eval") {
+      a.eval = true;
+      continue;
+    }
+    static const std::set<std::string> valued = {"--ckpt",     "--input",        "--data",
+                                                 "--data-dir", "--cache-dir",    "--split",
+                                                 "--count",    "--temperature",  "--samples-per-input",
+                                                 "--mode",     "--out",          "--out-dir",
+                                                 "--device",   "--seed",         "--batch",
+                                                 "--tile",     "--baseline-ckpt"};
     if (!valued.count(f)) throw Error("unknown flag '" + f + "' (see --help)");
     if (i + 1 >= argc) throw Error(f + ": missing value");
     const std::string v = argv[++i];
@@ -102,26 +112,32 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--data") a.data = v;
     else if (f == "--data-dir") a.data_dir = v;
     else if (f == "--cache-dir") a.cache_dir = v;
-    else if (f == "--split") { data::parse_split(v); a.split = v; }
-    else if (f == "--count") { a.count = int(parse_int(f, v, 0, 100000000)); a.count_given = true; }
-    else if (f == "--temperature") { a.temperatures = parse_temperatures(v); a.temperature_text = v; }
-    else if (f == "--samples-per-input") a.samples = int(parse_int(f, v, 1, 10000));
-    else if (f == "--mode") { parse_decode_mode(v); a.mode = v; }
-    else if (f == "--out") a.out = v;
+    else if (f == "--split") {
+      data::parse_split(v);
+      a.split = v;
+    } else if (f == "--count") {
+      a.count = int(parse_int(f, v, 0, 100000000));
+      a.count_given = true;
+    } else if (f == "--temperature") {
+      a.temperatures = parse_temperatures(v);
+      a.temperature_text = v;
+    } else if (f == "--samples-per-input") a.samples = int(parse_int(f, v, 1, 10000));
+    else if (f == "--mode") {
+      parse_decode_mode(v);
+      a.mode = v;
+    } else if (f == "--out") a.out = v;
     else if (f == "--out-dir") a.out_dir = v;
     else if (f == "--device") {
       if (v != "cpu" && v != "cuda") throw Error("--device: expected cpu or cuda, got '" + v + "'");
       a.device = v;
-    }
-    else if (f == "--seed") {
+    } else if (f == "--seed") {
       char* end = nullptr;
       errno = 0;
       const unsigned long long s = std::strtoull(v.c_str(), &end, 10);
       if (v.empty() || v[0] == '-' || *end != '\0' || errno == ERANGE)
         throw Error("--seed: expected a non-negative integer, got '" + v + "'");
       a.seed = s;
-    }
-    else if (f == "--batch") a.batch = int(parse_int(f, v, 1, 65536));
+    } else if (f == "--batch") a.batch = int(parse_int(f, v, 1, 65536));
     else if (f == "--tile") a.tile = int(parse_int(f, v, 8, 1024));
     else if (f == "--baseline-ckpt") a.baseline_ckpt = v;
   }

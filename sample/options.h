@@ -9,17 +9,17 @@ namespace prsr::sample_cli {
 
 struct Args {
   std::string ckpt;
-  std::string input;                 // FILE or DIR
-  std::string data;                  // data set spec
+  std::string input;  // FILE or DIR
+  std::string data;   // data set spec
   std::string data_dir, cache_dir;
   std::string split = "test";
-  int count = -1;                    // -1: default (8, or 100 with --eval); 0: the whole split
+  int count = -1;  // -1: default (8, or 100 with --eval); 0: the whole split
   bool count_given = false;
-  std::vector<float> temperatures;   // empty: default (1.0, or 1.0,0.9,0.8 with --eval)
+  std::vector<float> temperatures;  // empty: default (1.0, or 1.0,0.9,0.8 with --eval)
   std::string temperature_text;
-  int samples = -1;                  // -1: default (3, or 1 with --eval)
+  int samples = -1;  // -1: default (3, or 1 with --eval)
   std::string mode = "sample";
-  std::string out;                   // default samples.png (eval.png with --eval)
+  std::string out;  // default samples.png (eval.png with --eval)
   std::string out_dir = "samples";
   std::string device = "cpu";
   uint64_t seed = 0;

@@ -47,9 +47,9 @@ void write_grid(const Args& a, const ModelConfig& cfg, const std::vector<Input>&
   grid.write(a.out);
   const size_t n_samples = plan.temps.size() * S;
   const size_t cols = 2 + n_samples + (l2_column ? 1 : 0) + (with_y ? 1 : 0);
-  std::printf("wrote %s (%zu row%s x up to %zu tiles of %d px: nearest | bicubic | %zu sample%s%s%s)\n",
-              a.out.c_str(), grid_rows, grid_rows == 1 ? "" : "s", cols, a.tile, n_samples,
-              n_samples == 1 ? "" : "s", l2_column ? " | resnet-l2" : "", with_y ? " | ground truth" : "");
+  std::printf("wrote %s (%zu row%s x up to %zu tiles of %d px: nearest | bicubic | %zu sample%s%s%s)\n", a.out.c_str(),
+              grid_rows, grid_rows == 1 ? "" : "s", cols, a.tile, n_samples, n_samples == 1 ? "" : "s",
+              l2_column ? " | resnet-l2" : "", with_y ? " | ground truth" : "");
 }
 
 void write_sample_pngs(const Args& a, const ModelConfig& cfg, const std::vector<Input>& inputs, const Plan& plan,

@@ -32,8 +32,8 @@ void Progress::update(int done_rows, int total_rows) {
   std::string bar(width, '.');
   std::fill(bar.begin(), bar.begin() + std::min(fill, width), '#');
   const long eta = rate > 0 ? long((total_ - done) / rate + 0.5) : 0;
-  std::fprintf(stderr, "%ssampling: [%s] %.0f/%ld images  %.2f img/s  ETA %ld:%02ld%s", tty_ ? "\r" : "",
-               bar.c_str(), std::floor(done), total_, rate, eta / 60, eta % 60, (last || !tty_) ? "\n" : "");
+  std::fprintf(stderr, "%ssampling: [%s] %.0f/%ld images  %.2f img/s  ETA %ld:%02ld%s", tty_ ? "\r" : "", bar.c_str(),
+               std::floor(done), total_, rate, eta / 60, eta % 60, (last || !tty_) ? "\n" : "");
   std::fflush(stderr);
   g_line_open = tty_ && !last;
 }

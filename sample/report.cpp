@@ -83,7 +83,8 @@ void write_text(const std::string& path, const std::string& text) {
 
 void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int S, uint64_t seed,
                  const std::string& ckpt, const std::string& out) {
-  std::printf("\n%-10s %6s %9s %8s %7s %12s %8s\n", "method", "T", "bits/dim", "PSNR", "SSIM", "consistency", "outputs");
+  std::printf("\n%-10s %6s %9s %8s %7s %12s %8s\n", "method", "T", "bits/dim", "PSNR", "SSIM", "consistency",
+              "outputs");
   for (const EvalRow& r : rows) {
     char bits[32] = "-";
     if (std::isfinite(r.bits)) std::snprintf(bits, sizeof bits, "%.4f", r.bits);
@@ -103,11 +104,11 @@ void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int
                    ",\n  \"rows\": [\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const EvalRow& r = rows[i];
-    js += "    {\"method\": " + json_str(r.method) + ", \"temperature\": " +
-          (r.temperature.empty() ? std::string("null") : r.temperature) + ", \"bits_per_dim\": " + json_num(r.bits) +
-          ", \"psnr\": " + json_num(r.m.mean_psnr()) + ", \"ssim\": " + json_num(r.m.mean_ssim()) +
-          ", \"consistency\": " + json_num(r.m.mean_consistency()) + ", \"outputs\": " + std::to_string(r.outputs) +
-          "}" + (i + 1 < rows.size() ? "," : "") + "\n";
+    js += "    {\"method\": " + json_str(r.method) +
+          ", \"temperature\": " + (r.temperature.empty() ? std::string("null") : r.temperature) +
+          ", \"bits_per_dim\": " + json_num(r.bits) + ", \"psnr\": " + json_num(r.m.mean_psnr()) +
+          ", \"ssim\": " + json_num(r.m.mean_ssim()) + ", \"consistency\": " + json_num(r.m.mean_consistency()) +
+          ", \"outputs\": " + std::to_string(r.outputs) + "}" + (i + 1 < rows.size() ? "," : "") + "\n";
   }
   js += "  ]\n}\n";
   write_text(csv_path, csv);

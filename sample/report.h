@@ -6,20 +6,20 @@
 #include <string>
 #include <vector>
 
+#include "eval/metrics.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "sample/inputs.h"
 #include "sample/models.h"
 #include "sample/options.h"
 #include "sample/sampling.h"
-#include "eval/metrics.h"
 
 namespace prsr::sample_cli {
 
 struct EvalRow {
-  std::string method;   // "model", "bicubic", "resnet-l2"
+  std::string method;       // "model", "bicubic", "resnet-l2"
   std::string temperature;  // "" when it does not apply
-  double bits = NAN;    // NaN when it does not apply
+  double bits = NAN;        // NaN when it does not apply
   eval::MetricSums m;
   long outputs = 0;
 };

@@ -38,8 +38,8 @@ std::vector<std::vector<uint8_t>> sample_all(Model<float>& model, const std::vec
     progress.begin_batch(n);
     opt.progress = [&progress](int done, int tot) { progress.update(done, tot); };
     const std::vector<uint8_t> ys = sample_images(model, xs.data(), n, opt);
-    check(ys.size() == n * yb, "sampler returned " + std::to_string(ys.size()) + " bytes, expected " +
-                                   std::to_string(n * yb));
+    check(ys.size() == n * yb,
+          "sampler returned " + std::to_string(ys.size()) + " bytes, expected " + std::to_string(n * yb));
     for (int j = 0; j < n; ++j) out[b0 + j].assign(ys.begin() + j * yb, ys.begin() + (j + 1) * yb);
   }
   return out;
@@ -64,8 +64,8 @@ Plan plan_sampling(const Args& a, const ModelConfig& cfg, size_t n_inputs) {
   }
   std::printf("sampling: %zu input%s x %d sample%s x %zu temperature%s, mode %s, %s sampler, seed %llu, batch %d\n",
               n_inputs, n_inputs == 1 ? "" : "s", p.S, p.S == 1 ? "" : "s", p.temps.size(),
-              p.temps.size() == 1 ? "" : "s", a.mode.c_str(), a.naive ? "naive" : "cached",
-              (unsigned long long)a.seed, a.batch);
+              p.temps.size() == 1 ? "" : "s", a.mode.c_str(), a.naive ? "naive" : "cached", (unsigned long long)a.seed,
+              a.batch);
   return p;
 }
 

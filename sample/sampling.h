@@ -13,8 +13,8 @@
 namespace prsr::sample_cli {
 
 struct Plan {
-  SampleOptions opt;        // mode and sampler; seed and temperature are set per batch
-  int S = 1;                // samples per input and temperature
+  SampleOptions opt;  // mode and sampler; seed and temperature are set per batch
+  int S = 1;          // samples per input and temperature
   std::vector<float> temps;
 };
 
@@ -25,14 +25,13 @@ Plan plan_sampling(const Args& a, const ModelConfig& cfg, size_t n_inputs);
 
 struct Samples {
   std::vector<std::vector<std::vector<uint8_t>>> model;  // [temperature][input * S + k], HWC
-  std::vector<std::vector<uint8_t>> l2;                 // [input]: the baseline, when loaded
+  std::vector<std::vector<uint8_t>> l2;                  // [input]: the baseline, when loaded
 };
 
 // Every (input, sample) pair at every temperature, then the baseline; one progress bar over
 // all of it, then the "sampled ..." line. Batch b of temperature index t is drawn with seed
 // splitmix64(seed ^ splitmix64(t << 32 | b)).
-Samples sample_everything(Models& models, const std::vector<Input>& inputs, const Plan& plan, int batch,
-                          uint64_t seed);
+Samples sample_everything(Models& models, const std::vector<Input>& inputs, const Plan& plan, int batch, uint64_t seed);
 
 // "1.0", "0.9", "1e-05": %g with ".0" added to whole numbers (file names, the eval table).
 std::string fmt_temperature(float t);

@@ -46,8 +46,7 @@ class Buf {
     if constexpr (D == prsr::Device::Cuda) {
       try {
         prsr::cuda::free_device(p);
-      } catch (...) {
-      }
+      } catch (...) {}
     }
   }
   std::vector<T> get() const {

@@ -16,14 +16,13 @@
 #include <vector>
 
 template <class W>
-void expect_close(const std::string& what, const float* got, const W* want, size_t n, double atol,
-                  double rtol) {
+void expect_close(const std::string& what, const float* got, const W* want, size_t n, double atol, double rtol) {
   size_t bad = 0, first_bad = 0;
   double max_abs = 0, max_rel = 0;
   for (size_t i = 0; i < n; ++i) {
     const double g = got[i], w = double(want[i]);
     const double d = std::fabs(g - w);
-    const bool nearest = got[i] == float(want[i]);  // false for NaN
+    const bool nearest = got[i] == float(want[i]);        // false for NaN
     if (!(nearest || d <= atol + rtol * std::fabs(w))) {  // the negation also catches NaN
       if (bad++ == 0) first_bad = i;
     }
@@ -36,8 +35,7 @@ void expect_close(const std::string& what, const float* got, const W* want, size
     std::snprintf(line, sizeof line,
                   "%zu of %zu elements differ (atol %.3g, rtol %.3g), first at %zu: got %.9g, "
                   "want %.17g; max |diff| %.3g, max rel diff %.3g",
-                  bad, n, atol, rtol, first_bad, double(got[first_bad]), double(want[first_bad]),
-                  max_abs, max_rel);
+                  bad, n, atol, rtol, first_bad, double(got[first_bad]), double(want[first_bad]), max_abs, max_rel);
     INFO(what << ": " << line);
     CHECK(bad == 0);
   } else {
@@ -46,8 +44,8 @@ void expect_close(const std::string& what, const float* got, const W* want, size
 }
 
 template <class W>
-void expect_close(const std::string& what, const std::vector<float>& got,
-                  const std::vector<W>& want, double atol, double rtol) {
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<W>& want, double atol,
+                  double rtol) {
   INFO(what);
   REQUIRE(got.size() == want.size());
   expect_close(what, got.data(), want.data(), got.size(), atol, rtol);

@@ -40,8 +40,7 @@ struct GradResult {
 };
 
 // f(leaves) = mean(out * R). Returns f; when `with_grad`, runs backward into the leaves' grads.
-inline double eval_weighted(const Builder& build, std::vector<double>& weights, std::mt19937& rng,
-                            bool with_grad) {
+inline double eval_weighted(const Builder& build, std::vector<double>& weights, std::mt19937& rng, bool with_grad) {
   Graph<double> g(Device::Ref);
   g.grad_enabled = with_grad;
   Tensor<double>* out = build(g);
@@ -62,9 +61,8 @@ inline double eval_weighted(const Builder& build, std::vector<double>& weights, 
 }
 
 // Compares analytic gradients (already in each leaf's grad) with central differences.
-inline GradResult compare_numeric(const Builder& build, std::vector<double>& weights,
-                                  std::mt19937& rng, std::vector<Leaf*> leaves, double h,
-                                  double atol, double rtol) {
+inline GradResult compare_numeric(const Builder& build, std::vector<double>& weights, std::mt19937& rng,
+                                  std::vector<Leaf*> leaves, double h, double atol, double rtol) {
   GradResult res;
   for (size_t li = 0; li < leaves.size(); ++li) {
     Leaf* l = leaves[li];
@@ -84,8 +82,8 @@ inline GradResult compare_numeric(const Builder& build, std::vector<double>& wei
       if (err > atol && rel > res.max_rel_err) res.max_rel_err = rel;
       if (err > atol + rtol * std::fabs(num)) {
         if (res.failed == 0)
-          res.worst = "leaf " + std::to_string(li) + " [" + std::to_string(i) + "]: analytic " +
-                      std::to_string(ana) + " numeric " + std::to_string(num);
+          res.worst = "leaf " + std::to_string(li) + " [" + std::to_string(i) + "]: analytic " + std::to_string(ana) +
+                      " numeric " + std::to_string(num);
         ++res.failed;
       }
     }
@@ -94,8 +92,8 @@ inline GradResult compare_numeric(const Builder& build, std::vector<double>& wei
 }
 
 // The whole check: analytic by backward(), then numeric.
-inline GradResult gradcheck(const Builder& build, std::vector<Leaf*> leaves, std::mt19937& rng,
-                            double h = 1e-5, double atol = 1e-7, double rtol = 1e-5) {
+inline GradResult gradcheck(const Builder& build, std::vector<Leaf*> leaves, std::mt19937& rng, double h = 1e-5,
+                            double atol = 1e-7, double rtol = 1e-5) {
   for (Leaf* l : leaves) std::fill(l->grad.begin(), l->grad.end(), 0.0);
   std::vector<double> weights;
   eval_weighted(build, weights, rng, true);

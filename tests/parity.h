@@ -96,14 +96,14 @@ inline double dot_tol(long k) { return 2e-6 * double(k) + 1e-5; }
 
 inline std::string str(const ConvGeom& g) {
   char b[160];
-  std::snprintf(b, sizeof b, "n%d %d->%d %dx%d k%dx%d pad t%d b%d l%d r%d", g.n, g.ci, g.co, g.h,
-                g.w, g.kh, g.kw, g.pad_t, g.pad_b, g.pad_l, g.pad_r);
+  std::snprintf(b, sizeof b, "n%d %d->%d %dx%d k%dx%d pad t%d b%d l%d r%d", g.n, g.ci, g.co, g.h, g.w, g.kh, g.kw,
+                g.pad_t, g.pad_b, g.pad_l, g.pad_r);
   return b;
 }
 inline std::string str(const DeconvGeom& g) {
   char b[160];
-  std::snprintf(b, sizeof b, "n%d %d->%d %dx%d k%d s%d p%d op%d", g.n, g.ci, g.co, g.h, g.w, g.k,
-                g.stride, g.pad, g.out_pad);
+  std::snprintf(b, sizeof b, "n%d %d->%d %dx%d k%d s%d p%d op%d", g.n, g.ci, g.co, g.h, g.w, g.k, g.stride, g.pad,
+                g.out_pad);
   return b;
 }
 
@@ -115,10 +115,12 @@ inline std::string str(const DeconvGeom& g) {
 // dw and db accumulating into zeros) and 7 (all fresh).
 //   run(dx, dw, db, fresh): the backend, pointers in its memory (FBuf).
 //   ref(dx, dw, db):        the reference in double, accumulating.
-struct GradTols { double dx, dw, db; };
+struct GradTols {
+  double dx, dw, db;
+};
 template <class Run, class Ref>
-void backward_parity(const std::string& op, const std::string& tag, size_t nx, size_t nw,
-                     size_t nb, bool bias, GradTols tol, Run run, Ref ref) {
+void backward_parity(const std::string& op, const std::string& tag, size_t nx, size_t nw, size_t nb, bool bias,
+                     GradTols tol, Run run, Ref ref) {
   const Vec dx0 = rnd(nx), dw0 = rnd(nw), db0 = rnd(nb);
   DVec dx_r = to_d(dx0), dw_r = to_d(dw0), db_r = to_d(db0);
   ref(dx_r.data(), dw_r.data(), db_r.data());
@@ -135,8 +137,7 @@ void backward_parity(const std::string& op, const std::string& tag, size_t nx, s
   DVec fx_r(nx, 0.0), fw_r(nw, 0.0), fb_r(nb, 0.0);
   ref(fx_r.data(), fw_r.data(), fb_r.data());
   for (unsigned fresh : {1u, 7u}) {
-    FBuf dx(garbage(nx)), dw(fresh & 2u ? garbage(nw) : Vec(nw, 0.0f)),
-        db(fresh & 4u ? garbage(nb) : Vec(nb, 0.0f));
+    FBuf dx(garbage(nx)), dw(fresh & 2u ? garbage(nw) : Vec(nw, 0.0f)), db(fresh & 4u ? garbage(nb) : Vec(nb, 0.0f));
     run(dx.p, dw.p, bias ? db.p : nullptr, fresh);
     const std::string m = " [fresh " + std::to_string(fresh) + "]";
     expect_close(op + " dx " + tag + m, dx.get(), fx_r, tol.dx, 1e-4);

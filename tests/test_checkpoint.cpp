@@ -58,9 +58,7 @@ void write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
 std::string load_error(const fs::path& p, Model<float>& m) {
   try {
     load_checkpoint(p.string(), m, nullptr);
-  } catch (const Error& e) {
-    return e.what();
-  }
+  } catch (const Error& e) { return e.what(); }
   return "";
 }
 
@@ -72,7 +70,8 @@ TEST_CASE("checkpoint: round trip is bit-identical and training continues identi
   const auto data = random_images(8, cfg.size, cfg.colors, 3);
   auto batch = [&](long step) {
     std::vector<const uint8_t*> p;
-    for (int b = 0; b < 2; ++b) p.push_back(data.data() + size_t((step * 2 + b) % 8) * cfg.size * cfg.size * cfg.colors);
+    for (int b = 0; b < 2; ++b)
+      p.push_back(data.data() + size_t((step * 2 + b) % 8) * cfg.size * cfg.size * cfg.colors);
     return p;
   };
   OptimConfig oc;  // rmsprop, as in the paper
@@ -106,7 +105,10 @@ TEST_CASE("checkpoint: round trip is bit-identical and training continues identi
   CHECK(read_checkpoint_info((tmp.path / "m.bin").string()).model.to_string() == cfg.to_string());
   // No temp files left behind.
   int files = 0;
-  for (auto& e : fs::directory_iterator(tmp.path)) { (void)e; ++files; }
+  for (auto& e : fs::directory_iterator(tmp.path)) {
+    (void)e;
+    ++files;
+  }
   CHECK(files == 1);
 }
 
@@ -142,8 +144,8 @@ TEST_CASE("checkpoint: truncated, flipped, wrong magic, wrong version, mismatche
   auto v = bytes;
   v[8] = 7;
   write_bytes(tmp.path / "version.bin", v);
-  CHECK(load_error(tmp.path / "version.bin", target).find("version 7 is not supported (this build reads versions 1 to 2)") !=
-        std::string::npos);
+  CHECK(load_error(tmp.path / "version.bin", target)
+            .find("version 7 is not supported (this build reads versions 1 to 2)") != std::string::npos);
   v[8] = 0;
   write_bytes(tmp.path / "version0.bin", v);
   CHECK(load_error(tmp.path / "version0.bin", target).find("version 0 is not supported") != std::string::npos);
@@ -158,8 +160,8 @@ TEST_CASE("checkpoint: truncated, flipped, wrong magic, wrong version, mismatche
   CHECK(load_error(good, wrong).find("does not match the requested model") != std::string::npos);
   // A resume needs optimiser state; this file has none.
   Trainer<float> tr(target, OptimConfig{}, 1);
-  CHECK_THROWS_WITH_AS(load_checkpoint(good.string(), target, &tr.optimizer()),
-                       doctest::Contains("no optimizer state"), Error);
+  CHECK_THROWS_WITH_AS(load_checkpoint(good.string(), target, &tr.optimizer()), doctest::Contains("no optimizer state"),
+                       Error);
   // Nothing was loaded into the model by any failed attempt.
   CHECK(target.params.download() == before);
   // The good file still loads.

@@ -25,8 +25,8 @@ namespace {
 struct SampleCliDir {
   fs::path path;
   SampleCliDir() {
-    path = fs::temp_directory_path() / ("prsr-cli-sample-" + std::to_string(getpid()) + "-" +
-                                        std::to_string(std::random_device{}()));
+    path = fs::temp_directory_path() /
+           ("prsr-cli-sample-" + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}()));
     fs::create_directories(path);
   }
   ~SampleCliDir() {
@@ -99,8 +99,8 @@ struct RunResult {
 // Runs ./build/sample with `args` (already quoted as needed), stdout and stderr to files in dir.
 RunResult run_sample(const SampleCliDir& dir, const std::string& args) {
   const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = "cd '" + dir.path.string() + "' && '" + std::string(PRSR_SAMPLE_BIN) + "' " + args +
-                          " >'" + out + "' 2>'" + err + "'";
+  const std::string cmd = "cd '" + dir.path.string() + "' && '" + std::string(PRSR_SAMPLE_BIN) + "' " + args + " >'" +
+                          out + "' 2>'" + err + "'";
   const int st = std::system(cmd.c_str());
   RunResult r;
   r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -131,8 +131,9 @@ TEST_CASE("cli sample: grid and per-sample PNGs from a folder of inputs") {
   data::write_png(d / "in/a_low.png", random_image(8, 8, 3, 1));     // used as is: no ground truth
   data::write_png(d / "in/b_wide.png", random_image(40, 30, 3, 2));  // ground truth: crop 30x30, resize
   data::write_png(d / "in/c_grey.png", random_image(36, 36, 1, 3));  // grey -> RGB for a C = 3 model
-  const RunResult r = run_sample(d, "--ckpt model.bin --input in --samples-per-input 2 --out grid.png "
-                                    "--out-dir samp --tile 48 --batch 4");
+  const RunResult r = run_sample(d,
+                                 "--ckpt model.bin --input in --samples-per-input 2 --out grid.png "
+                                 "--out-dir samp --tile 48 --batch 4");
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("inputs: 3 (2 with ground truth)") != std::string::npos);
@@ -162,8 +163,9 @@ TEST_CASE("cli sample: --input DIR reads subfolders like --data folder:DIR, outp
   data::write_png(d / "in/sub/a.png", random_image(36, 48, 3, 12));
   data::write_png(d / "in/sub/a.jpg", random_image(32, 32, 3, 13));  // PNG bytes; same stem as a.png
   data::write_png(d / "in/sub/deeper/b.png", random_image(64, 40, 3, 14));
-  const RunResult r = run_sample(d, "--ckpt model.bin --input in --samples-per-input 2 --batch 3 --out in.png "
-                                    "--out-dir samp");
+  const RunResult r = run_sample(d,
+                                 "--ckpt model.bin --input in --samples-per-input 2 --batch 3 --out in.png "
+                                 "--out-dir samp");
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("inputs: 4 (4 with ground truth)") != std::string::npos);
@@ -174,8 +176,9 @@ TEST_CASE("cli sample: --input DIR reads subfolders like --data folder:DIR, outp
     }
   // The same files in the same order as the folder data set (< 20 images: every split has all
   // of them), prepared the same way: with the same seed and batch the grids are identical.
-  const RunResult f = run_sample(d, "--ckpt model.bin --data folder:in --split test --count 0 --samples-per-input 2 "
-                                    "--batch 3 --cache-dir cache --out data.png --out-dir dsamp");
+  const RunResult f = run_sample(d,
+                                 "--ckpt model.bin --data folder:in --split test --count 0 --samples-per-input 2 "
+                                 "--batch 3 --cache-dir cache --out data.png --out-dir dsamp");
   INFO("stdout: " << f.out << "\nstderr: " << f.err);
   REQUIRE(f.rc == 0);
   CHECK(f.out.find("inputs: 4 (4 with ground truth)") != std::string::npos);
@@ -213,8 +216,9 @@ TEST_CASE("cli sample: a grey model converts RGB input to grey; several temperat
   SampleCliDir d;
   make_checkpoint(d / "grey.bin", 1);
   data::write_png(d / "rgb.png", random_image(32, 32, 3, 5));
-  const RunResult r = run_sample(d, "--ckpt grey.bin --input rgb.png --samples-per-input 1 "
-                                    "--temperature 1.0,0.5 --out g.png --out-dir s --tile 32");
+  const RunResult r = run_sample(d,
+                                 "--ckpt grey.bin --input rgb.png --samples-per-input 1 "
+                                 "--temperature 1.0,0.5 --out g.png --out-dir s --tile 32");
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("converted to grey") != std::string::npos);
@@ -238,9 +242,10 @@ TEST_CASE("cli sample: --eval prints the table and writes CSV and JSON") {
   fs::create_directories(d.path / "faces");
   for (int i = 0; i < 12; ++i)
     data::write_png(d / ("faces/img" + std::to_string(10 + i) + ".png"), random_image(32, 32, 3, 100 + i));
-  const RunResult r = run_sample(d, "--ckpt model.bin --data folder:faces --cache-dir cache --split test "
-                                    "--count 5 --eval --temperature 1.0,0.8 --baseline-ckpt l2.bin "
-                                    "--out res/eval.png --batch 4");
+  const RunResult r = run_sample(d,
+                                 "--ckpt model.bin --data folder:faces --cache-dir cache --split test "
+                                 "--count 5 --eval --temperature 1.0,0.8 --baseline-ckpt l2.bin "
+                                 "--out res/eval.png --batch 4");
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("bits/dim") != std::string::npos);
@@ -314,7 +319,7 @@ TEST_CASE("cli sample: every bad flag or file is one error line and a non-zero e
   const RunResult h = run_sample(d, "--help");
   CHECK(h.rc == 0);
   for (const char* flag : {"--ckpt", "--input", "--data", "--data-dir", "--cache-dir", "--split", "--count",
-                           "--temperature", "--samples-per-input", "--mode", "--seed", "--batch", "--naive",
-                           "--device", "--out", "--out-dir", "--tile", "--eval", "--baseline-ckpt"})
+                           "--temperature", "--samples-per-input", "--mode", "--seed", "--batch", "--naive", "--device",
+                           "--out", "--out-dir", "--tile", "--eval", "--baseline-ckpt"})
     CHECK_MESSAGE(h.out.find(flag) != std::string::npos, flag);
 }

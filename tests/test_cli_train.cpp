@@ -1,11 +1,11 @@
 // ./build/train end to end: the real binary on a tiny model and a tiny Fashion-MNIST-format
 // data set written here (48 images: 44 train, 4 valid), every run in its own temp folder.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <fcntl.h>
 #include <zlib.h>
 
 #include <chrono>
@@ -50,8 +50,8 @@ int count_lines(const std::string& s) {
 void write_idx_gz(const std::string& path, int n, unsigned salt) {
   gzFile gz = gzopen(path.c_str(), "wb");
   REQUIRE(gz != nullptr);
-  const uint8_t head[16] = {0, 0, 8, 3, uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n),
-                            0, 0, 0, 28, 0, 0, 0, 28};
+  const uint8_t head[16] = {0, 0, 8, 3, uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n), 0, 0, 0, 28,
+                            0, 0, 0, 28};
   gzwrite(gz, head, 16);
   std::vector<uint8_t> px(size_t(n) * 784);
   for (int i = 0; i < n; ++i)  // soft blobs of varying size and brightness
@@ -100,8 +100,8 @@ struct Sandbox {
   }
   // Runs train with `args`; stdout / stderr to files `tag`.out / `tag`.err. Returns the exit code.
   int train(const std::string& args, const std::string& tag = "run") {
-    const std::string cmd = std::string(PRSR_TRAIN_BIN) + " " + args + " >" + dir + "/" + tag + ".out 2>" + dir +
-                            "/" + tag + ".err";
+    const std::string cmd =
+        std::string(PRSR_TRAIN_BIN) + " " + args + " >" + dir + "/" + tag + ".out 2>" + dir + "/" + tag + ".err";
     const int st = std::system(cmd.c_str());
     REQUIRE(st != -1);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -140,12 +140,42 @@ TEST_CASE("cli train: --help lists every flag; bad flags, values and numbers are
   Sandbox sb;
   CHECK(sb.train("--help") == 0);
   const std::string help = sb.out();
-  for (const char* flag :
-       {"--data", "--data-dir", "--cache-dir", "--device", "--steps", "--batch", "--out", "--ckpt", "--resume",
-        "--overwrite", "--seed", "--threads", "--eval-every", "--sample-every", "--ckpt-every", "--print-every",
-        "--valid-count", "--sample-rows", "--channels", "--layers", "--kernel", "--first-kernel", "--head",
-        "--cond-channels", "--cond-blocks", "--no-batch-norm", "--loss", "--optimizer", "--lr", "--decay",
-        "--momentum", "--eps", "--beta1", "--beta2", "--lr-halve-every", "--help"}) {
+  for (const char* flag : {"--data",
+                           "--data-dir",
+                           "--cache-dir",
+                           "--device",
+                           "--steps",
+                           "--batch",
+                           "--out",
+                           "--ckpt",
+                           "--resume",
+                           "--overwrite",
+                           "--seed",
+                           "--threads",
+                           "--eval-every",
+                           "--sample-every",
+                           "--ckpt-every",
+                           "--print-every",
+                           "--valid-count",
+                           "--sample-rows",
+                           "--channels",
+                           "--layers",
+                           "--kernel",
+                           "--first-kernel",
+                           "--head",
+                           "--cond-channels",
+                           "--cond-blocks",
+                           "--no-batch-norm",
+                           "--loss",
+                           "--optimizer",
+                           "--lr",
+                           "--decay",
+                           "--momentum",
+                           "--eps",
+                           "--beta1",
+                           "--beta2",
+                           "--lr-halve-every",
+                           "--help"}) {
     INFO(std::string(flag));
     const size_t at = help.find(std::string("\n  ") + flag);
     REQUIRE(at != std::string::npos);
@@ -156,7 +186,9 @@ TEST_CASE("cli train: --help lists every flag; bad flags, values and numbers are
   CHECK(help.find("[default: 0.0004]") != std::string::npos);
 
   const std::string out = " --out " + sb.dir + "/o";
-  struct Bad { std::string args, says; };
+  struct Bad {
+    std::string args, says;
+  };
   for (const Bad& b : std::vector<Bad>{{"--frobnicate", "unknown flag '--frobnicate'"},
                                        {"--steps", "--steps needs a value"},
                                        {"--steps ten", "'ten' is not an integer"},
@@ -220,12 +252,12 @@ TEST_CASE("cli train: a run writes log.csv, sample grids and a checkpoint; nothi
   REQUIRE(sb.train(args) == 0);
   const std::string out = sb.out();
   INFO(out << sb.err());
-  for (const char* s : {"fashion-mnist (C=1): 44 train / 4 valid", "parameters", "GFLOP forward / image",
-                        "GFLOP training / image", "run folder", "step 4/4", "bits/dim", "img/s", "ms/step",
-                        "GFLOP/s", "ETA", "valid", "done"})
+  for (const char* s :
+       {"fashion-mnist (C=1): 44 train / 4 valid", "parameters", "GFLOP forward / image", "GFLOP training / image",
+        "run folder", "step 4/4", "bits/dim", "img/s", "ms/step", "GFLOP/s", "ETA", "valid", "done"})
     CHECK(out.find(s) != std::string::npos);
-  for (const char* f : {"/model.bin", "/log.csv", "/samples_step0000002.png", "/samples_step0000004.png",
-                        "/samples_latest.png"})
+  for (const char* f :
+       {"/model.bin", "/log.csv", "/samples_step0000002.png", "/samples_step0000004.png", "/samples_latest.png"})
     CHECK(fs::exists(o + f));
   const prsr::data::Image grid = prsr::data::read_image(o + "/samples_latest.png");
   CHECK(grid.h >= 4 * 32);  // 4 validation rows
@@ -239,7 +271,7 @@ TEST_CASE("cli train: a run writes log.csv, sample grids and a checkpoint; nothi
   while (std::getline(log, line)) rows.push_back(line);
   REQUIRE(rows.size() == 4);
   CHECK(rows[1].rfind("2,", 0) == 0);
-  CHECK(rows[1].find(",,") == std::string::npos);  // step 2 has held-out figures
+  CHECK(rows[1].find(",,") == std::string::npos);   // step 2 has held-out figures
   CHECK(rows[0].find(",,,") != std::string::npos);  // step 1 has none
   CHECK(load(o + "/model.bin").step == 4);
 
@@ -259,7 +291,8 @@ TEST_CASE("cli train: --resume is bit-identical to an uninterrupted run") {
   // 44 images, batch 4: 11 steps per epoch, so 14 steps cross an epoch boundary. Evaluation and
   // sampling must not disturb training: the first half of B evaluates and samples at step 7,
   // A does not.
-  const std::string common = sb.data_flags() + kTiny + " --ckpt-every 5 --eval-every 4 --sample-every 5 --sample-rows 2";
+  const std::string common =
+      sb.data_flags() + kTiny + " --ckpt-every 5 --eval-every 4 --sample-every 5 --sample-rows 2";
   REQUIRE(sb.train(common + " --steps 14 --out " + sb.dir + "/a", "a") == 0);
   REQUIRE(sb.train(common + " --steps 7 --out " + sb.dir + "/b", "b1") == 0);
   REQUIRE(sb.train(common + " --steps 14 --resume --out " + sb.dir + "/b", "b2") == 0);
@@ -355,17 +388,23 @@ TEST_CASE("cli train: SIGINT finishes the step, saves a checkpoint and exits cle
   bool progressed = false;
   const auto t0 = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
-    if (count_lines(slurp(o + "/log.csv")) >= 3) { progressed = true; break; }
+    if (count_lines(slurp(o + "/log.csv")) >= 3) {
+      progressed = true;
+      break;
+    }
     int st = 0;
-    if (waitpid(pid, &st, WNOHANG) == pid) { pid = 0; break; }
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      pid = 0;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   INFO(sb.out() << sb.err());
   REQUIRE(pid != 0);
   CHECK(progressed);
   // No computing thread may take the signal (oneDNN 2.6's JIT GEMMs point rsp into the heap,
-  // where a handler's frame then lands: docs/train.md): all threads block SIGINT and SIGTERM but one, which waits for them
-  // in sigwait (the kernel unblocks them while it waits), and which is not the main thread.
+  // where a handler's frame then lands: docs/train.md): all threads block SIGINT and SIGTERM but one, which waits for
+  // them in sigwait (the kernel unblocks them while it waits), and which is not the main thread.
   for (int sig : {SIGINT, SIGTERM}) {
     const std::vector<std::string> open = threads_not_blocking(pid, sig);
     INFO("signal " << sig << ": " << open.size() << " threads do not block it");

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -37,8 +37,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("prsr-test-data-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    path =
+        fs::temp_directory_path() / ("prsr-test-data-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -102,17 +102,15 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
 // A PNG written with libpng directly (rows already in the file's bit layout). Test inputs are
 // valid, so libpng's default error handling (abort) is never reached.
 void write_png_raw(const std::string& path, int w, int h, int depth, int color_type, bool interlace,
-                   const std::vector<std::vector<uint8_t>>& rows,
-                   const std::vector<png_color>& palette = {},
+                   const std::vector<std::vector<uint8_t>>& rows, const std::vector<png_color>& palette = {},
                    const std::vector<uint8_t>& trans = {}) {
   FILE* f = std::fopen(path.c_str(), "wb");
   REQUIRE(f != nullptr);
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png_create_info_struct(png);
   png_init_io(png, f);
-  png_set_IHDR(png, info, w, h, depth, color_type,
-               interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-               PNG_FILTER_TYPE_DEFAULT);
+  png_set_IHDR(png, info, w, h, depth, color_type, interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   if (!palette.empty()) png_set_PLTE(png, info, palette.data(), (int)palette.size());
   if (!trans.empty()) png_set_tRNS(png, info, trans.data(), (int)trans.size(), nullptr);
   std::vector<png_bytep> ptrs;
@@ -124,8 +122,8 @@ void write_png_raw(const std::string& path, int w, int h, int depth, int color_t
 }
 
 // A JPEG written with libjpeg (default 4:2:0 sampling for colour).
-void write_jpeg(const std::string& path, int w, int h, int comps, J_COLOR_SPACE cs,
-                const std::vector<uint8_t>& px, int quality = 95) {
+void write_jpeg(const std::string& path, int w, int h, int comps, J_COLOR_SPACE cs, const std::vector<uint8_t>& px,
+                int quality = 95) {
   FILE* f = std::fopen(path.c_str(), "wb");
   REQUIRE(f != nullptr);
   jpeg_compress_struct c;
@@ -208,9 +206,7 @@ Image row_image(std::vector<uint8_t> v) {
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
-  } catch (const prsr::Error& e) {
-    return e.what();
-  }
+  } catch (const prsr::Error& e) { return e.what(); }
   return "<no error>";
 }
 
@@ -249,8 +245,8 @@ TEST_CASE("data: crop and center_square_crop give the exact pixels") {
 TEST_CASE("data: area_resize hand-computed values") {
   // 5 -> 2: output 0 covers [0, 2.5): (a + b + c/2) / 2.5; output 1: (c/2 + d + e) / 2.5.
   CHECK(area_resize(row_image({10, 20, 30, 40, 50}), 2, 1).px == std::vector<uint8_t>{18, 42});
-  CHECK(area_resize(row_image({3, 0, 0, 0, 4}), 2, 1).px == std::vector<uint8_t>{1, 2});   // 1.2, 1.6
-  CHECK(area_resize(row_image({0, 0, 7, 0, 0}), 2, 1).px == std::vector<uint8_t>{1, 1});   // 1.4
+  CHECK(area_resize(row_image({3, 0, 0, 0, 4}), 2, 1).px == std::vector<uint8_t>{1, 2});  // 1.2, 1.6
+  CHECK(area_resize(row_image({0, 0, 7, 0, 0}), 2, 1).px == std::vector<uint8_t>{1, 1});  // 1.4
   // 3 -> 2: (a + b/2) / 1.5, (b/2 + c) / 1.5 -> 13.33, 26.67
   CHECK(area_resize(row_image({10, 20, 30}), 2, 1).px == std::vector<uint8_t>{13, 27});
   // rounding half up: 1.5 -> 2, 0.5 -> 1, 0.25 -> 0
@@ -406,8 +402,7 @@ TEST_CASE("data: PNG round trips and libpng variants") {
   }
   SUBCASE("palette (with tRNS) -> RGB") {
     std::vector<png_color> pal = {{255, 0, 0}, {0, 128, 0}, {1, 2, 3}};
-    write_png_raw(dir / "pal.png", 3, 2, 8, PNG_COLOR_TYPE_PALETTE, false, {{0, 1, 2}, {2, 2, 0}}, pal,
-                  {0, 77});
+    write_png_raw(dir / "pal.png", 3, 2, 8, PNG_COLOR_TYPE_PALETTE, false, {{0, 1, 2}, {2, 2, 0}}, pal, {0, 77});
     Image p = read_image(dir / "pal.png");
     CHECK(p.c == 3);
     CHECK(p.px == std::vector<uint8_t>{255, 0, 0, 0, 128, 0, 1, 2, 3, 1, 2, 3, 1, 2, 3, 255, 0, 0});
@@ -466,8 +461,8 @@ TEST_CASE("data: PNG / JPEG errors are exceptions naming the file") {
   std::vector<uint8_t> jb = read_bytes(dir / "good.jpg");
   write_bytes(dir / "trunc.jpg", std::vector<uint8_t>(jb.begin(), jb.begin() + jb.size() * 2 / 3));
   write_bytes(dir / "header-only.jpg", std::vector<uint8_t>(jb.begin(), jb.begin() + 20));
-  for (const char* name : {"trunc.png", "crc.png", "empty.png", "noise.jpg", "trunc.jpg",
-                           "header-only.jpg", "missing.png"}) {
+  for (const char* name :
+       {"trunc.png", "crc.png", "empty.png", "noise.jpg", "trunc.jpg", "header-only.jpg", "missing.png"}) {
     const std::string file = name;
     CAPTURE(file);
     const std::string msg = error_of([&] { read_image(dir / file); });
@@ -629,8 +624,7 @@ TEST_CASE("data: Fashion-MNIST from gzipped IDX, splits and errors") {
   o.cache_dir = dir / "cache";
   o.progress = false;
   // 25 <= 10000 train images: valid = the last ceil(25 / 12) = 3.
-  Dataset tr = load_dataset(o, Split::Train), va = load_dataset(o, Split::Valid),
-          te = load_dataset(o, Split::Test);
+  Dataset tr = load_dataset(o, Split::Train), va = load_dataset(o, Split::Valid), te = load_dataset(o, Split::Test);
   CHECK(tr.colors == 1);
   CHECK(tr.n == 22);
   CHECK(va.n == 3);
@@ -836,10 +830,8 @@ TEST_CASE("data: folder progress bar / long skip report") {
   for (int i = 1; i < 110; ++i) {
     char name[32];
     std::snprintf(name, sizeof name, "/img%03d.png", i);
-    if (i <= 12)
-      write_bytes(root + name, {});
-    else
-      fs::copy_file(root + "/img000.png", root + name);
+    if (i <= 12) write_bytes(root + name, {});
+    else fs::copy_file(root + "/img000.png", root + name);
   }
   DataOptions o;
   o.spec = "folder:" + root;

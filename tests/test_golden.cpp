@@ -58,8 +58,8 @@ Golden read_golden(const std::string& name) {
   };
   auto u32 = [&]() {
     need(4);
-    const uint32_t v = uint32_t(buf[pos]) | uint32_t(buf[pos + 1]) << 8 | uint32_t(buf[pos + 2]) << 16 |
-                       uint32_t(buf[pos + 3]) << 24;
+    const uint32_t v =
+        uint32_t(buf[pos]) | uint32_t(buf[pos + 1]) << 8 | uint32_t(buf[pos + 2]) << 16 | uint32_t(buf[pos + 3]) << 24;
     pos += 4;
     return v;
   };
@@ -110,8 +110,8 @@ std::unique_ptr<Model<T>> golden_model(const Golden& gf, Device dev) {
     std::copy(gt.v.begin(), gt.v.end(), h.begin() + long(e.offset));
     ++used;
   }
-  const size_t in_file = size_t(std::count_if(gf.t.begin(), gf.t.end(),
-                                              [](const auto& kv) { return kv.first.rfind("param.", 0) == 0; }));
+  const size_t in_file =
+      size_t(std::count_if(gf.t.begin(), gf.t.end(), [](const auto& kv) { return kv.first.rfind("param.", 0) == 0; }));
   CHECK_MESSAGE(used == in_file, "the golden file has parameters the model does not declare");
   m->params.upload(h);
   return m;
@@ -175,8 +175,14 @@ Tensors run_golden(const Golden& gf, Device dev, Break brk = Break::None, bool m
     std::copy(b.begin(), b.end(), mk.begin() + (m->first_h.mask->data - m->masks.data()));
     m->masks.upload(mk);
   }
-  if (brk == Break::PadV) { m->gated.at(0).v.pad_t -= 1; m->gated.at(0).v.pad_b += 1; }
-  if (brk == Break::PadH) { m->first_h.pad_l -= 1; m->first_h.pad_r += 1; }
+  if (brk == Break::PadV) {
+    m->gated.at(0).v.pad_t -= 1;
+    m->gated.at(0).v.pad_b += 1;
+  }
+  if (brk == Break::PadH) {
+    m->first_h.pad_l -= 1;
+    m->first_h.pad_r += 1;
+  }
 
   // input.images [n, C, S, S] (values 0..255) -> the HWC bytes make_batch takes.
   const GoldenTensor& im = gf.at("input.images");
@@ -234,7 +240,7 @@ Tensors run_golden(const Golden& gf, Device dev, Break brk = Break::None, bool m
   for (auto& e : m->params.entries()) {
     const std::vector<T>& src = e.trainable ? grad : val;
     out[(e.trainable ? "grad." : "after.") + e.name].assign(src.begin() + long(e.offset),
-                                                           src.begin() + long(e.offset + e.tensor->numel()));
+                                                            src.begin() + long(e.offset + e.tensor->numel()));
   }
   return out;
 }
@@ -242,7 +248,9 @@ Tensors run_golden(const Golden& gf, Device dev, Break brk = Break::None, bool m
 // Per-kind tolerances |got - want| <= atol + rtol * |want|. Measured (docs/golden.md): the
 // reference in double is within float32 rounding of the stored values (~3e-8 relative) plus
 // float64 noise; the float32 backends' largest differences are about 10x below their bounds.
-struct Tol { double rtol, atol; };
+struct Tol {
+  double rtol, atol;
+};
 Tol tolerance(const std::string& key, bool dbl) {
   if (dbl) return {1e-6, 1e-9};
   if (key.rfind("grad.", 0) == 0) return {1e-3, 2e-6};
@@ -280,7 +288,10 @@ Verdict compare(const Golden& gf, const Tensors& got, bool dbl, bool print) {
     const bool ok = ratio <= 1.0;
     ++v.tensors;
     if (!ok && v.failed++ == 0) v.first_failed = key;
-    if (ratio > v.worst_ratio) { v.worst_ratio = ratio; v.worst = key; }
+    if (ratio > v.worst_ratio) {
+      v.worst_ratio = ratio;
+      v.worst = key;
+    }
     double& kind = v.worst_of_kind[key.substr(0, key.find('.'))];
     kind = std::max(kind, ratio);
     if (print)
@@ -298,8 +309,8 @@ void verdict_line(const Golden& gf, const char* backend, const Verdict& v) {
     kinds += b;
   }
   std::printf("golden_%s %-4s: %s: %d tensors, %d outside tolerance; worst %s at %.2f of its bound (per kind:%s)\n",
-              gf.name.c_str(), backend, v.failed ? "FAIL" : "PASS", v.tensors, v.failed, v.worst.c_str(),
-              v.worst_ratio, kinds.c_str());
+              gf.name.c_str(), backend, v.failed ? "FAIL" : "PASS", v.tensors, v.failed, v.worst.c_str(), v.worst_ratio,
+              kinds.c_str());
 }
 
 }  // namespace
@@ -359,9 +370,10 @@ TEST_CASE("golden: a broken mask, padding or down-shift fails the comparison") {
       for (Device dev : {Device::Ref, Device::Cpu}) {
         const bool dbl = dev == Device::Ref;
         const Verdict v = compare(gf, dbl ? run_golden<double>(gf, dev, b) : run_golden<float>(gf, dev, b), dbl, false);
-        std::printf("golden_%s %-3s broken (%s): %s: %d of %d tensors outside tolerance, worst %s at %.2g x its bound\n",
-                    name, device_name(dev), break_name(b), v.failed ? "FAIL, as required" : "PASS: NOT CAUGHT",
-                    v.failed, v.tensors, v.worst.c_str(), v.worst_ratio);
+        std::printf(
+            "golden_%s %-3s broken (%s): %s: %d of %d tensors outside tolerance, worst %s at %.2g x its bound\n", name,
+            device_name(dev), break_name(b), v.failed ? "FAIL, as required" : "PASS: NOT CAUGHT", v.failed, v.tensors,
+            v.worst.c_str(), v.worst_ratio);
         INFO(break_name(b) << " on " << device_name(dev));
         CHECK(v.failed > 0);
         CHECK(v.worst_ratio > 100.0);  // caught by a wide margin, not by noise at the bound

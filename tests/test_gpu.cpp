@@ -19,8 +19,8 @@
 #include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/ref/kernels.h"
-#include "model/trainer.h"
 #include "model/sampler.h"
+#include "model/trainer.h"
 #include "tests/device_buf.h"
 #include "tests/expect.h"
 
@@ -86,7 +86,6 @@ TEST_CASE("gpu: memory round trip, copy_device, fill, synchronize" * doctest::sk
   CHECK(cuda::unavailable_reason() != nullptr);
 }
 
-
 // ================================================================ TF32
 
 TEST_CASE("gpu: TF32 opt-in changes nothing but precision" * doctest::skip(!gpu_ok())) {
@@ -107,7 +106,6 @@ TEST_CASE("gpu: TF32 opt-in changes nothing but precision" * doctest::skip(!gpu_
   expect_close("conv y (back to float32)", y.get(), yr, sum_atol(288), 1e-4);
 }
 
-
 // ================================================================ determinism
 
 TEST_CASE("gpu: reductions are bitwise reproducible" * doctest::skip(!gpu_ok())) {
@@ -124,11 +122,9 @@ TEST_CASE("gpu: reductions are bitwise reproducible" * doctest::skip(!gpu_ok()))
   DevF x(random_vec(nx, 4)), gm(random_vec(c, 5)), bt(random_vec(c, 6));
   DevF y(random_vec(nx, 7)), mean(random_vec(c, 8)), inv(random_vec(c, 9));
   DevF rm(random_vec(c, 10)), rv(random_vec(c, 11));
-  cuda::batchnorm_forward_train(y.p, mean.p, inv.p, rm.p, rv.p, x.p, gm.p, bt.p, n, c, 1024, 0.1f,
-                                1e-5f);
+  cuda::batchnorm_forward_train(y.p, mean.p, inv.p, rm.p, rv.p, x.p, gm.p, bt.p, n, c, 1024, 0.1f, 1e-5f);
   const auto m1 = mean.get(), i1 = inv.get();
-  cuda::batchnorm_forward_train(y.p, mean.p, inv.p, rm.p, rv.p, x.p, gm.p, bt.p, n, c, 1024, 0.1f,
-                                1e-5f);
+  cuda::batchnorm_forward_train(y.p, mean.p, inv.p, rm.p, rv.p, x.p, gm.p, bt.p, n, c, 1024, 0.1f, 1e-5f);
   expect_equal_bits(mean.get(), m1, "bn mean");
   expect_equal_bits(inv.get(), i1, "bn invstd");
 
@@ -188,7 +184,10 @@ TEST_CASE("gpu: whole model logits, loss and gradients match the reference" * do
       md.params.upload(pd);
     }
     const auto img = gpu_images(4, cfg, 11);
-    struct Out { std::vector<float> a, b, grad, params; double loss = 0; };
+    struct Out {
+      std::vector<float> a, b, grad, params;
+      double loss = 0;
+    };
     auto run = [&](auto& m, auto zero) {
       using T = decltype(zero);
       std::vector<T> xs, ys;

@@ -40,7 +40,10 @@ std::vector<std::unique_ptr<Case>> make_cases(std::mt19937& rng) {
   };
 
   // conv2d: the model's kernel shapes, odd sizes, with/without bias, C = 1 and 3 inputs.
-  struct ConvShape { int n, ci, h, w, co, kh, kw, pt, pb, pl, pr; bool bias; };
+  struct ConvShape {
+    int n, ci, h, w, co, kh, kw, pt, pb, pl, pr;
+    bool bias;
+  };
   const ConvShape convs[] = {
       {2, 3, 5, 4, 4, 3, 3, 1, 1, 1, 1, true},   // 3x3 pad 1
       {1, 1, 6, 5, 3, 4, 7, 3, 0, 3, 3, false},  // first vertical 4x7
@@ -50,14 +53,12 @@ std::vector<std::unique_ptr<Case>> make_cases(std::mt19937& rng) {
       {2, 5, 3, 3, 4, 1, 1, 0, 0, 0, 0, true},   // 1x1
   };
   for (const auto& s : convs) {
-    Case* c = new_case("conv2d " + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " ci=" +
-                       std::to_string(s.ci) + (s.bias ? " bias" : ""));
+    Case* c = new_case("conv2d " + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " ci=" + std::to_string(s.ci) +
+                       (s.bias ? " bias" : ""));
     Leaf* x = c->add({s.n, s.ci, s.h, s.w}, rng);
     Leaf* w = c->add({s.co, s.ci, s.kh, s.kw}, rng);
     Leaf* b = s.bias ? c->add({s.co, 1, 1, 1}, rng) : nullptr;
-    c->build = [=](Graph<double>& g) {
-      return conv2d(g, &x->t, &w->t, b ? &b->t : nullptr, s.pt, s.pb, s.pl, s.pr);
-    };
+    c->build = [=](Graph<double>& g) { return conv2d(g, &x->t, &w->t, b ? &b->t : nullptr, s.pt, s.pb, s.pl, s.pr); };
   }
   // Masked convs (mask A and B on the current-pixel tap), C = 3 and C = 1 groups.
   for (MaskKind kind : {MaskKind::A, MaskKind::B})
@@ -124,9 +125,7 @@ std::vector<std::unique_ptr<Case>> make_cases(std::mt19937& rng) {
     Leaf* beta = c->add({1, 2, 1, 1}, rng);
     Leaf* rm = c->add({1, 2, 1, 1}, rng, -0.5, 0.5, false);
     Leaf* rv = c->add({1, 2, 1, 1}, rng, 0.5, 2.0, false);
-    c->build = [=](Graph<double>& g) {
-      return batch_norm(g, &x->t, &gamma->t, &beta->t, &rm->t, &rv->t, training);
-    };
+    c->build = [=](Graph<double>& g) { return batch_norm(g, &x->t, &gamma->t, &beta->t, &rm->t, &rv->t, training); };
     c->rtol = 1e-5;
   }
   for (int colors : {1, 3})

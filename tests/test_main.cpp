@@ -39,7 +39,10 @@ struct SummaryListener : doctest::IReporter {
 int g_passed = 0, g_failed = 0, g_skipped = 0;
 bool g_ran = false;
 void SummaryListener::test_run_end(const doctest::TestRunStats&) {
-  g_passed = passed; g_failed = failed; g_skipped = skipped; g_ran = true;
+  g_passed = passed;
+  g_failed = failed;
+  g_skipped = skipped;
+  g_ran = true;
 }
 
 struct CountingListener : SummaryListener {
@@ -50,7 +53,8 @@ struct CountingListener : SummaryListener {
     if (st.failure_flags || !st.testCaseSuccess || st.numAssertsFailedCurrentTest) current_failed = true;
     // doctest re-enters a test case once per leaf subcase; it calls test_case_end only once at the
     // very end (after all re-entries), so counting here is per test case.
-    if (current_failed) ++failed; else ++passed;
+    if (current_failed) ++failed;
+    else ++passed;
   }
 };
 
@@ -65,10 +69,8 @@ int main(int argc, char** argv) {
   // Printed after doctest's own summary so that it is the last line of the output.
   if (g_ran) {
     std::fflush(stdout);
-    if (g_skipped)
-      std::printf("%d passed, %d failed, %d skipped\n", g_passed, g_failed, g_skipped);
-    else
-      std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    if (g_skipped) std::printf("%d passed, %d failed, %d skipped\n", g_passed, g_failed, g_skipped);
+    else std::printf("%d passed, %d failed\n", g_passed, g_failed);
   }
   return rc;
 }

@@ -26,8 +26,7 @@ std::vector<uint8_t> random_image(int w, int h, int C, unsigned seed) {
 
 // Independent SSIM for the tests: direct 2-D Gaussian exp(-(dx^2+dy^2)/(2*1.5^2)) normalised
 // over the 11x11 window, one-pass moments E[xy] - mu_x mu_y, loop over all valid positions.
-double ref_ssim(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, int w, int h,
-                int C) {
+double ref_ssim(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, int w, int h, int C) {
   double g[11][11], gs = 0;
   for (int j = 0; j < 11; ++j)
     for (int i = 0; i < 11; ++i) {
@@ -47,8 +46,11 @@ double ref_ssim(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, in
             const double wt = g[j][i] / gs;
             const double x = a[((py + j) * w + px + i) * C + c];
             const double y = b[((py + j) * w + px + i) * C + c];
-            ex += wt * x; ey += wt * y;
-            exx += wt * x * x; eyy += wt * y * y; exy += wt * x * y;
+            ex += wt * x;
+            ey += wt * y;
+            exx += wt * x * x;
+            eyy += wt * y * y;
+            exy += wt * x * y;
           }
         const double vx = exx - ex * ex, vy = eyy - ey * ey, cxy = exy - ex * ey;
         sum += (2 * ex * ey + C1) * (2 * cxy + C2) / ((ex * ex + ey * ey + C1) * (vx + vy + C2));
@@ -97,7 +99,10 @@ TEST_CASE("metrics: psnr hand-computed 2x2 pair") {
   CHECK(expect == doctest::Approx(42.69010).epsilon(1e-6));
   // 2x2x3 with the pair repeated three times has the same MSE.
   uint8_t a3[12], b3[12];
-  for (int i = 0; i < 12; ++i) { a3[i] = a[i % 4]; b3[i] = b[i % 4]; }
+  for (int i = 0; i < 12; ++i) {
+    a3[i] = a[i % 4];
+    b3[i] = b[i % 4];
+  }
   CHECK(psnr(a3, b3, 2, 2, 3) == doctest::Approx(expect).epsilon(1e-14));
 }
 
@@ -125,11 +130,12 @@ TEST_CASE("metrics: ssim of two constant images is the luminance term only") {
   // Both variances and the covariance are 0, so the contrast-structure term is C2/C2 = 1 and
   // SSIM = (2*mu1*mu2 + C1) / (mu1^2 + mu2^2 + C1) with C1 = (0.01*255)^2 = 6.5025.
   const double C1 = 6.5025;
-  struct P { int m1, m2; };
+  struct P {
+    int m1, m2;
+  };
   for (P p : {P{100, 120}, P{0, 255}, P{30, 31}}) {
     std::vector<uint8_t> a(32 * 32 * 3, uint8_t(p.m1)), b(a.size(), uint8_t(p.m2));
-    const double expect =
-        (2.0 * p.m1 * p.m2 + C1) / (double(p.m1) * p.m1 + double(p.m2) * p.m2 + C1);
+    const double expect = (2.0 * p.m1 * p.m2 + C1) / (double(p.m1) * p.m1 + double(p.m2) * p.m2 + C1);
     CHECK(ssim(a.data(), b.data(), 32, 32, 3) == doctest::Approx(expect).epsilon(1e-12));
   }
   // Pinned: 100 vs 120 -> 24006.5025 / 24406.5025 = 0.98361...
@@ -363,8 +369,7 @@ TEST_CASE("metrics: nearest_upsample repeats pixels and bicubic scale 1 is the i
   nearest_upsample(x.data(), 3, 2, 3, 3, out.data());
   for (int Y = 0; Y < 6; ++Y)
     for (int X = 0; X < 9; ++X)
-      for (int c = 0; c < 3; ++c)
-        REQUIRE(out[(Y * 9 + X) * 3 + c] == x[((Y / 3) * 3 + X / 3) * 3 + c]);
+      for (int c = 0; c < 3; ++c) REQUIRE(out[(Y * 9 + X) * 3 + c] == x[((Y / 3) * 3 + X / 3) * 3 + c]);
   bicubic_upsample(x.data(), 3, 2, 3, 1, id.data());
   CHECK(id == x);
   CHECK_THROWS_AS(bicubic_upsample(x.data(), 3, 2, 3, 0, id.data()), prsr::Error);

@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <random>
 
+#include "engine/optim.h"
 #include "model/batch.h"
 #include "model/model.h"
-#include "engine/optim.h"
 #include "model/trainer.h"
 
 using namespace prsr;
@@ -46,8 +46,8 @@ void randomise(Model<T>& m, std::mt19937& rng, double scale) {
   for (auto& e : m.params.entries()) {
     const bool running = e.name.find("running") != std::string::npos;
     for (size_t i = 0; i < e.tensor->numel(); ++i)
-      h[e.offset + i] = running ? T(e.name.find("var") != std::string::npos ? 1.0 + 0.5 * std::fabs(u(rng)) : u(rng))
-                                : T(u(rng));
+      h[e.offset + i] =
+          running ? T(e.name.find("var") != std::string::npos ? 1.0 + 0.5 * std::fabs(u(rng)) : u(rng)) : T(u(rng));
   }
   // Keep masked weights at zero, as training does.
   for (auto& e : m.masks.entries()) {
@@ -141,8 +141,8 @@ TEST_CASE("model: the causality check detects a leaking first-layer mask") {
   // Turn first_h's mask A into mask B by hand, and give those weights values.
   std::vector<double> mk = m.masks.download(), h = m.params.download();
   const Shape s = m.first_h.w->shape;
-  std::vector<double> maskB = colour_mask<double>(s.n, s.c, s.h, s.w,
-                                                  MaskSpec{MaskKind::B, 3, 3, cfg.prior_channels, 0, cfg.first_kernel / 2});
+  std::vector<double> maskB =
+      colour_mask<double>(s.n, s.c, s.h, s.w, MaskSpec{MaskKind::B, 3, 3, cfg.prior_channels, 0, cfg.first_kernel / 2});
   std::copy(maskB.begin(), maskB.end(), mk.begin() + (m.first_h.mask->data - m.masks.data()));
   for (size_t i = 0; i < s.numel(); ++i) h[(m.first_h.w->data - m.params.data()) + i] = 0.3 + 0.01 * double(i % 7);
   m.masks.upload(mk);
@@ -213,7 +213,11 @@ TEST_CASE("model: whole-model gradient check in double (tiny config, every path)
         ++checked;
         if (err > 1e-7 + 1e-4 * std::fabs(num)) {
           ++failed;
-          if (err > worst) { worst = err; worst_name = e.name + "[" + std::to_string(k) + "] analytic " + std::to_string(a) + " numeric " + std::to_string(num); }
+          if (err > worst) {
+            worst = err;
+            worst_name = e.name + "[" + std::to_string(k) + "] analytic " + std::to_string(a) + " numeric " +
+                         std::to_string(num);
+          }
         }
       }
     }
@@ -270,8 +274,8 @@ TEST_CASE("model: overfitting 4 images drives the NLL below 0.5 bits/dim; withou
   StepResult r;
   for (int s = 0; s < steps; ++s) r = t.step(ptrs.data(), s);
   StepResult e = t.evaluate(ptrs.data(), 4);
-  std::printf("  overfit with prior: train NLL %.3f bits/dim, eval NLL %.3f, CE(A) alone %.3f bits/dim\n",
-              r.nll_bits, e.nll_bits, e.ce_a_bits);
+  std::printf("  overfit with prior: train NLL %.3f bits/dim, eval NLL %.3f, CE(A) alone %.3f bits/dim\n", r.nll_bits,
+              e.nll_bits, e.ce_a_bits);
   CHECK(e.nll_bits < 0.5);
   // The conditioning network alone (what the model is with its prior removed) stays near the
   // 2-bit floor: its CE(A) term was trained by the very same run.
@@ -311,7 +315,10 @@ TEST_CASE("model: CPU backend == reference on the full model's logits, loss and 
     std::vector<uint8_t> img(size_t(N) * S * S * colors);
     for (auto& v : img) v = uint8_t(rng() % 256);
 
-    struct Out { std::vector<double> a, b, grad, params; double loss; };
+    struct Out {
+      std::vector<double> a, b, grad, params;
+      double loss;
+    };
     auto run = [&](auto& m, auto zero) {
       using T = decltype(zero);
       std::vector<T> xs, ys;

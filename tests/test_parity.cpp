@@ -32,7 +32,10 @@ namespace {
 // The CPU backend's oneDNN convolutions run in several memory layouts (engine/cpu/conv.h): each
 // geometry is checked with the default per-shape rule, then in every layout explicitly. Other
 // backends have one pass. `deconv`: the deconvolutions have default and plain only.
-struct Layout { const char* name; int id; };
+struct Layout {
+  const char* name;
+  int id;
+};
 std::vector<Layout> layouts(bool deconv) {
 #if PRSR_PARITY_ON_CUDA
   (void)deconv;
@@ -66,14 +69,15 @@ void conv_case(const ConvGeom& g, bool bias) {
   ref::conv2d_forward<double>(y_ref.data(), xd.data(), wd.data(), bias ? bd.data() : nullptr, g);
   expect_close("conv2d_forward " + tag, y.get(), y_ref, dot_tol(k_fwd), 1e-4);
 
-  backward_parity("conv2d_backward", tag, nx, nw, size_t(g.co), bias,
-                  {dot_tol(long(g.co) * g.kh * g.kw), dot_tol(k_w), dot_tol(k_w)},
-                  [&](float* dx, float* dw, float* db, unsigned fresh) {
-                    be::conv2d_backward(dx, dw, db, DY.p, X.p, W.p, g, fresh);
-                  },
-                  [&](double* dx, double* dw, double* db) {
-                    ref::conv2d_backward<double>(dx, dw, db, dyd.data(), xd.data(), wd.data(), g);
-                  });
+  backward_parity(
+      "conv2d_backward", tag, nx, nw, size_t(g.co), bias,
+      {dot_tol(long(g.co) * g.kh * g.kw), dot_tol(k_w), dot_tol(k_w)},
+      [&](float* dx, float* dw, float* db, unsigned fresh) {
+        be::conv2d_backward(dx, dw, db, DY.p, X.p, W.p, g, fresh);
+      },
+      [&](double* dx, double* dw, double* db) {
+        ref::conv2d_backward<double>(dx, dw, db, dyd.data(), xd.data(), wd.data(), g);
+      });
 }
 
 void deconv_case(const DeconvGeom& g, bool bias) {
@@ -91,43 +95,43 @@ void deconv_case(const DeconvGeom& g, bool bias) {
   ref::deconv2d_forward<double>(y_ref.data(), xd.data(), wd.data(), bias ? bd.data() : nullptr, g);
   expect_close("deconv2d_forward " + tag, y.get(), y_ref, dot_tol(k_fwd), 1e-4);
 
-  backward_parity("deconv2d_backward", tag, nx, nw, size_t(g.co), bias,
-                  {dot_tol(long(g.co) * g.k * g.k), dot_tol(k_w), dot_tol(long(g.n) * g.ho() * g.wo())},
-                  [&](float* dx, float* dw, float* db, unsigned fresh) {
-                    be::deconv2d_backward(dx, dw, db, DY.p, X.p, W.p, g, fresh);
-                  },
-                  [&](double* dx, double* dw, double* db) {
-                    ref::deconv2d_backward<double>(dx, dw, db, dyd.data(), xd.data(), wd.data(), g);
-                  });
+  backward_parity(
+      "deconv2d_backward", tag, nx, nw, size_t(g.co), bias,
+      {dot_tol(long(g.co) * g.k * g.k), dot_tol(k_w), dot_tol(long(g.n) * g.ho() * g.wo())},
+      [&](float* dx, float* dw, float* db, unsigned fresh) {
+        be::deconv2d_backward(dx, dw, db, DY.p, X.p, W.p, g, fresh);
+      },
+      [&](double* dx, double* dw, double* db) {
+        ref::deconv2d_backward<double>(dx, dw, db, dyd.data(), xd.data(), wd.data(), g);
+      });
 }
 
 }  // namespace
 
-TEST_CASE(PARITY("conv2d forward and backward, the model's kernel shapes") *
-          doctest::skip(!backend_ok())) {
+TEST_CASE(PARITY("conv2d forward and backward, the model's kernel shapes") * doctest::skip(!backend_ok())) {
   // {n, ci, h, w, co, kh, kw, pad_t, pad_b, pad_l, pad_r}
   std::vector<ConvGeom> geoms = {
-      {2, 5, 9, 7, 4, 3, 3, 1, 1, 1, 1},    // conditioning 3x3 pad 1
-      {1, 3, 9, 7, 6, 1, 1, 0, 0, 0, 0},    // 1x1
-      {2, 3, 9, 7, 5, 4, 7, 3, 0, 3, 3},    // first vertical (7 -> 4x7)
-      {2, 5, 9, 7, 6, 3, 5, 2, 0, 2, 2},    // vertical (5 -> 3x5)
-      {2, 3, 9, 7, 5, 1, 4, 0, 0, 3, 0},    // first horizontal 1x4
-      {1, 5, 9, 7, 10, 1, 3, 0, 0, 2, 0},   // horizontal 1x3
-      {3, 1, 5, 6, 2, 3, 3, 1, 1, 1, 1},    // C = 1 input, n = 3
+      {2, 5, 9, 7, 4, 3, 3, 1, 1, 1, 1},      // conditioning 3x3 pad 1
+      {1, 3, 9, 7, 6, 1, 1, 0, 0, 0, 0},      // 1x1
+      {2, 3, 9, 7, 5, 4, 7, 3, 0, 3, 3},      // first vertical (7 -> 4x7)
+      {2, 5, 9, 7, 6, 3, 5, 2, 0, 2, 2},      // vertical (5 -> 3x5)
+      {2, 3, 9, 7, 5, 1, 4, 0, 0, 3, 0},      // first horizontal 1x4
+      {1, 5, 9, 7, 10, 1, 3, 0, 0, 2, 0},     // horizontal 1x3
+      {3, 1, 5, 6, 2, 3, 3, 1, 1, 1, 1},      // C = 1 input, n = 3
       {2, 16, 16, 16, 32, 3, 5, 2, 0, 2, 2},  // model-sized channels (32 -> 2c halved)
-      {2, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1},  // conditioning 32 -> 32 at 8x8
-      {2, 32, 8, 8, 64, 1, 1, 0, 0, 0, 0},  // 1x1 link/res sized
-      {1, 24, 5, 3, 300, 1, 1, 0, 0, 0, 0}, // 1x1 with >= 256 channels (head-like)
-      {2, 300, 3, 5, 7, 1, 1, 0, 0, 0, 0},  // 1x1 with >= 256 input channels
-      {2, 3, 7, 5, 4, 3, 3, 1, 1, 1, 1},    // 3x3 pad 1, odd sizes
-      {3, 5, 6, 7, 6, 1, 1, 0, 0, 0, 0},    // 1x1 (CUDA: direct GEMM, no im2col)
-      {2, 4, 9, 8, 5, 4, 7, 3, 0, 3, 3},    // first vertical, even width
-      {2, 3, 8, 9, 4, 3, 5, 2, 0, 2, 2},    // vertical, odd width
-      {2, 5, 5, 7, 3, 1, 4, 0, 0, 3, 0},    // first horizontal, small
-      {1, 4, 6, 5, 6, 1, 3, 0, 0, 2, 0},    // horizontal, small
-      {3, 1, 1, 1, 2, 1, 1, 0, 0, 0, 0},    // 1x1 on one pixel (the cached sampler)
-      {2, 3, 5, 5, 2, 1, 1, 1, 0, 0, 1},    // 1x1 with padding (not direct)
-      {1, 2, 4, 3, 3, 3, 3, 0, 0, 0, 0},    // valid conv, no padding
+      {2, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1},    // conditioning 32 -> 32 at 8x8
+      {2, 32, 8, 8, 64, 1, 1, 0, 0, 0, 0},    // 1x1 link/res sized
+      {1, 24, 5, 3, 300, 1, 1, 0, 0, 0, 0},   // 1x1 with >= 256 channels (head-like)
+      {2, 300, 3, 5, 7, 1, 1, 0, 0, 0, 0},    // 1x1 with >= 256 input channels
+      {2, 3, 7, 5, 4, 3, 3, 1, 1, 1, 1},      // 3x3 pad 1, odd sizes
+      {3, 5, 6, 7, 6, 1, 1, 0, 0, 0, 0},      // 1x1 (CUDA: direct GEMM, no im2col)
+      {2, 4, 9, 8, 5, 4, 7, 3, 0, 3, 3},      // first vertical, even width
+      {2, 3, 8, 9, 4, 3, 5, 2, 0, 2, 2},      // vertical, odd width
+      {2, 5, 5, 7, 3, 1, 4, 0, 0, 3, 0},      // first horizontal, small
+      {1, 4, 6, 5, 6, 1, 3, 0, 0, 2, 0},      // horizontal, small
+      {3, 1, 1, 1, 2, 1, 1, 0, 0, 0, 0},      // 1x1 on one pixel (the cached sampler)
+      {2, 3, 5, 5, 2, 1, 1, 1, 0, 0, 1},      // 1x1 with padding (not direct)
+      {1, 2, 4, 3, 3, 3, 3, 0, 0, 0, 0},      // valid conv, no padding
       {2, 32, 32, 32, 64, 3, 3, 1, 1, 1, 1},  // conditioning-net size
       {2, 32, 32, 32, 64, 1, 1, 0, 0, 0, 0},  // 1x1 head size
   };
@@ -164,7 +168,10 @@ TEST_CASE(PARITY("conv2d forward and backward, the model's kernel shapes") *
 // skipping backend (the contract in backend.h), and equal the dense gradient otherwise.
 TEST_CASE(PARITY("1x1 conv with colour blocks (masked prior head)") * doctest::skip(!backend_ok())) {
   constexpr bool skips_blocks = !kCuda;
-  struct Case { ConvGeom g; bool bias; };
+  struct Case {
+    ConvGeom g;
+    bool bias;
+  };
   auto geom = [](int n, int ci, int h, int w, int co, int colors, bool strict) {
     ConvGeom g{n, ci, h, w, co, 1, 1, 0, 0, 0, 0};
     g.colors = colors;
@@ -202,8 +209,8 @@ TEST_CASE(PARITY("1x1 conv with colour blocks (masked prior head)") * doctest::s
     FBuf dx(dx0), dw(dw0), db(db0);
     DVec dx_r = to_d(dx0), dw_r = to_d(dw0), db_r = to_d(db0);
     be::conv2d_backward(dx.p, dw.p, c.bias ? db.p : nullptr, DY.p, X.p, W.p, g);
-    ref::conv2d_backward<double>(dx_r.data(), dw_r.data(), c.bias ? db_r.data() : nullptr,
-                                 dyd.data(), xd.data(), wd.data(), g);
+    ref::conv2d_backward<double>(dx_r.data(), dw_r.data(), c.bias ? db_r.data() : nullptr, dyd.data(), xd.data(),
+                                 wd.data(), g);
     expect_close(std::string("conv1x1 blocks backward dx ") + tag, dx.get(), dx_r, dot_tol(g.co), 1e-4);
     {  // a fresh dx (mask A leaves input channels no block reads: they must come out zero)
       FBuf fx(garbage(nx));
@@ -212,7 +219,9 @@ TEST_CASE(PARITY("1x1 conv with colour blocks (masked prior head)") * doctest::s
       ref::conv2d_backward<double>(fx_r.data(), nullptr, nullptr, dyd.data(), xd.data(), wd.data(), g);
       expect_close(std::string("conv1x1 blocks backward dx [fresh] ") + tag, fx.get(), fx_r, dot_tol(g.co), 1e-4);
     }
-    if (c.bias) expect_close(std::string("conv1x1 blocks backward db ") + tag, db.get(), db_r, dot_tol(long(g.n) * g.h * g.w), 1e-4);
+    if (c.bias)
+      expect_close(std::string("conv1x1 blocks backward db ") + tag, db.get(), db_r, dot_tol(long(g.n) * g.h * g.w),
+                   1e-4);
     // allowed entries against the reference; masked ones untouched (skipping backend)
     DVec want(nw);
     size_t masked = 0;
@@ -221,7 +230,8 @@ TEST_CASE(PARITY("1x1 conv with colour blocks (masked prior head)") * doctest::s
       masked += mask[i] == 0.0f;
     }
     if (g.colors == 3) CHECK(masked > nw / 4);  // the case does exercise skipped blocks
-    expect_close(std::string("conv1x1 blocks backward dw ") + tag, dw.get(), want, dot_tol(long(g.n) * g.h * g.w), 1e-4);
+    expect_close(std::string("conv1x1 blocks backward dw ") + tag, dw.get(), want, dot_tol(long(g.n) * g.h * g.w),
+                 1e-4);
   }
 }
 
@@ -234,12 +244,11 @@ TEST_CASE(PARITY("deconv2d forward and backward") * doctest::skip(!backend_ok())
       {2, 4, 5, 4, 3, 4, 2, 1, 0},    // k4 s2 p1 (pad_r = pad)
       {1, 3, 6, 5, 4, 3, 1, 1, 0},    // stride 1
       {2, 3, 4, 5, 4, 3, 2, 1, 1},    // the model's, wider than high
-      {1, 5, 3, 3, 2, 3, 2, 1, 1},
-      {3, 4, 7, 6, 3, 3, 2, 1, 1},
+      {1, 5, 3, 3, 2, 3, 2, 1, 1},     {3, 4, 7, 6, 3, 3, 2, 1, 1},
       {2, 32, 16, 16, 32, 3, 2, 1, 1},  // 16 -> 32 at the model's width
-      {2, 3, 5, 4, 2, 4, 2, 1, 0},    // k 4, stride 2
-      {2, 2, 3, 3, 3, 3, 1, 0, 0},    // stride 1, no padding (full correlation)
-      {1, 2, 3, 4, 2, 2, 3, 0, 1},    // stride > k: output pixels nobody writes (bias only)
+      {2, 3, 5, 4, 2, 4, 2, 1, 0},      // k 4, stride 2
+      {2, 2, 3, 3, 3, 3, 1, 0, 0},      // stride 1, no padding (full correlation)
+      {1, 2, 3, 4, 2, 2, 3, 0, 1},      // stride > k: output pixels nobody writes (bias only)
   };
   // CUDA: M*P = 64*9 * 64*64 = 2.4M floats per image; the columns are built 28 images per
   // chunk, so 29 images take two chunks.
@@ -312,10 +321,8 @@ TEST_CASE(PARITY("elementwise") * doctest::skip(!backend_ok())) {
       void (*rb)(double*, const double*, const double*, size_t, unsigned);
     };
     const Act acts[] = {
-        {"relu", be::relu_forward, ref::relu_forward<double>, be::relu_backward,
-         ref::relu_backward<double>},
-        {"tanh", be::tanh_forward, ref::tanh_forward<double>, be::tanh_backward,
-         ref::tanh_backward<double>},
+        {"relu", be::relu_forward, ref::relu_forward<double>, be::relu_backward, ref::relu_backward<double>},
+        {"tanh", be::tanh_forward, ref::tanh_forward<double>, be::tanh_backward, ref::tanh_backward<double>},
         {"sigmoid", be::sigmoid_forward, ref::sigmoid_forward<double>, be::sigmoid_backward,
          ref::sigmoid_backward<double>},
     };
@@ -341,11 +348,12 @@ TEST_CASE(PARITY("elementwise") * doctest::skip(!backend_ok())) {
 }
 
 TEST_CASE(PARITY("gate and down_shift") * doctest::skip(!backend_ok())) {
-  struct S { int n, c, hw; };
+  struct S {
+    int n, c, hw;
+  };
   for (const S s : {S{1, 1, 1}, S{2, 5, 63}, S{3, 32, 1024}, S{2, 3, 7}, S{3, 32, 64}, S{2, 5, 1023}}) {
     const size_t nz = size_t(s.n) * 2 * s.c * s.hw, ny = size_t(s.n) * s.c * s.hw;
-    const std::string sz = " n" + std::to_string(s.n) + " c" + std::to_string(s.c) + " hw" +
-                           std::to_string(s.hw);
+    const std::string sz = " n" + std::to_string(s.n) + " c" + std::to_string(s.c) + " hw" + std::to_string(s.hw);
     const Vec z = rnd(nz, -4, 4), dy = rnd(ny), dz0 = rnd(nz);
     const DVec zd = to_d(z), dyd = to_d(dy);
     const FBuf Z(z), DY(dy);
@@ -364,11 +372,12 @@ TEST_CASE(PARITY("gate and down_shift") * doctest::skip(!backend_ok())) {
       expect_close("gate_backward" + f + sz, dz.get(), dzr, tol(5e-7, 1e-6), tol(1e-6, 1e-5));
     }
   }
-  struct D { int planes, h, w; };
+  struct D {
+    int planes, h, w;
+  };
   for (const D d : {D{1, 1, 1}, D{10, 9, 7}, D{96, 32, 32}, D{3, 5, 7}, D{64, 32, 32}, D{2, 1, 9}}) {
     const size_t n = size_t(d.planes) * d.h * d.w;
-    const std::string sz = " planes" + std::to_string(d.planes) + " " + std::to_string(d.h) +
-                           "x" + std::to_string(d.w);
+    const std::string sz = " planes" + std::to_string(d.planes) + " " + std::to_string(d.h) + "x" + std::to_string(d.w);
     const Vec x = rnd(n), dy = rnd(n), dx0 = rnd(n);
     const DVec xd = to_d(x), dyd = to_d(dy);
     const FBuf X(x), DY(dy);
@@ -389,12 +398,13 @@ TEST_CASE(PARITY("gate and down_shift") * doctest::skip(!backend_ok())) {
 }
 
 TEST_CASE(PARITY("batch norm train, eval and backward") * doctest::skip(!backend_ok())) {
-  struct S { int n, c, hw; };
-  for (const S s : {S{1, 1, 1}, S{2, 5, 63}, S{1, 3, 7}, S{4, 32, 256}, S{2, 3, 7}, S{4, 5, 64},
-                    S{1, 2, 1}, S{3, 32, 1024}, S{32, 4, 64}}) {
+  struct S {
+    int n, c, hw;
+  };
+  for (const S s : {S{1, 1, 1}, S{2, 5, 63}, S{1, 3, 7}, S{4, 32, 256}, S{2, 3, 7}, S{4, 5, 64}, S{1, 2, 1},
+                    S{3, 32, 1024}, S{32, 4, 64}}) {
     const size_t nx = size_t(s.n) * s.c * s.hw, c = size_t(s.c);
-    const std::string sz = " n" + std::to_string(s.n) + " c" + std::to_string(s.c) + " hw" +
-                           std::to_string(s.hw);
+    const std::string sz = " n" + std::to_string(s.n) + " c" + std::to_string(s.c) + " hw" + std::to_string(s.hw);
     const double m = double(s.n) * s.hw;
     // an offset mean and a non-unit scale, as after a conv
     Vec x = rnd(nx, -1, 1);
@@ -406,12 +416,10 @@ TEST_CASE(PARITY("batch norm train, eval and backward") * doctest::skip(!backend
 
     // training forward: y, mean, invstd, running stats
     FBuf y(rnd(nx)), mean(rnd(c)), invstd(rnd(c)), rm(rm0), rv(rv0);
-    be::batchnorm_forward_train(y.p, mean.p, invstd.p, rm.p, rv.p, X.p, G.p, Bt.p, s.n, s.c, s.hw,
-                                momentum, eps);
+    be::batchnorm_forward_train(y.p, mean.p, invstd.p, rm.p, rv.p, X.p, G.p, Bt.p, s.n, s.c, s.hw, momentum, eps);
     DVec yd(nx), meand(c), invd(c), rmd = to_d(rm0), rvd = to_d(rv0);
-    ref::batchnorm_forward_train<double>(yd.data(), meand.data(), invd.data(), rmd.data(),
-                                         rvd.data(), xd.data(), gd.data(), bd.data(), s.n, s.c,
-                                         s.hw, momentum, eps);
+    ref::batchnorm_forward_train<double>(yd.data(), meand.data(), invd.data(), rmd.data(), rvd.data(), xd.data(),
+                                         gd.data(), bd.data(), s.n, s.c, s.hw, momentum, eps);
     expect_close("bn_train y" + sz, y.get(), yd, tol(2e-6, 1e-5), tol(1e-5, 1e-4));
     expect_close("bn_train mean" + sz, mean.get(), meand, tol(1e-7, 1e-6), tol(1e-6, 1e-5));
     // invstd can be 1/sqrt(eps) ~ 316 when the variance is 0 (one element): relative
@@ -423,9 +431,8 @@ TEST_CASE(PARITY("batch norm train, eval and backward") * doctest::skip(!backend
     FBuf ye(rnd(nx)), me(rnd(c)), ie(rnd(c));
     be::batchnorm_forward_eval(ye.p, me.p, ie.p, RM0.p, RV0.p, X.p, G.p, Bt.p, s.n, s.c, s.hw, eps);
     DVec yer(nx), mer(c), ier(c);
-    ref::batchnorm_forward_eval<double>(yer.data(), mer.data(), ier.data(), to_d(rm0).data(),
-                                        to_d(rv0).data(), xd.data(), gd.data(), bd.data(), s.n,
-                                        s.c, s.hw, eps);
+    ref::batchnorm_forward_eval<double>(yer.data(), mer.data(), ier.data(), to_d(rm0).data(), to_d(rv0).data(),
+                                        xd.data(), gd.data(), bd.data(), s.n, s.c, s.hw, eps);
     expect_close("bn_eval y" + sz, ye.get(), yer, tol(1e-6, 1e-5), tol(1e-6, 1e-5));
     expect_close("bn_eval mean" + sz, me.get(), mer, 0, 0);
     expect_close("bn_eval invstd" + sz, ie.get(), ier, tol(0, 1e-7), 1e-6);
@@ -446,17 +453,16 @@ TEST_CASE(PARITY("batch norm train, eval and backward") * doctest::skip(!backend
       for (int mask = 1; mask < 8; ++mask) {
         const bool hx = mask & 1, hg = mask & 2, hb = mask & 4;
         for (unsigned fresh : {0u, unsigned(mask)}) {  // accumulating, then all fresh
-          const std::string t = std::string(training ? " train" : " eval") + " mask" +
-                                std::to_string(mask) + (fresh ? " [fresh]" : "") + sz;
+          const std::string t = std::string(training ? " train" : " eval") + " mask" + std::to_string(mask) +
+                                (fresh ? " [fresh]" : "") + sz;
           FBuf dx(fresh ? garbage(nx) : dx0), dg(fresh ? garbage(c) : dg0), db(fresh ? garbage(c) : db0);
           DVec dxd = fresh ? DVec(nx, NAN) : to_d(dx0), dgd = fresh ? DVec(c, NAN) : to_d(dg0),
                dbd = fresh ? DVec(c, NAN) : to_d(db0);
-          be::batchnorm_backward(hx ? dx.p : nullptr, hg ? dg.p : nullptr, hb ? db.p : nullptr,
-                                 DY.p, X.p, G.p, MU.p, IS.p, s.n, s.c, s.hw, training, fresh);
+          be::batchnorm_backward(hx ? dx.p : nullptr, hg ? dg.p : nullptr, hb ? db.p : nullptr, DY.p, X.p, G.p, MU.p,
+                                 IS.p, s.n, s.c, s.hw, training, fresh);
           ref::batchnorm_backward<double>(hx ? dxd.data() : nullptr, hg ? dgd.data() : nullptr,
-                                          hb ? dbd.data() : nullptr, dyd.data(), xd.data(),
-                                          gd.data(), mud.data(), isd.data(), s.n, s.c, s.hw,
-                                          training, fresh);
+                                          hb ? dbd.data() : nullptr, dyd.data(), xd.data(), gd.data(), mud.data(),
+                                          isd.data(), s.n, s.c, s.hw, training, fresh);
           if (hx) expect_close("bn_backward dx" + t, dx.get(), dxd, tdx, rdx);
           if (hg) expect_close("bn_backward dgamma" + t, dg.get(), dgd, tdg, rdg);
           if (hb) expect_close("bn_backward dbeta" + t, db.get(), dbd, tdg, rdg);
@@ -466,11 +472,12 @@ TEST_CASE(PARITY("batch norm train, eval and backward") * doctest::skip(!backend
   }
 }
 
-TEST_CASE(PARITY("softmax cross-entropy, colours 1 and 3, with and without b") *
-          doctest::skip(!backend_ok())) {
-  struct S { int n, colors, hw; };
-  for (const S s : {S{1, 1, 1}, S{2, 1, 63}, S{2, 3, 63}, S{1, 3, 130}, S{2, 3, 64}, S{2, 1, 7},
-                    S{2, 3, 7}, S{3, 3, 64}, S{2, 3, 1024}}) {
+TEST_CASE(PARITY("softmax cross-entropy, colours 1 and 3, with and without b") * doctest::skip(!backend_ok())) {
+  struct S {
+    int n, colors, hw;
+  };
+  for (const S s : {S{1, 1, 1}, S{2, 1, 63}, S{2, 3, 63}, S{1, 3, 130}, S{2, 3, 64}, S{2, 1, 7}, S{2, 3, 7},
+                    S{3, 3, 64}, S{2, 3, 1024}}) {
     const size_t nl = size_t(s.n) * s.colors * kLevels * s.hw;
     const size_t nt = size_t(s.n) * s.colors * s.hw;
     const Vec a = rnd(nl, -3, 3), b = rnd(nl, -3, 3);
@@ -479,13 +486,13 @@ TEST_CASE(PARITY("softmax cross-entropy, colours 1 and 3, with and without b") *
     const FBuf A(a), B(b);
     const DBuf<uint8_t> TG(target);
     for (bool with_b : {false, true}) {
-      const std::string sz = std::string(with_b ? " a+b" : " a") + " n" + std::to_string(s.n) +
-                             " colors" + std::to_string(s.colors) + " hw" + std::to_string(s.hw);
+      const std::string sz = std::string(with_b ? " a+b" : " a") + " n" + std::to_string(s.n) + " colors" +
+                             std::to_string(s.colors) + " hw" + std::to_string(s.hw);
       FBuf loss(Vec{123.0f});
       DVec ld = {0.0};
       be::softmax_ce_forward(loss.p, A.p, with_b ? B.p : nullptr, TG.p, s.n, s.colors, s.hw);
-      ref::softmax_ce_forward<double>(ld.data(), ad.data(), with_b ? bd.data() : nullptr,
-                                      target.data(), s.n, s.colors, s.hw);
+      ref::softmax_ce_forward<double>(ld.data(), ad.data(), with_b ? bd.data() : nullptr, target.data(), s.n, s.colors,
+                                      s.hw);
       expect_close("softmax_ce_forward" + sz, loss.get(), ld, 1e-6, tol(1e-6, 1e-5));
 
       const Vec dloss = {0.7f};
@@ -502,11 +509,10 @@ TEST_CASE(PARITY("softmax cross-entropy, colours 1 and 3, with and without b") *
           if ((fresh & 1u && !ha) || (fresh & 2u && !hb)) continue;
           FBuf da(fresh & 1u ? garbage(nl) : da0), db(fresh & 2u ? garbage(nl) : db0);
           DVec dar = fresh & 1u ? DVec(nl, NAN) : to_d(da0), dbr = fresh & 2u ? DVec(nl, NAN) : to_d(db0);
-          be::softmax_ce_backward(ha ? da.p : nullptr, hb ? db.p : nullptr, DL.p, A.p,
-                                  with_b ? B.p : nullptr, TG.p, s.n, s.colors, s.hw, fresh);
-          ref::softmax_ce_backward<double>(ha ? dar.data() : nullptr, hb ? dbr.data() : nullptr,
-                                           dld.data(), ad.data(), with_b ? bd.data() : nullptr,
-                                           target.data(), s.n, s.colors, s.hw, fresh);
+          be::softmax_ce_backward(ha ? da.p : nullptr, hb ? db.p : nullptr, DL.p, A.p, with_b ? B.p : nullptr, TG.p,
+                                  s.n, s.colors, s.hw, fresh);
+          ref::softmax_ce_backward<double>(ha ? dar.data() : nullptr, hb ? dbr.data() : nullptr, dld.data(), ad.data(),
+                                           with_b ? bd.data() : nullptr, target.data(), s.n, s.colors, s.hw, fresh);
           const std::string f = t + (fresh ? " [fresh " + std::to_string(fresh) + "]" : "");
           if (ha) expect_close("softmax_ce_backward da" + f, da.get(), dar, tg, 1e-5);
           if (hb) expect_close("softmax_ce_backward db" + f, db.get(), dbr, tg, 1e-5);
@@ -561,8 +567,7 @@ TEST_CASE(PARITY("rmsprop and adam, several steps") * doctest::skip(!backend_ok(
       const Vec g = rnd(n);
       const FBuf G(g);
       be::rmsprop_step(w.p, ms.p, mom.p, G.p, n, lr, decay, momentum, eps);
-      ref::rmsprop_step<double>(wr.data(), msr.data(), momr.data(), to_d(g).data(), n, lr, decay,
-                                momentum, eps);
+      ref::rmsprop_step<double>(wr.data(), msr.data(), momr.data(), to_d(g).data(), n, lr, decay, momentum, eps);
     }
     expect_close("rmsprop w" + sz, w.get(), wr, 1e-7, 1e-6);
     expect_close("rmsprop ms" + sz, ms.get(), msr, 1e-7, 1e-6);
@@ -578,8 +583,7 @@ TEST_CASE(PARITY("rmsprop and adam, several steps") * doctest::skip(!backend_ok(
       const Vec g = rnd(n);
       const FBuf G(g);
       be::adam_step(w.p, m.p, v.p, G.p, n, alr, beta1, beta2, eps, t);
-      ref::adam_step<double>(wr.data(), mr.data(), vr.data(), to_d(g).data(), n, alr, beta1,
-                             beta2, eps, t);
+      ref::adam_step<double>(wr.data(), mr.data(), vr.data(), to_d(g).data(), n, alr, beta1, beta2, eps, t);
     }
     expect_close("adam w" + sz, w.get(), wr, 1e-7, 1e-6);
     expect_close("adam m" + sz, m.get(), mr, 1e-7, 1e-6);

@@ -44,7 +44,9 @@ std::vector<uint8_t> random_low(int n, int L, int C, unsigned seed) {
 }  // namespace
 
 TEST_CASE("sampler: cached == naive (same seed, same images), C = 1 and 3, several temperatures, batch > 1") {
-  struct Setup { int colors, size, kernel, n; };
+  struct Setup {
+    int colors, size, kernel, n;
+  };
   for (Setup su : {Setup{1, 8, 3, 3}, Setup{3, 8, 5, 2}, Setup{3, 12, 3, 1}}) {
     ModelConfig cfg = sampler_config(su.colors, su.size, su.kernel);
     Model<float> m(cfg, Device::Cpu);
@@ -70,13 +72,17 @@ TEST_CASE("sampler: cached == naive (same seed, same images), C = 1 and 3, sever
         max_err = std::max(max_err, double(std::fabs(lc[i] - ln[i])));
         max_abs = std::max(max_abs, double(std::fabs(ln[i])));
       }
-      std::printf("  cached vs naive C=%d size=%d k=%d tau=%.1f: max logit diff %.2e (max |logit| %.1f)\n",
-                  su.colors, su.size, su.kernel, tau, max_err, max_abs);
+      std::printf("  cached vs naive C=%d size=%d k=%d tau=%.1f: max logit diff %.2e (max |logit| %.1f)\n", su.colors,
+                  su.size, su.kernel, tau, max_err, max_abs);
       CHECK(max_err <= 2e-5 * std::max(1.0, max_abs));
       // The samples are not all the same value (the check above would be weak otherwise).
       int distinct = 0;
       std::vector<bool> seen(256, false);
-      for (uint8_t v : cached) if (!seen[v]) { seen[v] = true; ++distinct; }
+      for (uint8_t v : cached)
+        if (!seen[v]) {
+          seen[v] = true;
+          ++distinct;
+        }
       CHECK(distinct > 5);
     }
     // A different seed gives different images.
@@ -88,7 +94,9 @@ TEST_CASE("sampler: cached == naive (same seed, same images), C = 1 and 3, sever
 }
 
 TEST_CASE("sampler: cached == naive with no gated layers, and with a stack width that is not a multiple of C") {
-  struct Setup { int colors, channels, layers; };
+  struct Setup {
+    int colors, channels, layers;
+  };
   for (Setup su : {Setup{3, 4, 0}, Setup{1, 4, 0}, Setup{3, 4, 2}, Setup{3, 5, 1}}) {
     ModelConfig cfg = sampler_config(su.colors, 8, 3);
     cfg.prior_channels = su.channels;
@@ -125,12 +133,15 @@ TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler 
     CHECK_NOTHROW(check_cacheable(m));
   }
   // Each edit breaks one assumption; the error names the layer.
-  struct Edit { const char* layer; void (*apply)(Model<float>&); };
+  struct Edit {
+    const char* layer;
+    void (*apply)(Model<float>&);
+  };
   const Edit edits[] = {
-      {"prior.first_h", [](Model<float>& m) { m.first_h.pad_r = 1; }},         // sees j + 1
-      {"prior.first_v", [](Model<float>& m) { m.first_v.pad_b = 1; }},         // sees row i + 1
-      {"prior.layer1.v", [](Model<float>& m) { m.gated[1].v.pad_l += 1; }},    // changes the width
-      {"prior.layer0.h", [](Model<float>& m) { m.gated[0].h.pad_l -= 1; }},    // misses its last tap
+      {"prior.first_h", [](Model<float>& m) { m.first_h.pad_r = 1; }},       // sees j + 1
+      {"prior.first_v", [](Model<float>& m) { m.first_v.pad_b = 1; }},       // sees row i + 1
+      {"prior.layer1.v", [](Model<float>& m) { m.gated[1].v.pad_l += 1; }},  // changes the width
+      {"prior.layer0.h", [](Model<float>& m) { m.gated[0].h.pad_l -= 1; }},  // misses its last tap
       {"prior.layer0.link", [](Model<float>& m) { m.gated[0].link.pad_t = 1; }},
       {"prior.head1", [](Model<float>& m) { m.head1.transposed = true; }},
   };

@@ -75,8 +75,8 @@ int main(int argc, char** argv) {
     }
   std::printf("\n  cached sampler, batch %2d: %8.2f s  (%.3f s per image)\n", n, cached_s, cached_s / n);
   std::printf("  cached sampler, batch  1: %8.2f s  (%.3f s per image)\n", cached_1, cached_1);
-  std::printf("  naive sampler,  batch %2d: %8.0f s  (extrapolated from %d of %ld sub-pixels: %.2f s)\n", n,
-              naive_s, naive_steps, subpixels, naive_part);
+  std::printf("  naive sampler,  batch %2d: %8.0f s  (extrapolated from %d of %ld sub-pixels: %.2f s)\n", n, naive_s,
+              naive_steps, subpixels, naive_part);
   std::printf("  speed-up cached vs naive: %.0fx\n", naive_s / cached_s);
   std::printf("  identical draws on the compared sub-pixels: %ld of %ld\n", compared - differ, compared);
   return differ ? 1 : 0;

@@ -5,9 +5,9 @@
 //   build/bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]
 //                     [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024] ...
 #include <omp.h>
-#include <oneapi/dnnl/dnnl.hpp>
 #include <sys/resource.h>
 #include <time.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -44,11 +44,26 @@ void* __libc_malloc(size_t);
 void* __libc_calloc(size_t, size_t);
 void* __libc_realloc(void*, size_t);
 void* __libc_memalign(size_t, size_t);
-void* malloc(size_t n) { count_alloc(n); return __libc_malloc(n); }
-void* calloc(size_t k, size_t n) { count_alloc(k * n); return __libc_calloc(k, n); }
-void* realloc(void* p, size_t n) { count_alloc(n); return __libc_realloc(p, n); }
-void* memalign(size_t a, size_t n) { count_alloc(n); return __libc_memalign(a, n); }
-void* aligned_alloc(size_t a, size_t n) { count_alloc(n); return __libc_memalign(a, n); }
+void* malloc(size_t n) {
+  count_alloc(n);
+  return __libc_malloc(n);
+}
+void* calloc(size_t k, size_t n) {
+  count_alloc(k * n);
+  return __libc_calloc(k, n);
+}
+void* realloc(void* p, size_t n) {
+  count_alloc(n);
+  return __libc_realloc(p, n);
+}
+void* memalign(size_t a, size_t n) {
+  count_alloc(n);
+  return __libc_memalign(a, n);
+}
+void* aligned_alloc(size_t a, size_t n) {
+  count_alloc(n);
+  return __libc_memalign(a, n);
+}
 int posix_memalign(void** p, size_t a, size_t n) {
   count_alloc(n);
   *p = __libc_memalign(a, n);
@@ -73,14 +88,17 @@ double conv_peak_gflops() {
   memory::desc src({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
   memory::desc wei({C, C, 3, 3}, memory::data_type::f32, memory::format_tag::any);
   memory::desc dst({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
-  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, dst,
-                              {1, 1}, {1, 1}, {1, 1});
+  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, dst, {1, 1},
+                              {1, 1}, {1, 1});
   convolution_forward::primitive_desc pd(d, eng);
   memory ms(pd.src_desc(), eng), mw(pd.weights_desc(), eng), md(pd.dst_desc(), eng);
   std::fill_n(static_cast<float*>(ms.get_data_handle()), pd.src_desc().get_size() / 4, 0.5f);
   std::fill_n(static_cast<float*>(mw.get_data_handle()), pd.weights_desc().get_size() / 4, 0.01f);
   convolution_forward conv(pd);
-  auto run = [&] { conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}}); s.wait(); };
+  auto run = [&] {
+    conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}});
+    s.wait();
+  };
   for (int i = 0; i < 3; ++i) run();
   double best = 1e9;
   for (int i = 0; i < 30; ++i) {
@@ -120,10 +138,11 @@ std::string str_arg(int argc, char** argv, const char* name, const char* def) {
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help") {
-      std::printf("usage: bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]\n"
-                  "                   [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024]\n"
-                  "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n"
-                  "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive)\n");
+      std::printf(
+          "usage: bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]\n"
+          "                   [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024]\n"
+          "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n"
+          "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive)\n");
       return 0;
     }
   const int batch = int_arg(argc, argv, "--batch", 32), steps = int_arg(argc, argv, "--steps", 5);
@@ -199,8 +218,10 @@ int main(int argc, char** argv) {
     times.push_back(now_seconds() - t0);
     cpu_times.push_back(cpu_seconds() - c0);
     const auto& lt = trainer.last_times();
-    phase.setup += lt.setup / steps; phase.forward += lt.forward / steps;
-    phase.backward += lt.backward / steps; phase.optimizer += lt.optimizer / steps;
+    phase.setup += lt.setup / steps;
+    phase.forward += lt.forward / steps;
+    phase.backward += lt.backward / steps;
+    phase.optimizer += lt.optimizer / steps;
   }
   g_trap = false;
   const long allocs = g_allocs.load() - allocs0, large = g_large_allocs.load() - large0;
@@ -225,14 +246,16 @@ int main(int argc, char** argv) {
   std::printf("\n  fastest step %.0f ms (%.1f images/s)", times.front() * 1e3, batch / times.front());
   std::printf("\n  CPU time %.0f ms/step (%.2f cores busy)", cpu_times[cpu_times.size() / 2] * 1e3,
               cpu_times[cpu_times.size() / 2] / med);
-  std::printf("\n  phases (mean ms/step): setup %.1f, forward %.1f, backward %.1f, optimizer %.1f",
-              phase.setup * 1e3, phase.forward * 1e3, phase.backward * 1e3, phase.optimizer * 1e3);
-  std::printf("\n  loss %.3f; heap allocations per step in the loop (malloc level): %ld >= 64 KiB (dnnl_sgemm's\n"
-              "  packing buffers), %.0f small (oneDNN's execute and sgemm)\n"
-              "  peak RSS %ld MiB, graph arena %.0f MiB (high-water %.0f MiB)\n",
-              r.loss, large / steps, double(allocs - large) / steps, peak_rss_mib(),
-              trainer.graph().arena().reserved_bytes() / 1048576.0, trainer.graph().arena().used_bytes() / 1048576.0);
-  std::printf("\nper-op breakdown (ms per step, sum of kernel calls):\n  %-12s %9s %9s %7s\n", "op", "forward", "backward", "share");
+  std::printf("\n  phases (mean ms/step): setup %.1f, forward %.1f, backward %.1f, optimizer %.1f", phase.setup * 1e3,
+              phase.forward * 1e3, phase.backward * 1e3, phase.optimizer * 1e3);
+  std::printf(
+      "\n  loss %.3f; heap allocations per step in the loop (malloc level): %ld >= 64 KiB (dnnl_sgemm's\n"
+      "  packing buffers), %.0f small (oneDNN's execute and sgemm)\n"
+      "  peak RSS %ld MiB, graph arena %.0f MiB (high-water %.0f MiB)\n",
+      r.loss, large / steps, double(allocs - large) / steps, peak_rss_mib(),
+      trainer.graph().arena().reserved_bytes() / 1048576.0, trainer.graph().arena().used_bytes() / 1048576.0);
+  std::printf("\nper-op breakdown (ms per step, sum of kernel calls):\n  %-12s %9s %9s %7s\n", "op", "forward",
+              "backward", "share");
   double total = 0;
   for (int o = 0; o < kOpCount; ++o) total += prof.fwd_s[o] + prof.bwd_s[o];
   for (int o = 0; o < kOpCount; ++o) {

@@ -10,7 +10,7 @@
 
 namespace prsr::train_cli {
 
-extern bool g_tty;                     // stdout is a terminal: progress line redrawn with \r
+extern bool g_tty;                 // stdout is a terminal: progress line redrawn with \r
 extern std::atomic<int> g_signal;  // the first SIGINT / SIGTERM received in the step loop
 
 // SIGINT / SIGTERM are taken by one thread that only waits for them, never by a handler that

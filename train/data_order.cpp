@@ -14,7 +14,8 @@ void DataOrder::build(uint64_t epoch) {
   for (int i = n_ - 1; i > 0; --i) {
     const uint64_t range = uint64_t(i) + 1, limit = UINT64_MAX - UINT64_MAX % range;
     uint64_t r;
-    do r = rng(); while (r >= limit);
+    do r = rng();
+    while (r >= limit);
     std::swap(perm_[size_t(i)], perm_[size_t(r % range)]);
   }
   epoch_ = epoch;

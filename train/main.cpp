@@ -109,9 +109,18 @@ void poison_output_bias(prsr::Model<float>& model) {
 class StepLoop {
  public:
   StepLoop(Run& R, Session& S, LogCsv& log, HeldOut& held_out, SampleGrids& grids, double train_flops)
-      : R_(R), o_(R.o), S_(S), log_(log), held_out_(held_out), grids_(grids), train_flops_(train_flops),
-        pixel_(o_.model.has_prior()), order_(o_.seed, R.train.n), batch_(size_t(o_.batch)),
-        clock_(R.elapsed_before), step_(R.start_step) {}
+      : R_(R),
+        o_(R.o),
+        S_(S),
+        log_(log),
+        held_out_(held_out),
+        grids_(grids),
+        train_flops_(train_flops),
+        pixel_(o_.model.has_prior()),
+        order_(o_.seed, R.train.n),
+        batch_(size_t(o_.batch)),
+        clock_(R.elapsed_before),
+        step_(R.start_step) {}
 
   // The exit status.
   int run() {
@@ -160,15 +169,17 @@ class StepLoop {
     if (g_tty) std::fputs("\n", stdout);
     std::fflush(stdout);
     std::string kept = R_.last_saved_step >= 0 ? R_.ckpt + " (step " + std::to_string(R_.last_saved_step) + ")"
-                       : o_.resume ? R_.ckpt + " (step " + std::to_string(R_.start_step) + ", untouched)"
-                                   : "none (no checkpoint was written yet)";
+                       : o_.resume             ? R_.ckpt + " (step " + std::to_string(R_.start_step) + ", untouched)"
+                                               : "none (no checkpoint was written yet)";
     std::fprintf(stderr, "error: %s; last good checkpoint: %s\n", e.what(), kept.c_str());
   }
 
   void evaluate() {
     std::tie(valid_loss_, valid_bits_) = held_out_.evaluate(S_.trainer);
     const int n_valid = held_out_.count();
-    if (pixel_) say("eval       step %ld: valid %.4f bits/dim on %d images (loss %.4f)", step_, valid_bits_, n_valid, valid_loss_);
+    if (pixel_)
+      say("eval       step %ld: valid %.4f bits/dim on %d images (loss %.4f)", step_, valid_bits_, n_valid,
+          valid_loss_);
     else say("eval       step %ld: valid MSE %.5f on %d images", step_, valid_loss_, n_valid);
   }
 

@@ -13,8 +13,7 @@ long parse_long(const std::string& flag, const std::string& v, long lo, long hi)
   errno = 0;
   char* end = nullptr;
   const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE)
-    throw UsageError(flag + ": '" + v + "' is not an integer");
+  if (v.empty() || *end != '\0' || errno == ERANGE) throw UsageError(flag + ": '" + v + "' is not an integer");
   if (x < lo || x > hi)
     throw UsageError(flag + ": " + v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return x;
@@ -52,8 +51,7 @@ std::string fmt_g(double v) {
 std::vector<Flag> make_flags(Options& o) {
   const long kMax = 1000000000000L;
   std::vector<Flag> f;
-  auto I = [&](const char* name, const char* val, const char* help, auto* dst, long lo, long hi,
-               const char* group) {
+  auto I = [&](const char* name, const char* val, const char* help, auto* dst, long lo, long hi, const char* group) {
     f.push_back({name, val, help, std::to_string(*dst),
                  [dst, name, lo, hi](const std::string& v) {
                    *dst = static_cast<std::remove_pointer_t<decltype(dst)>>(parse_long(name, v, lo, hi));
@@ -66,30 +64,36 @@ std::vector<Flag> make_flags(Options& o) {
   };
   auto S = [&](const char* name, const char* val, const char* help, std::string* dst, const char* def,
                const char* group) {
-    f.push_back({name, val, help, def, [dst, name](const std::string& v) {
+    f.push_back({name, val, help, def,
+                 [dst, name](const std::string& v) {
                    if (v.empty()) throw UsageError(std::string(name) + ": empty value");
                    *dst = v;
-                 }, false, group});
+                 },
+                 false, group});
   };
   auto B = [&](const char* name, const char* help, std::function<void()> on, const char* group) {
     f.push_back({name, "", help, "", [on](const std::string&) { on(); }, false, group});
   };
   const char* G = "run";
   S("--data", "NAME", "data set: fashion-mnist | celeba | folder:PATH", &o.data, "fashion-mnist", G);
-  S("--data-dir", "PATH", "where the data set lives", &o.data_dir,
-    "/usr/share/datasets/fashion-mnist, datasets/celeba", G);
+  S("--data-dir", "PATH", "where the data set lives", &o.data_dir, "/usr/share/datasets/fashion-mnist, datasets/celeba",
+    G);
   S("--cache-dir", "PATH", "preprocessed data cache", &o.cache_dir, "datasets/cache", G);
-  f.push_back({"--device", "cpu|cuda", "backend to train on", "cpu", [&o](const std::string& v) {
+  f.push_back({"--device", "cpu|cuda", "backend to train on", "cpu",
+               [&o](const std::string& v) {
                  if (v != "cpu" && v != "cuda") throw UsageError("--device: '" + v + "' is not cpu or cuda");
                  o.device = v;
-               }, false, G});
+               },
+               false, G});
   I("--steps", "N", "train until this many steps are done (in total, also with --resume)", &o.steps, 0, kMax, G);
   I("--batch", "N", "images per step", &o.batch, 1, 65536, G);
   S("--out", "DIR", "run folder: log.csv, sample grids, checkpoint", &o.out, "runs/<data>", G);
   S("--ckpt", "PATH", "checkpoint file", &o.ckpt, "OUT/model.bin", G);
-  B("--resume", "continue from --ckpt (model, optimiser, data order taken from it)", [&o] { o.resume = true; }, G);
-  B("--overwrite", "start afresh even if --ckpt or OUT/log.csv exist (they are replaced)",
-    [&o] { o.overwrite = true; }, G);
+  B(
+      "--resume", "continue from --ckpt (model, optimiser, data order taken from it)", [&o] { o.resume = true; }, G);
+  B(
+      "--overwrite", "start afresh even if --ckpt or OUT/log.csv exist (they are replaced)",
+      [&o] { o.overwrite = true; }, G);
   f.push_back({"--seed", "S", "initialisation, data order and sample seed", "1",
                [&o](const std::string& v) { o.seed = parse_u64("--seed", v); }, false, G});
   I("--threads", "N", "OpenMP threads (0 = all cores)", &o.threads, 0, 4096, G);
@@ -98,8 +102,8 @@ std::vector<Flag> make_flags(Options& o) {
   I("--eval-every", "N", "held-out bits/dim every N steps (0 = never)", &o.eval_every, 0, kMax, G);
   I("--sample-every", "N", "PNG grid of samples every N steps (0 = never)", &o.sample_every, 0, kMax, G);
   I("--ckpt-every", "N", "checkpoint every N steps (0 = only at the end and on Ctrl-C)", &o.ckpt_every, 0, kMax, G);
-  I("--print-every", "N", "log.csv row (and a progress line when not a terminal) every N steps", &o.print_every,
-    1, kMax, G);
+  I("--print-every", "N", "log.csv row (and a progress line when not a terminal) every N steps", &o.print_every, 1,
+    kMax, G);
   I("--valid-count", "N", "validation images used for held-out bits/dim", &o.valid_count, 1, 100000000, G);
   I("--sample-rows", "N", "validation inputs in the sample grid", &o.sample_rows, 1, 64, G);
 
@@ -112,13 +116,15 @@ std::vector<Flag> make_flags(Options& o) {
   I("--head", "N", "prior head width", &m.head, 1, 1 << 20, G);
   I("--cond-channels", "N", "conditioning network channels", &m.cond_channels, 1, 65536, G);
   I("--cond-blocks", "N", "ResNet blocks at each of 8x8, 16x16, 32x32", &m.cond_blocks, 0, 1000, G);
-  B("--no-batch-norm", "no batch norm in the conditioning network", [&o] { o.model.batch_norm = false; }, G);
+  B(
+      "--no-batch-norm", "no batch norm in the conditioning network", [&o] { o.model.batch_norm = false; }, G);
   f.back().def = "batch norm on";
-  f.push_back({"--loss", "pixel|l2", "pixel: CE(A+B)+CE(A); l2: conditioning network alone, MSE (ResNet-L2)",
-               "pixel", [&o](const std::string& v) {
+  f.push_back({"--loss", "pixel|l2", "pixel: CE(A+B)+CE(A); l2: conditioning network alone, MSE (ResNet-L2)", "pixel",
+               [&o](const std::string& v) {
                  if (v != "pixel" && v != "l2") throw UsageError("--loss: '" + v + "' is not pixel or l2");
                  o.model.loss = v;
-               }, false, G});
+               },
+               false, G});
 
   G = "optimiser";
   prsr::OptimConfig& q = o.optim;
@@ -126,7 +132,8 @@ std::vector<Flag> make_flags(Options& o) {
                [&o](const std::string& v) {
                  if (v != "rmsprop" && v != "adam") throw UsageError("--optimizer: '" + v + "' is not rmsprop or adam");
                  o.optim.kind = v;
-               }, false, G});
+               },
+               false, G});
   F("--lr", "learning rate", &q.lr, 0, 1e3, G);
   F("--decay", "RMSProp decay of the mean square", &q.decay, 0, 1, G);
   F("--momentum", "RMSProp momentum", &q.momentum, 0, 1, G);

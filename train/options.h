@@ -14,8 +14,8 @@
 namespace prsr::train_cli {
 
 constexpr int kExitOk = 0;
-constexpr int kExitError = 1;        // runtime error: data, checkpoint, I/O, NaN loss
-constexpr int kExitUsage = 2;        // bad command line, device not available
+constexpr int kExitError = 1;  // runtime error: data, checkpoint, I/O, NaN loss
+constexpr int kExitUsage = 2;  // bad command line, device not available
 // Interrupted by a signal: 128 + signal number (130 for SIGINT, 143 for SIGTERM), after the
 // checkpoint has been written.
 
@@ -25,18 +25,18 @@ struct UsageError : Error {
 
 struct Options {
   std::string data = "fashion-mnist";
-  std::string data_dir;                 // "" = the data set's default place
+  std::string data_dir;  // "" = the data set's default place
   std::string cache_dir = "datasets/cache";
   std::string device = "cpu";
   long steps = 200000;
   int batch = 32;
-  std::string out;                      // "" = runs/<data name>
-  std::string ckpt;                     // "" = OUT/model.bin
+  std::string out;   // "" = runs/<data name>
+  std::string ckpt;  // "" = OUT/model.bin
   bool resume = false;
   bool overwrite = false;
   uint64_t seed = 1;
-  int threads = 0;                      // 0 = all cores
-  prsr::ModelConfig model;              // colors is set from the data set
+  int threads = 0;          // 0 = all cores
+  prsr::ModelConfig model;  // colors is set from the data set
   prsr::OptimConfig optim;
   long eval_every = 500;
   long sample_every = 1000;
@@ -44,9 +44,9 @@ struct Options {
   long print_every = 10;
   int valid_count = 256;
   int sample_rows = 8;
-  long debug_nan_at_step = -1;          // hidden: poison a parameter before this step
+  long debug_nan_at_step = -1;  // hidden: poison a parameter before this step
   bool help = false;
-  std::set<std::string> given;          // flags given on the command line
+  std::set<std::string> given;  // flags given on the command line
 };
 
 // One flag: its name, the value it takes ("" = a switch), the help line, the default as shown,

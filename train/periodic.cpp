@@ -32,8 +32,8 @@ std::pair<double, double> HeldOut::evaluate(prsr::Trainer<float>& trainer) {
   return std::make_pair(loss / n_, bits / n_);
 }
 
-SampleGrids::SampleGrids(const prsr::data::Dataset& valid, const prsr::ModelConfig& m, int sample_rows,
-                         uint64_t seed, const std::string& out)
+SampleGrids::SampleGrids(const prsr::data::Dataset& valid, const prsr::ModelConfig& m, int sample_rows, uint64_t seed,
+                         const std::string& out)
     : valid_(valid),
       rows_(std::min(sample_rows, valid.n)),
       C_(m.colors),

@@ -21,7 +21,10 @@ namespace {
 void check_resume_flags(const Options& o, const prsr::CheckpointInfo& info, const std::string& path) {
   using M = prsr::ModelConfig;
   using Q = prsr::OptimConfig;
-  struct Field { const char* flag; std::function<std::string(const M&, const Q&)> get; };
+  struct Field {
+    const char* flag;
+    std::function<std::string(const M&, const Q&)> get;
+  };
   const Field fields[] = {
       {"--channels", [](const M& m, const Q&) { return std::to_string(m.prior_channels); }},
       {"--layers", [](const M& m, const Q&) { return std::to_string(m.prior_layers); }},
@@ -30,7 +33,8 @@ void check_resume_flags(const Options& o, const prsr::CheckpointInfo& info, cons
       {"--head", [](const M& m, const Q&) { return std::to_string(m.head); }},
       {"--cond-channels", [](const M& m, const Q&) { return std::to_string(m.cond_channels); }},
       {"--cond-blocks", [](const M& m, const Q&) { return std::to_string(m.cond_blocks); }},
-      {"--no-batch-norm", [](const M& m, const Q&) { return std::string(m.batch_norm ? "batch norm" : "no batch norm"); }},
+      {"--no-batch-norm",
+       [](const M& m, const Q&) { return std::string(m.batch_norm ? "batch norm" : "no batch norm"); }},
       {"--loss", [](const M& m, const Q&) { return m.loss; }},
       {"--optimizer", [](const M&, const Q& q) { return q.kind; }},
       {"--lr", [](const M&, const Q& q) { return fmt_g(q.lr); }},
@@ -46,7 +50,8 @@ void check_resume_flags(const Options& o, const prsr::CheckpointInfo& info, cons
     const std::string mine = f.get(o.model, o.optim), theirs = f.get(info.model, info.optim);
     if (mine != theirs) {
       if (std::string(f.flag) == "--no-batch-norm")
-        throw UsageError("--no-batch-norm contradicts " + path + " (trained with batch norm); "
+        throw UsageError("--no-batch-norm contradicts " + path +
+                         " (trained with batch norm); "
                          "--resume takes the model from the checkpoint: drop the flag");
       throw UsageError(std::string(f.flag) + " " + mine + " contradicts " + path + " (" + f.flag + " " + theirs +
                        "); --resume takes the model and optimiser from the checkpoint: drop the flag "
@@ -75,8 +80,7 @@ void read_resume_state(Run& R) {
   std::error_code ec;
   if (!fs::exists(o.ckpt, ec)) throw Error("--resume: no checkpoint at " + o.ckpt);
   resume_info = prsr::read_checkpoint_info(o.ckpt);  // verifies length and checksum
-  if (!resume_info.has_optimizer_state)
-    throw Error(o.ckpt + " has no optimiser state; cannot resume training from it");
+  if (!resume_info.has_optimizer_state) throw Error(o.ckpt + " has no optimiser state; cannot resume training from it");
   check_resume_flags(o, resume_info, o.ckpt);
   const std::string data = meta_get(resume_info, "data", o.ckpt);
   if (o.given.count("--data") && o.data != data)
@@ -89,8 +93,8 @@ void read_resume_state(Run& R) {
   }
   const uint64_t seed = parse_u64("checkpoint seed", meta_get(resume_info, "seed", o.ckpt));
   if (o.given.count("--seed") && o.seed != seed)
-    throw UsageError("--seed " + std::to_string(o.seed) + " contradicts " + o.ckpt + " (seed " +
-                     std::to_string(seed) + "); the data order depends on it: drop the flag");
+    throw UsageError("--seed " + std::to_string(o.seed) + " contradicts " + o.ckpt + " (seed " + std::to_string(seed) +
+                     "); the data order depends on it: drop the flag");
   o.seed = seed;
   const int batch = int(parse_long("checkpoint batch", meta_get(resume_info, "batch", o.ckpt), 1, 65536));
   if (o.given.count("--batch") && o.batch != batch)
@@ -119,8 +123,10 @@ void save_run_checkpoint(Run& R, const prsr::Model<float>& model, const prsr::Op
   const std::vector<float> p = model.params.download();
   for (float v : p)
     if (!std::isfinite(v))
-      throw Error("parameters are not finite after step " + std::to_string(step) + "; not saving (the last good "
-                  "checkpoint " + R.ckpt + " is kept)");
+      throw Error("parameters are not finite after step " + std::to_string(step) +
+                  "; not saving (the last good "
+                  "checkpoint " +
+                  R.ckpt + " is kept)");
   prsr::CheckpointInfo info;
   info.model = o.model;
   info.optim = o.optim;

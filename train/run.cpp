@@ -30,17 +30,13 @@ void resolve_run_folder(Run& R) {
   Options& o = R.o;
   try {
     o.model.colors = prsr::data::dataset_colors(o.data);
-  } catch (const Error& e) {
-    throw UsageError(std::string("--data: ") + e.what());
-  }
+  } catch (const Error& e) { throw UsageError(std::string("--data: ") + e.what()); }
   if (o.resume && o.model.colors != R.resume_info.model.colors)
     throw Error(o.ckpt + ": the checkpoint's model has " + std::to_string(R.resume_info.model.colors) +
                 " colours, the data set " + o.data + " " + std::to_string(o.model.colors));
   try {
     o.model.validate();
-  } catch (const Error& e) {
-    throw UsageError(e.what());
-  }
+  } catch (const Error& e) { throw UsageError(e.what()); }
   R.data_name = data_run_name(o.data);
   // A resumed run keeps writing beside its checkpoint unless --out says otherwise.
   if (o.out.empty() && o.resume) {
@@ -55,10 +51,12 @@ void resolve_run_folder(Run& R) {
     std::error_code ec;
     if (!o.resume && !o.overwrite) {
       if (fs::exists(R.ckpt, ec))
-        throw Error("checkpoint " + R.ckpt + " already exists; continue it with --resume, or replace it with "
+        throw Error("checkpoint " + R.ckpt +
+                    " already exists; continue it with --resume, or replace it with "
                     "--overwrite, or choose another --ckpt / --out");
       if (fs::exists(R.log_path, ec))
-        throw Error(R.log_path + " already exists (an earlier run); continue it with --resume, or replace it "
+        throw Error(R.log_path +
+                    " already exists (an earlier run); continue it with --resume, or replace it "
                     "with --overwrite, or choose another --out");
     }
   }
@@ -88,11 +86,14 @@ void print_banner(const Run& R, const prsr::Model<float>& model, double fwd, dou
   std::printf("prsr train\n");
   std::printf("  data       %s (C=%d): %s train / %s valid images%s\n", o.data.c_str(), R.train.colors,
               with_commas(R.train.n).c_str(), with_commas(R.valid.n).c_str(),
-              R.train.skipped + R.valid.skipped ? (" (" + std::to_string(R.train.skipped + R.valid.skipped) +
-                                                   " unreadable files skipped)").c_str() : "");
+              R.train.skipped + R.valid.skipped
+                  ? (" (" + std::to_string(R.train.skipped + R.valid.skipped) + " unreadable files skipped)").c_str()
+                  : "");
   if (R.train.shared_splits)
-    std::printf("  note       fewer than %d images: every image is in every split, so the valid figures are "
-                "not held out\n", prsr::data::kFolderSplitMin);
+    std::printf(
+        "  note       fewer than %d images: every image is in every split, so the valid figures are "
+        "not held out\n",
+        prsr::data::kFolderSplitMin);
   std::printf("  device     %s, %d OpenMP thread%s\n", o.device.c_str(), threads, threads == 1 ? "" : "s");
   std::printf("  model      %s\n", o.model.to_string().c_str());
   std::printf("  parameters %s\n", with_commas(model.parameter_count()).c_str());

@@ -16,8 +16,8 @@
 namespace prsr::train_cli {
 
 struct Run {
-  Options o;  // with --resume: model, optimiser, data set, seed and batch from the checkpoint
-  std::string data_name;  // the data set's folder name under runs/ (data_run_name)
+  Options o;                        // with --resume: model, optimiser, data set, seed and batch from the checkpoint
+  std::string data_name;            // the data set's folder name under runs/ (data_run_name)
   std::string out, ckpt, log_path;  // OUT, the checkpoint file, OUT/log.csv
   prsr::Device dev = prsr::Device::Cpu;
   prsr::CheckpointInfo resume_info;  // --resume: the checkpoint's header; default otherwise

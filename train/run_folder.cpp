@@ -66,7 +66,10 @@ void prepare_log(const std::string& path, bool resume, long resume_step) {
     std::string line;
     bool first = true;
     while (std::getline(in, line)) {
-      if (first) { first = false; if (line == kLogHeader) continue; }
+      if (first) {
+        first = false;
+        if (line == kLogHeader) continue;
+      }
       if (line.empty()) continue;
       char* end = nullptr;
       const long s = std::strtol(line.c_str(), &end, 10);
@@ -80,8 +83,7 @@ void prepare_log(const std::string& path, bool resume, long resume_step) {
     out.flush();
     if (!out) throw Error("cannot write " + tmp + ": " + std::strerror(errno));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error("cannot write " + path + ": " + std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error("cannot write " + path + ": " + std::strerror(errno));
 }
 
 LogCsv::LogCsv(const std::string& path) : f_(std::fopen(path.c_str(), "a")) {
@@ -98,8 +100,8 @@ void LogCsv::row(long step, double loss, std::optional<double> nll_bits, std::op
     return std::string(b);
   };
   std::fprintf(f_, "%ld,%.6f,%s,%s,%s,%s,%.2f,%.2f,%g,%.1f\n", step, loss, cell(nll_bits).c_str(),
-               cell(ce_a_bits).c_str(), cell(valid_loss).c_str(), cell(valid_bits).c_str(), images_per_s,
-               ms_per_step, lr, time);
+               cell(ce_a_bits).c_str(), cell(valid_loss).c_str(), cell(valid_bits).c_str(), images_per_s, ms_per_step,
+               lr, time);
   std::fflush(f_);
 }
 

@@ -37,8 +37,8 @@ class LogCsv {
   LogCsv& operator=(const LogCsv&) = delete;
 
   void row(long step, double loss, std::optional<double> nll_bits, std::optional<double> ce_a_bits,
-           std::optional<double> valid_loss, std::optional<double> valid_bits, double images_per_s,
-           double ms_per_step, double lr, double time);
+           std::optional<double> valid_loss, std::optional<double> valid_bits, double images_per_s, double ms_per_step,
+           double lr, double time);
   void close();
 
  private:

@@ -30,8 +30,8 @@ inline double row_sq_dev(const float* x, double mu, int hw) {
 }
 
 // y = (x - mean) * invstd * gamma + beta, in float as the reference
-void normalise(float* y, const float* x, float mean, float invstd, float gamma, float beta, int n,
-               int c, int hw, int ch) {
+void normalise(float* y, const float* x, float mean, float invstd, float gamma, float beta, int n, int c, int hw,
+               int ch) {
   for (int b = 0; b < n; ++b) {
     const size_t o = (size_t(b) * c + ch) * hw;
 #pragma omp simd
@@ -45,10 +45,9 @@ void normalise(float* y, const float* x, float mean, float invstd, float gamma, 
 
 namespace prsr {
 
-void cpu::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                                  float* running_var, const float* x, const float* gamma,
-                                  const float* beta, int n, int c, int hw, float momentum,
-                                  float eps) {
+void cpu::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean, float* running_var,
+                                  const float* x, const float* gamma, const float* beta, int n, int c, int hw,
+                                  float momentum, float eps) {
   const double m = double(n) * hw;
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
@@ -63,14 +62,13 @@ void cpu::batchnorm_forward_train(float* y, float* mean, float* invstd, float* r
     normalise(y, x, mean[ch], invstd[ch], gamma[ch], beta[ch], n, c, hw, ch);
     const double unbiased = m > 1 ? v / (m - 1) : var;  // running_var gets the unbiased one
     running_mean[ch] = float((1 - double(momentum)) * double(running_mean[ch]) + double(momentum) * mu);
-    running_var[ch] =
-        float((1 - double(momentum)) * double(running_var[ch]) + double(momentum) * unbiased);
+    running_var[ch] = float((1 - double(momentum)) * double(running_var[ch]) + double(momentum) * unbiased);
   }
 }
 
 void cpu::batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                                 const float* running_var, const float* x, const float* gamma,
-                                 const float* beta, int n, int c, int hw, float eps) {
+                                 const float* running_var, const float* x, const float* gamma, const float* beta, int n,
+                                 int c, int hw, float eps) {
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
     mean[ch] = running_mean[ch];
@@ -83,10 +81,9 @@ void cpu::batchnorm_forward_eval(float* y, float* mean, float* invstd, const flo
 //   dgamma += sum dy * xhat;  dbeta += sum dy
 //   training:   dx += gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
 //   evaluation: dx += gamma * invstd * dy
-void cpu::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
-                             const float* x, const float* gamma, const float* mean,
-                             const float* invstd, int n, int c, int hw, bool training,
-                             unsigned fresh) {
+void cpu::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                             const float* gamma, const float* mean, const float* invstd, int n, int c, int hw,
+                             bool training, unsigned fresh) {
   const double m = double(n) * hw;
   const bool fx = fresh & 1u;  // a fresh dx is overwritten; fresh dgamma / dbeta likewise
 #pragma omp parallel for schedule(static)

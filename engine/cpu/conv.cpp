@@ -21,6 +21,7 @@
 // objects are shared state).
 #include "engine/cpu/conv.h"
 
+#include <omp.h>
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -28,7 +29,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <omp.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
@@ -87,7 +87,8 @@ inline void execute_c(const dnnl::primitive& p, dnnl::stream& s, std::vector<dnn
   if (cargs.empty())
     for (auto& [k, m] : args) cargs.push_back({k, m.get()});
   const dnnl_status_t st = dnnl_primitive_execute(p.get(), s.get(), int(cargs.size()), cargs.data());
-  if (st != dnnl_success) throw prsr::Error("oneDNN primitive execution failed (status " + std::to_string(int(st)) + ")");
+  if (st != dnnl_success)
+    throw prsr::Error("oneDNN primitive execution failed (status " + std::to_string(int(st)) + ")");
 }
 
 struct Entry {
@@ -96,12 +97,11 @@ struct Entry {
   std::vector<dnnl_exec_arg_t> cargs;
   std::vector<Arg> a;  // in the order the pointers are passed to run()
   memory scratchpad;
-  std::string name;    // "direction geometry layout", for the profile
+  std::string name;                        // "direction geometry layout", for the profile
   double t_in = 0, t_prim = 0, t_out = 0;  // seconds in reorders in, primitive, reorders out
   long calls = 0;
 
-  void add(int dnnl_arg, Role role, const memory::desc& prim_md, const memory::desc& user_md,
-           int grad_bit = -1) {
+  void add(int dnnl_arg, Role role, const memory::desc& prim_md, const memory::desc& user_md, int grad_bit = -1) {
     auto& eng = global().eng;
     Arg x;
     x.role = role;
@@ -134,8 +134,7 @@ struct Entry {
   // `reuse`: an input argument (index into a[]) whose converted copy already sits in `from`'s
   // private buffer (same layout): its reorder is skipped and the primitive reads that buffer.
   // `fresh`: the gradient bits (Arg::grad_bit) whose caller buffers are fresh (overwritten).
-  void run(std::initializer_list<const void*> ptrs, int reuse = -1, const Arg* from = nullptr,
-           unsigned fresh = 0) {
+  void run(std::initializer_list<const void*> ptrs, int reuse = -1, const Arg* from = nullptr, unsigned fresh = 0) {
     auto& strm = global().strm;
     const bool prof = global().profile;
     size_t i = 0;
@@ -168,7 +167,10 @@ struct Entry {
     strm.wait();
     if (prof) {
       const double t3 = now_seconds();
-      t_in += t1 - t0; t_prim += t2 - t1; t_out += t3 - t2; ++calls;
+      t_in += t1 - t0;
+      t_prim += t2 - t1;
+      t_out += t3 - t2;
+      ++calls;
     }
   }
 };
@@ -197,16 +199,13 @@ std::map<Key, std::unique_ptr<Entry>>& cache() {
 bool use_blocked(Kind kind, int ci, int co, int kh, int kw) {
   const ConvLayout l = global().layout;
   if (l != ConvLayout::Default) return l == ConvLayout::Any;
-  if (kind == Kind::DeconvFwd || kind == Kind::DeconvBwdData || kind == Kind::DeconvBwdWeights)
-    return true;
+  if (kind == Kind::DeconvFwd || kind == Kind::DeconvBwdData || kind == Kind::DeconvBwdWeights) return true;
   if (kh == 1 && kw == 1) return std::max(ci, co) < 256;
   if (kind == Kind::ConvBwdData && ci < 8) return false;
   return true;
 }
 
-memory::desc md(memory::dims dims, tag plain, bool any) {
-  return memory::desc(dims, dt::f32, any ? tag::any : plain);
-}
+memory::desc md(memory::dims dims, tag plain, bool any) { return memory::desc(dims, dt::f32, any ? tag::any : plain); }
 memory::desc plain_md(memory::dims dims, tag plain) { return memory::desc(dims, dt::f32, plain); }
 
 dnnl::primitive_attr user_scratchpad() {
@@ -231,8 +230,8 @@ struct ConvDims {
 };
 
 Key conv_key(Kind k, bool bias, bool any, const ConvGeom& g) {
-  return Key{int(k), int(bias), int(any), g.n, g.ci, g.h, g.w, g.co,
-             g.kh, g.kw, g.pad_t, g.pad_b, g.pad_l, g.pad_r, 0, 0};
+  return Key{int(k), int(bias), int(any), g.n,     g.ci,    g.h,     g.w, g.co,
+             g.kh,   g.kw,      g.pad_t,  g.pad_b, g.pad_l, g.pad_r, 0,   0};
 }
 
 // The oneDNN primitive families of a convolution and of a transposed convolution: the same
@@ -255,12 +254,11 @@ enum class Direction { Fwd, BwdData, BwdWeights };
 template <class P, class Dims>
 typename P::Fwd::primitive_desc fwd_pd(const Dims& d, bool bias, bool any, const dnnl::primitive_attr& attr) {
   using F = typename P::Fwd;
-  const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any),
-             dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
-  const auto desc = bias ? typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, b, dst,
-                                            d.strides, d.pad_l, d.pad_r)
-                         : typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, dst,
-                                            d.strides, d.pad_l, d.pad_r);
+  const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any), dst = md(d.dst, tag::nchw, any),
+             b = plain_md(d.bias, tag::x);
+  const auto desc =
+      bias ? typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
+           : typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, dst, d.strides, d.pad_l, d.pad_r);
   return typename F::primitive_desc(desc, attr, global().eng);
 }
 
@@ -269,8 +267,8 @@ typename P::Fwd::primitive_desc fwd_pd(const Dims& d, bool bias, bool any, const
 template <class P, class Dims>
 std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dims& d) {
   const auto attr = user_scratchpad();
-  const auto u_src = plain_md(d.src, tag::nchw), u_wei = plain_md(d.wei, tag::oihw),
-             u_dst = plain_md(d.dst, tag::nchw), u_bias = plain_md(d.bias, tag::x);
+  const auto u_src = plain_md(d.src, tag::nchw), u_wei = plain_md(d.wei, tag::oihw), u_dst = plain_md(d.dst, tag::nchw),
+             u_bias = plain_md(d.bias, tag::x);
   auto e = std::make_unique<Entry>();
   if (dir == Direction::Fwd) {
     const auto pd = fwd_pd<P>(d, bias, any, attr);
@@ -283,8 +281,8 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
   } else if (dir == Direction::BwdData) {
     using B = typename P::BwdData;
     const auto hint = fwd_pd<P>(d, false, any, dnnl::primitive_attr());
-    const typename B::desc desc(P::alg, md(d.src, tag::nchw, any), md(d.wei, tag::oihw, any),
-                                md(d.dst, tag::nchw, any), d.strides, d.pad_l, d.pad_r);
+    const typename B::desc desc(P::alg, md(d.src, tag::nchw, any), md(d.wei, tag::oihw, any), md(d.dst, tag::nchw, any),
+                                d.strides, d.pad_l, d.pad_r);
     const typename B::primitive_desc pd(desc, attr, global().eng, hint);
     e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
     e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
@@ -294,8 +292,8 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
   } else {
     using B = typename P::BwdWeights;
     const auto hint = fwd_pd<P>(d, bias, any, dnnl::primitive_attr());
-    const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any),
-               dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
+    const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any), dst = md(d.dst, tag::nchw, any),
+               b = plain_md(d.bias, tag::x);
     const auto desc = bias ? typename B::desc(P::alg, src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
                            : typename B::desc(P::alg, src, wei, dst, d.strides, d.pad_l, d.pad_r);
     const typename B::primitive_desc pd(desc, attr, global().eng, hint);
@@ -311,8 +309,9 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
 }
 
 std::unique_ptr<Entry> build_conv(Kind kind, bool bias, bool any, const ConvGeom& g) {
-  const Direction dir = kind == Kind::ConvFwd ? Direction::Fwd
-                        : kind == Kind::ConvBwdData ? Direction::BwdData : Direction::BwdWeights;
+  const Direction dir = kind == Kind::ConvFwd       ? Direction::Fwd
+                        : kind == Kind::ConvBwdData ? Direction::BwdData
+                                                    : Direction::BwdWeights;
   return build_entry<ConvPrims>(dir, bias, any, ConvDims(g));
 }
 
@@ -333,13 +332,13 @@ struct DeconvDims {
 };
 
 Key deconv_key(Kind k, bool bias, bool any, const DeconvGeom& g) {
-  return Key{int(k), int(bias), int(any), g.n, g.ci, g.h, g.w, g.co,
-             g.k, g.stride, g.pad, g.out_pad, 0, 0, 0, 0};
+  return Key{int(k), int(bias), int(any), g.n, g.ci, g.h, g.w, g.co, g.k, g.stride, g.pad, g.out_pad, 0, 0, 0, 0};
 }
 
 std::unique_ptr<Entry> build_deconv(Kind kind, bool bias, bool any, const DeconvGeom& g) {
-  const Direction dir = kind == Kind::DeconvFwd ? Direction::Fwd
-                        : kind == Kind::DeconvBwdData ? Direction::BwdData : Direction::BwdWeights;
+  const Direction dir = kind == Kind::DeconvFwd       ? Direction::Fwd
+                        : kind == Kind::DeconvBwdData ? Direction::BwdData
+                                                      : Direction::BwdWeights;
   return build_entry<DeconvPrims>(dir, bias, any, DeconvDims(g));
 }
 
@@ -360,10 +359,12 @@ Entry& lookup(Kind kind, bool bias, bool any, const Geom& g, KeyFn key_fn, Build
   if (it != c.end()) return *it->second;
   try {
     auto e = build_fn(kind, bias, any, g);
-    static const char* kind_names[] = {"conv_fwd", "conv_bwd_data", "conv_bwd_w", "deconv_fwd", "deconv_bwd_data", "deconv_bwd_w"};
+    static const char* kind_names[] = {"conv_fwd",   "conv_bwd_data",   "conv_bwd_w",
+                                       "deconv_fwd", "deconv_bwd_data", "deconv_bwd_w"};
     e->name = std::string(kind_names[int(kind)]) + " n" + std::to_string(g.n) + " " + std::to_string(g.ci) + "->" +
               std::to_string(g.co) + " " + std::to_string(g.h) + "x" + std::to_string(g.w) + " k" +
-              std::to_string(key[8]) + "x" + std::to_string(key[9]) + (any ? " blocked" : " plain") + (bias ? " +b" : "");
+              std::to_string(key[8]) + "x" + std::to_string(key[9]) + (any ? " blocked" : " plain") +
+              (bias ? " +b" : "");
     return *c.emplace(key, std::move(e)).first->second;
   } catch (const dnnl::error& err) {
     throw Error(std::string("oneDNN: cannot create a convolution primitive: ") + err.what());
@@ -408,16 +409,16 @@ void bias_grad(float* db, const float* dy, int n, int co, int hw, bool fresh) {
 // blocks let the GEMMs skip the masked third of the weights (head2 1024->768: dense, oneDNN was
 // as fast as sgemm there). The small link/res convs stay on oneDNN, which is faster there.
 bool gemm_1x1(Kind kind, const ConvGeom& g) {
-  if (global().layout != ConvLayout::Default || g.kh != 1 || g.kw != 1 || g.pad_t || g.pad_b ||
-      g.pad_l || g.pad_r || std::max(g.ci, g.co) < 256)
+  if (global().layout != ConvLayout::Default || g.kh != 1 || g.kw != 1 || g.pad_t || g.pad_b || g.pad_l || g.pad_r ||
+      std::max(g.ci, g.co) < 256)
     return false;
   return kind == Kind::ConvFwd || g.ci < 256 || g.colors > 0;
 }
 
 // (The callers skip the blocks that read no input: k > 0 here. An empty weight-gradient block,
 // mask A's first colour, has n = 0.)
-void sgemm(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda,
-           const float* b, long ldb, float beta, float* c, long ldc) {
+void sgemm(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda, const float* b, long ldb,
+           float beta, float* c, long ldc) {
   if (m <= 0 || n <= 0) return;
   const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (st != dnnl_success) throw prsr::Error("dnnl_sgemm failed (status " + std::to_string(int(st)) + ")");
@@ -455,8 +456,8 @@ void conv1x1_forward(float* y, const float* x, const float* w, const float* b, c
       const ColourBlock& bl = cb.b[k];
       if (bl.k1 == kprev) continue;
       if (first && !b) std::fill(yi, yi + bl.o0 * hw, 0.0f);  // rows that read nothing (mask A)
-      sgemm('N', 'N', g.co - bl.o0, hw, bl.k1 - kprev, 1.0f, w + size_t(bl.o0) * g.ci + kprev, g.ci,
-            xi + kprev * hw, hw, (b || !first) ? 1.0f : 0.0f, yi + bl.o0 * hw, hw);
+      sgemm('N', 'N', g.co - bl.o0, hw, bl.k1 - kprev, 1.0f, w + size_t(bl.o0) * g.ci + kprev, g.ci, xi + kprev * hw,
+            hw, (b || !first) ? 1.0f : 0.0f, yi + bl.o0 * hw, hw);
       first = false;
       kprev = bl.k1;
     }
@@ -488,16 +489,21 @@ void conv1x1_backward_data(float* dx, const float* dy, const float* w, const Con
 // Images per block of the weight gradient: fixed by the shape, so the sum order is too.
 constexpr int kWeightBlock = 4;
 
-struct GemmScratch { std::vector<float> v; };
-GemmScratch& gemm_scratch() { static GemmScratch s; return s; }
+struct GemmScratch {
+  std::vector<float> v;
+};
+GemmScratch& gemm_scratch() {
+  static GemmScratch s;
+  return s;
+}
 
 // dW[o0:o1, 0:k1] (+)= dy_i[o0:o1] x_i[0:k1]^T for each colour block.
-void weight_gemm(float* dw, const float* dyi, const float* xi, const ConvGeom& g,
-                 const ColourBlocks& cb, long hw, float beta) {
+void weight_gemm(float* dw, const float* dyi, const float* xi, const ConvGeom& g, const ColourBlocks& cb, long hw,
+                 float beta) {
   for (int k = 0; k < cb.count; ++k) {
     const ColourBlock& bl = cb.b[k];
-    sgemm('N', 'T', bl.o1 - bl.o0, bl.k1, hw, 1.0f, dyi + bl.o0 * hw, hw, xi, hw, beta,
-          dw + size_t(bl.o0) * g.ci, g.ci);
+    sgemm('N', 'T', bl.o1 - bl.o0, bl.k1, hw, 1.0f, dyi + bl.o0 * hw, hw, xi, hw, beta, dw + size_t(bl.o0) * g.ci,
+          g.ci);
   }
 }
 
@@ -521,8 +527,7 @@ void conv1x1_backward_weights(float* dw, const float* dy, const float* x, const 
     float* p = part.data() + nw * bk;
     const int i0 = bk * kWeightBlock, i1 = std::min(g.n, i0 + kWeightBlock);
     for (int i = i0; i < i1; ++i)
-      weight_gemm(p, dy + size_t(i) * g.co * hw, x + size_t(i) * g.ci * hw, g, cb, hw,
-                  i == i0 ? 0.0f : 1.0f);
+      weight_gemm(p, dy + size_t(i) * g.co * hw, x + size_t(i) * g.ci * hw, g, cb, hw, i == i0 ? 0.0f : 1.0f);
   }
   for (int k = 0; k < cb.count; ++k) {
     const ColourBlock& bl = cb.b[k];
@@ -548,13 +553,18 @@ void set_conv_layout(ConvLayout layout) {
 void set_conv_profile(bool on) {
   std::lock_guard<std::mutex> lock(global().mu);
   global().profile = on;
-  for (auto& [k, e] : cache()) { e->t_in = e->t_prim = e->t_out = 0; e->calls = 0; }
+  for (auto& [k, e] : cache()) {
+    e->t_in = e->t_prim = e->t_out = 0;
+    e->calls = 0;
+  }
 }
 void print_conv_profile(int steps) {
   std::lock_guard<std::mutex> lock(global().mu);
   std::vector<Entry*> v;
-  for (auto& [k, e] : cache()) if (e->calls) v.push_back(e.get());
-  std::sort(v.begin(), v.end(), [](Entry* a, Entry* b) { return a->t_in + a->t_prim + a->t_out > b->t_in + b->t_prim + b->t_out; });
+  for (auto& [k, e] : cache())
+    if (e->calls) v.push_back(e.get());
+  std::sort(v.begin(), v.end(),
+            [](Entry* a, Entry* b) { return a->t_in + a->t_prim + a->t_out > b->t_in + b->t_prim + b->t_out; });
   std::printf("\nconv profile (ms per step: reorders in, primitive, reorders out; calls per step):\n");
   for (Entry* e : v)
     std::printf("  %-52s %8.1f %8.1f %8.1f  %5.1f  %s\n", e->name.c_str(), e->t_in * 1e3 / steps,
@@ -571,20 +581,16 @@ int conv_cache_size() {
 
 namespace prsr {
 
-void cpu::conv2d_forward(float* y, const float* x, const float* w, const float* b,
-                         const ConvGeom& g) {
+void cpu::conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (gemm_1x1(Kind::ConvFwd, g)) return conv1x1_forward(y, x, w, b, g);
-  Entry& e = lookup(Kind::ConvFwd, b != nullptr, conv_blocked(Kind::ConvFwd, g), g, conv_key,
-                    build_conv);
-  if (b)
-    e.run({x, w, b, y});
-  else
-    e.run({x, w, y});
+  Entry& e = lookup(Kind::ConvFwd, b != nullptr, conv_blocked(Kind::ConvFwd, g), g, conv_key, build_conv);
+  if (b) e.run({x, w, b, y});
+  else e.run({x, w, y});
 }
 
-void cpu::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                          const float* w, const ConvGeom& g, unsigned fresh) {
+void cpu::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                          const ConvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (gemm_1x1(Kind::ConvBwdData, g)) {
     if (dx) conv1x1_backward_data(dx, dy, w, g, fresh & 1u);
@@ -601,46 +607,37 @@ void cpu::conv2d_backward(float* dx, float* dw, float* db, const float* dy, cons
     ed->run({dy, w, dx}, -1, nullptr, fresh);
   }
   if (dw) {
-    Entry& e = lookup(Kind::ConvBwdWeights, db != nullptr, conv_blocked(Kind::ConvBwdWeights, g),
-                      g, conv_key, build_conv);
+    Entry& e =
+        lookup(Kind::ConvBwdWeights, db != nullptr, conv_blocked(Kind::ConvBwdWeights, g), g, conv_key, build_conv);
     // dy was just converted to the backward-data primitive's layout: when the backward-weights
     // primitive wants the same one, it reads that copy instead of converting dy again.
-    const bool share = ed && ed->a[0].has_reorder && e.a[1].has_reorder &&
-                       ed->a[0].prim.get_desc() == e.a[1].prim.get_desc();
-    if (db)
-      e.run({x, dy, dw, db}, share ? 1 : -1, share ? &ed->a[0] : nullptr, fresh);
-    else
-      e.run({x, dy, dw}, share ? 1 : -1, share ? &ed->a[0] : nullptr, fresh);
+    const bool share =
+        ed && ed->a[0].has_reorder && e.a[1].has_reorder && ed->a[0].prim.get_desc() == e.a[1].prim.get_desc();
+    if (db) e.run({x, dy, dw, db}, share ? 1 : -1, share ? &ed->a[0] : nullptr, fresh);
+    else e.run({x, dy, dw}, share ? 1 : -1, share ? &ed->a[0] : nullptr, fresh);
   } else if (db) {
     bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u);
   }
 }
 
-void cpu::deconv2d_forward(float* y, const float* x, const float* w, const float* b,
-                           const DeconvGeom& g) {
+void cpu::deconv2d_forward(float* y, const float* x, const float* w, const float* b, const DeconvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
-  Entry& e = lookup(Kind::DeconvFwd, b != nullptr, deconv_blocked(Kind::DeconvFwd, g), g,
-                    deconv_key, build_deconv);
-  if (b)
-    e.run({x, w, b, y});
-  else
-    e.run({x, w, y});
+  Entry& e = lookup(Kind::DeconvFwd, b != nullptr, deconv_blocked(Kind::DeconvFwd, g), g, deconv_key, build_deconv);
+  if (b) e.run({x, w, b, y});
+  else e.run({x, w, y});
 }
 
-void cpu::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                            const float* w, const DeconvGeom& g, unsigned fresh) {
+void cpu::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                            const DeconvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (dx)
-    lookup(Kind::DeconvBwdData, false, deconv_blocked(Kind::DeconvBwdData, g), g, deconv_key,
-           build_deconv)
+    lookup(Kind::DeconvBwdData, false, deconv_blocked(Kind::DeconvBwdData, g), g, deconv_key, build_deconv)
         .run({dy, w, dx}, -1, nullptr, fresh);
   if (dw) {
-    Entry& e = lookup(Kind::DeconvBwdWeights, db != nullptr,
-                      deconv_blocked(Kind::DeconvBwdWeights, g), g, deconv_key, build_deconv);
-    if (db)
-      e.run({x, dy, dw, db}, -1, nullptr, fresh);
-    else
-      e.run({x, dy, dw}, -1, nullptr, fresh);
+    Entry& e = lookup(Kind::DeconvBwdWeights, db != nullptr, deconv_blocked(Kind::DeconvBwdWeights, g), g, deconv_key,
+                      build_deconv);
+    if (db) e.run({x, dy, dw, db}, -1, nullptr, fresh);
+    else e.run({x, dy, dw}, -1, nullptr, fresh);
   } else if (db) {
     bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u);
   }

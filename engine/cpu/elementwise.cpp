@@ -18,9 +18,7 @@ void cpu::fill(float* y, float v, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = v;
 }
 
-void cpu::axpy(float* y, float a, const float* x, size_t n, unsigned fresh) {
-  PRSR_STORE(y, n, fresh & 1u, a * x[i]);
-}
+void cpu::axpy(float* y, float a, const float* x, size_t n, unsigned fresh) { PRSR_STORE(y, n, fresh & 1u, a * x[i]); }
 
 void cpu::add_forward(float* y, const float* a, const float* b, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
@@ -86,8 +84,7 @@ void cpu::gate_forward(float* y, const float* z, int n, int c, int hw) {
 
 // y = t * s, t = tanh(z_t), s = sigmoid(z_s):
 //   dz_t += dy * s * (1 - t^2);  dz_s += dy * t * s * (1 - s)
-void cpu::gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw,
-                        unsigned fresh) {
+void cpu::gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh) {
   const long planes = long(n) * c;
   const bool fr = fresh & 1u;  // both halves of every plane are written: overwrite when fresh
 #pragma omp parallel for schedule(static) if (planes * hw >= long(kParallelMin))
@@ -126,8 +123,7 @@ void cpu::down_shift_forward(float* y, const float* x, int planes, int h, int w)
 }
 
 // dx[q, i, :] += dy[q, i + 1, :] for i < h - 1 (fresh: dx[q, i, :] = that, last row 0)
-void cpu::down_shift_backward(float* dx, const float* dy, int planes, int h, int w,
-                              unsigned fresh) {
+void cpu::down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh) {
   const bool fr = fresh & 1u;
   if (h <= 0) return;
   const size_t plane = size_t(h) * w;

@@ -127,8 +127,8 @@ double flat_sum(size_t n, F term) {
 namespace prsr {
 
 // loss = mean over (n, colour, pixel) of log(sum_l exp(logit_l - mx)) + mx - logit_target
-void cpu::softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target,
-                             int n, int colors, int hw) {
+void cpu::softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n, int colors,
+                             int hw) {
   const CeShape s{n, colors, hw};
   const long tasks = s.tasks();
   // One partial per task, kept between calls (grows only): no allocation once a shape is seen.
@@ -158,9 +158,8 @@ void cpu::softmax_ce_forward(float* loss, const float* a, const float* b, const 
 // da, db += dloss / N * (softmax(a + b) - onehot(target)), N = n * colors * hw.
 // Per block: max, exp (kept in a 64 KiB per-thread buffer) and its sum, then one pass that
 // writes both gradients.
-void cpu::softmax_ce_backward(float* da, float* db, const float* dloss, const float* a,
-                              const float* b, const uint8_t* target, int n, int colors, int hw,
-                              unsigned fresh) {
+void cpu::softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
+                              const uint8_t* target, int n, int colors, int hw, unsigned fresh) {
   // A fresh gradient (backend.h) is written (=), the others accumulated; every element of a
   // block is written by the level loop before the one-hot term is subtracted.
   const bool fa = fresh & 1u, fb = fresh & 2u;
@@ -226,8 +225,7 @@ void cpu::mse_forward(float* loss, const float* a, const float* t, size_t n) {
 }
 
 // loss = mean((a - t)^2)  ->  da += dloss * 2 (a - t) / n
-void cpu::mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
-                       unsigned fresh) {
+void cpu::mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n, unsigned fresh) {
   const float k = dloss[0] * 2.0f / float(double(n));
   PRSR_STORE(da, n, fresh & 1u, k * (a[i] - t[i]));
 }

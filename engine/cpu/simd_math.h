@@ -34,8 +34,9 @@ inline float tanh(float x) {
   const float e = simd::exp(2.0f * ax);
   const float big = 1.0f - 2.0f / (e + 1.0f);
   const float z = x * x;
-  const float q = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-                    1.33314422036e-1f) * z - 3.33332819422e-1f);
+  const float q =
+      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+       3.33332819422e-1f);
   const float small = q * z * x + x;
   return ax > 0.625f ? std::copysign(big, x) : small;
 }

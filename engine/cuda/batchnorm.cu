@@ -25,10 +25,9 @@ __device__ __forceinline__ size_t chan_index(size_t e, int ch, int c, int hw) {
   return ((e / hw) * c + ch) * size_t(hw) + e % hw;
 }
 
-__global__ void bn_train_kernel(float* y, float* mean, float* invstd, float* running_mean,
-                                float* running_var, const float* x, const float* gamma,
-                                const float* beta, int n, int c, int hw, float momentum,
-                                float eps) {
+__global__ void bn_train_kernel(float* y, float* mean, float* invstd, float* running_mean, float* running_var,
+                                const float* x, const float* gamma, const float* beta, int n, int c, int hw,
+                                float momentum, float eps) {
   __shared__ double sh[B];
   const int ch = blockIdx.x;
   const size_t count = size_t(n) * hw;
@@ -65,28 +64,26 @@ __global__ void bn_train_kernel(float* y, float* mean, float* invstd, float* run
 }
 
 // Element-wise: y = (x - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch] with the given stats.
-__global__ void bn_eval_kernel(float* y, const float* running_mean, const float* running_var,
-                               const float* x, const float* gamma, const float* beta, int c,
-                               int hw, float eps, size_t total) {
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += size_t(gridDim.x) * blockDim.x) {
+__global__ void bn_eval_kernel(float* y, const float* running_mean, const float* running_var, const float* x,
+                               const float* gamma, const float* beta, int c, int hw, float eps, size_t total) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
     const int ch = int((i / hw) % c);
     const float inv = 1.0f / sqrtf(running_var[ch] + eps);
     y[i] = (x[i] - running_mean[ch]) * inv * gamma[ch] + beta[ch];
   }
 }
 
-__global__ void bn_eval_stats_kernel(float* mean, float* invstd, const float* running_mean,
-                                     const float* running_var, int c, float eps) {
+__global__ void bn_eval_stats_kernel(float* mean, float* invstd, const float* running_mean, const float* running_var,
+                                     int c, float eps) {
   const int ch = blockIdx.x * blockDim.x + threadIdx.x;
   if (ch >= c) return;
   mean[ch] = running_mean[ch];
   invstd[ch] = 1.0f / sqrtf(running_var[ch] + eps);
 }
 
-__global__ void bn_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
-                                   const float* x, const float* gamma, const float* mean,
-                                   const float* invstd, int n, int c, int hw, bool training) {
+__global__ void bn_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                                   const float* gamma, const float* mean, const float* invstd, int n, int c, int hw,
+                                   bool training) {
   __shared__ double sh[B];
   const int ch = blockIdx.x;
   const size_t count = size_t(n) * hw;
@@ -126,42 +123,39 @@ __global__ void bn_backward_kernel(float* dx, float* dgamma, float* dbeta, const
 
 namespace prsr {
 
-void cuda::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean,
-                                   float* running_var, const float* x, const float* gamma,
-                                   const float* beta, int n, int c, int hw, float momentum,
-                                   float eps) {
+void cuda::batchnorm_forward_train(float* y, float* mean, float* invstd, float* running_mean, float* running_var,
+                                   const float* x, const float* gamma, const float* beta, int n, int c, int hw,
+                                   float momentum, float eps) {
   if (c == 0 || size_t(n) * hw == 0) return;
-  bn_train_kernel<<<c, B, 0, stream()>>>(y, mean, invstd, running_mean, running_var, x, gamma,
-                                         beta, n, c, hw, momentum, eps);
+  bn_train_kernel<<<c, B, 0, stream()>>>(y, mean, invstd, running_mean, running_var, x, gamma, beta, n, c, hw, momentum,
+                                         eps);
   LAUNCH_CHECK();
 }
 
 void cuda::batchnorm_forward_eval(float* y, float* mean, float* invstd, const float* running_mean,
-                                  const float* running_var, const float* x, const float* gamma,
-                                  const float* beta, int n, int c, int hw, float eps) {
+                                  const float* running_var, const float* x, const float* gamma, const float* beta,
+                                  int n, int c, int hw, float eps) {
   if (c == 0) return;
-  bn_eval_stats_kernel<<<(c + kBlock - 1) / kBlock, kBlock, 0, stream()>>>(
-      mean, invstd, running_mean, running_var, c, eps);
+  bn_eval_stats_kernel<<<(c + kBlock - 1) / kBlock, kBlock, 0, stream()>>>(mean, invstd, running_mean, running_var, c,
+                                                                           eps);
   LAUNCH_CHECK();
   const size_t total = size_t(n) * c * hw;
   if (total == 0) return;
-  bn_eval_kernel<<<grid_for(total), kBlock, 0, stream()>>>(y, running_mean, running_var, x, gamma,
-                                                          beta, c, hw, eps, total);
+  bn_eval_kernel<<<grid_for(total), kBlock, 0, stream()>>>(y, running_mean, running_var, x, gamma, beta, c, hw, eps,
+                                                           total);
   LAUNCH_CHECK();
 }
 
-void cuda::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
-                              const float* x, const float* gamma, const float* mean,
-                              const float* invstd, int n, int c, int hw, bool training,
-                              unsigned fresh) {
+void cuda::batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                              const float* gamma, const float* mean, const float* invstd, int n, int c, int hw,
+                              bool training, unsigned fresh) {
   // fresh gradients (backend.h): zeroed first, then accumulated into as usual
   if (dx && (fresh & 1u)) fill(dx, 0.0f, size_t(n) * c * hw);
   if (dgamma && (fresh & 2u)) fill(dgamma, 0.0f, size_t(c));
   if (dbeta && (fresh & 4u)) fill(dbeta, 0.0f, size_t(c));
   if (c == 0 || size_t(n) * hw == 0) return;
   if (!dx && !dgamma && !dbeta) return;
-  bn_backward_kernel<<<c, B, 0, stream()>>>(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, n, c,
-                                            hw, training);
+  bn_backward_kernel<<<c, B, 0, stream()>>>(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, n, c, hw, training);
   LAUNCH_CHECK();
 }
 

@@ -8,8 +8,7 @@ namespace prsr::cuda {
 
 namespace detail {
 void fail(const char* what, const char* call, const char* file, int line) {
-  throw Error(std::string("CUDA error: ") + what + " (" + call + ") at " + file + ":" +
-              std::to_string(line));
+  throw Error(std::string("CUDA error: ") + what + " (" + call + ") at " + file + ":" + std::to_string(line));
 }
 }  // namespace detail
 

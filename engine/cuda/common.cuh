@@ -20,17 +20,17 @@ namespace detail {
 }  // namespace detail
 
 // CUDA_CHECK(cudaMemcpy(...)): throws prsr::Error naming the call, file, line and CUDA's message.
-#define CUDA_CHECK(call)                                                          \
-  do {                                                                            \
-    const cudaError_t prsr_err_ = (call);                                         \
-    if (prsr_err_ != cudaSuccess)                                                 \
+#define CUDA_CHECK(call)                                                                    \
+  do {                                                                                      \
+    const cudaError_t prsr_err_ = (call);                                                   \
+    if (prsr_err_ != cudaSuccess)                                                           \
       ::prsr::cuda::detail::fail(cudaGetErrorString(prsr_err_), #call, __FILE__, __LINE__); \
   } while (0)
 
-#define CUBLAS_CHECK(call)                                                        \
-  do {                                                                            \
-    const cublasStatus_t prsr_st_ = (call);                                       \
-    if (prsr_st_ != CUBLAS_STATUS_SUCCESS)                                        \
+#define CUBLAS_CHECK(call)                                                                    \
+  do {                                                                                        \
+    const cublasStatus_t prsr_st_ = (call);                                                   \
+    if (prsr_st_ != CUBLAS_STATUS_SUCCESS)                                                    \
       ::prsr::cuda::detail::fail(cublasGetStatusString(prsr_st_), #call, __FILE__, __LINE__); \
   } while (0)
 
@@ -57,7 +57,8 @@ inline unsigned grid_for(size_t n) {
 // several at once; two ops never overlap because all work is on one stream.
 enum class Slot { Columns, WeightsT, WeightGrad, Reduce, Count };
 void* workspace(Slot slot, size_t bytes);
-template <class T> T* workspace_as(Slot slot, size_t count) {
+template <class T>
+T* workspace_as(Slot slot, size_t count) {
   return static_cast<T*>(workspace(slot, count * sizeof(T)));
 }
 

@@ -42,30 +42,34 @@ struct ColGeom {
 __global__ void im2col_kernel(float* cols, const float* x, ColGeom g, size_t total) {
   GRID_STRIDE(e, total) {
     size_t t = e;
-    const int oj = int(t % g.OW); t /= g.OW;
-    const int oi = int(t % g.OH); t /= g.OH;
-    const int kx = int(t % g.KW); t /= g.KW;
-    const int ky = int(t % g.KH); t /= g.KH;
+    const int oj = int(t % g.OW);
+    t /= g.OW;
+    const int oi = int(t % g.OH);
+    t /= g.OH;
+    const int kx = int(t % g.KW);
+    t /= g.KW;
+    const int ky = int(t % g.KH);
+    t /= g.KH;
     const int c = int(t % g.C);
     const size_t img = t / g.C;
     const int yi = oi * g.stride - g.pad_t + ky;
     const int xj = oj * g.stride - g.pad_l + kx;
-    cols[e] = (yi >= 0 && yi < g.H && xj >= 0 && xj < g.W)
-                  ? x[((img * g.C + c) * g.H + yi) * g.W + xj]
-                  : 0.0f;
+    cols[e] = (yi >= 0 && yi < g.H && xj >= 0 && xj < g.W) ? x[((img * g.C + c) * g.H + yi) * g.W + xj] : 0.0f;
   }
 }
 
 // e runs over x = [nimg][C][H][W]. The column entries that im2col reads from x[img][c][yi][xj]
 // are those with yi = oi*stride - pad_t + ky, i.e. oi = (yi + pad_t - ky) / stride when that
 // divides exactly and lands in [0, OH) (same for columns).
-__global__ void col2im_kernel(float* x, const float* cols, const float* bias, bool accumulate,
-                              ColGeom g, size_t total) {
+__global__ void col2im_kernel(float* x, const float* cols, const float* bias, bool accumulate, ColGeom g,
+                              size_t total) {
   const size_t plane = size_t(g.OH) * g.OW;
   GRID_STRIDE(e, total) {
     size_t t = e;
-    const int xj = int(t % g.W); t /= g.W;
-    const int yi = int(t % g.H); t /= g.H;
+    const int xj = int(t % g.W);
+    t /= g.W;
+    const int yi = int(t % g.H);
+    t /= g.H;
     const int c = int(t % g.C);
     const size_t img = t / g.C;
     float acc = 0.0f;
@@ -82,10 +86,8 @@ __global__ void col2im_kernel(float* x, const float* cols, const float* bias, bo
         acc += cols[(((img * g.C + c) * g.KH + ky) * g.KW + kx) * plane + size_t(oi) * g.OW + oj];
       }
     }
-    if (accumulate)
-      x[e] += acc;
-    else
-      x[e] = (bias ? bias[c] : 0.0f) + acc;
+    if (accumulate) x[e] += acc;
+    else x[e] = (bias ? bias[c] : 0.0f) + acc;
   }
 }
 
@@ -120,8 +122,7 @@ __global__ void permute_oi_kernel(float* wt, const float* w, int co, int ci, int
 }
 
 // dw[o][c][t] += dwt[c][o][t];  e runs over dw.
-__global__ void permute_io_add_kernel(float* dw, const float* dwt, int co, int ci, int kk,
-                                      size_t total) {
+__global__ void permute_io_add_kernel(float* dw, const float* dwt, int co, int ci, int kk, size_t total) {
   GRID_STRIDE(e, total) {
     const int t = int(e % kk);
     const size_t r = e / kk;
@@ -172,24 +173,20 @@ ColGeom deconv_cols(const DeconvGeom& g) {
 // cuBLAS sees a row-major [R][C] matrix as its column-major transpose [C][R] (ld = C). So the
 // row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: swap the operands, keep
 // each one's transpose flag, and use the row lengths as leading dimensions.
-void gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, const float* B,
-             float beta, float* C) {
+void gemm_rm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, const float* B, float beta, float* C) {
   if (M == 0 || N == 0) return;
   const float alpha = 1.0f;
-  CUBLAS_CHECK(cublasSgemm(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                           trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
-                           trans_b ? K : N, A, trans_a ? M : K, &beta, C, N));
+  CUBLAS_CHECK(cublasSgemm(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+                           &alpha, B, trans_b ? K : N, A, trans_a ? M : K, &beta, C, N));
 }
 
-void gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const float* A,
-                     long long stride_a, const float* B, long long stride_b, float beta,
-                     float* C, long long stride_c, int batch) {
+void gemm_rm_batched(bool trans_a, bool trans_b, int M, int N, int K, const float* A, long long stride_a,
+                     const float* B, long long stride_b, float beta, float* C, long long stride_c, int batch) {
   if (M == 0 || N == 0 || batch == 0) return;
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasSgemmStridedBatched(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                         trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
-                                         trans_b ? K : N, stride_b, A, trans_a ? M : K, stride_a,
-                                         &beta, C, N, stride_c, batch));
+                                         trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, trans_b ? K : N,
+                                         stride_b, A, trans_a ? M : K, stride_a, &beta, C, N, stride_c, batch));
 }
 
 // cols = im2col(x) for nimg images (overwrites cols).
@@ -202,8 +199,7 @@ void im2col(float* cols, const float* x, const ColGeom& g, int nimg) {
 
 // The adjoint, as a gather (no atomics): x[img][c][yi][xj] gets the sum of every column entry
 // that im2col would read from it. accumulate: x += sum; otherwise x = bias[c] (or 0) + sum.
-void col2im(float* x, const float* cols, const float* bias, bool accumulate, const ColGeom& g,
-            int nimg) {
+void col2im(float* x, const float* cols, const float* bias, bool accumulate, const ColGeom& g, int nimg) {
   const size_t total = size_t(nimg) * g.C * g.H * g.W;
   if (total == 0) return;
   col2im_kernel<<<grid_for(total), kBlock, 0, stream()>>>(x, cols, bias, accumulate, g, total);
@@ -218,14 +214,12 @@ namespace prsr {
 
 // ---------------------------------------------------------------- conv2d (stride 1)
 
-void cuda::conv2d_forward(float* y, const float* x, const float* w, const float* b,
-                          const ConvGeom& g) {
+void cuda::conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
   if (g.n == 0 || g.co == 0 || P <= 0) return;
-  const bool direct = g.kh == 1 && g.kw == 1 && g.pad_t == 0 && g.pad_b == 0 && g.pad_l == 0 &&
-                      g.pad_r == 0;
+  const bool direct = g.kh == 1 && g.kw == 1 && g.pad_t == 0 && g.pad_b == 0 && g.pad_l == 0 && g.pad_r == 0;
   if (direct) {
     // x[img] is already cols [ci][h*w]: Y = W . X for every image at once.
     gemm_rm_batched(false, false, g.co, P, K, w, 0, x, (long long)xs, 0.0f, y, (long long)ys, g.n);
@@ -237,8 +231,7 @@ void cuda::conv2d_forward(float* y, const float* x, const float* w, const float*
     for (int i0 = 0; i0 < g.n; i0 += chunk) {
       const int m = std::min(chunk, g.n - i0);
       im2col(cols, x + i0 * xs, cg, m);
-      gemm_rm_batched(false, false, g.co, P, K, w, 0, cols, (long long)per_image, 0.0f,
-                      y + i0 * ys, (long long)ys, m);
+      gemm_rm_batched(false, false, g.co, P, K, w, 0, cols, (long long)per_image, 0.0f, y + i0 * ys, (long long)ys, m);
     }
   }
   if (b) bias_add(y, b, g.n, g.co, size_t(P));
@@ -246,8 +239,8 @@ void cuda::conv2d_forward(float* y, const float* x, const float* w, const float*
 
 // Backward of y = W . cols(x) + b:  dx += col2im(W^T . dy),  dW += dy . cols(x)^T,  db += sum dy.
 // Fresh gradients (backend.h) are zeroed first, then accumulated into as usual.
-void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                           const float* w, const ConvGeom& g, unsigned fresh) {
+void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                           const ConvGeom& g, unsigned fresh) {
   const int ho = g.ho(), wo = g.wo();
   const int P = ho * wo, K = g.ci * g.kh * g.kw;
   const size_t xs = size_t(g.ci) * g.h * g.w, ys = size_t(g.co) * P;
@@ -257,13 +250,10 @@ void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, con
   if (g.n == 0 || P <= 0) return;
   if (db) bias_grad(db, dy, g.n, g.co, size_t(P));
   if (!dx && !dw) return;
-  const bool direct = g.kh == 1 && g.kw == 1 && g.pad_t == 0 && g.pad_b == 0 && g.pad_l == 0 &&
-                      g.pad_r == 0;
+  const bool direct = g.kh == 1 && g.kw == 1 && g.pad_t == 0 && g.pad_b == 0 && g.pad_l == 0 && g.pad_r == 0;
   if (direct) {
     // dx[img] [ci][P] += W^T . dy[img]: accumulate straight into dx (beta = 1).
-    if (dx)
-      gemm_rm_batched(true, false, K, P, g.co, w, 0, dy, (long long)ys, 1.0f, dx, (long long)xs,
-                      g.n);
+    if (dx) gemm_rm_batched(true, false, K, P, g.co, w, 0, dy, (long long)ys, 1.0f, dx, (long long)xs, g.n);
     if (dw)
       for (int i = 0; i < g.n; ++i) gemm_rm(false, true, g.co, K, P, dy + i * ys, x + i * xs, 1.0f, dw);
     return;
@@ -275,15 +265,13 @@ void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, con
   for (int i0 = 0; i0 < g.n; i0 += chunk) {
     const int m = std::min(chunk, g.n - i0);
     if (dx) {
-      gemm_rm_batched(true, false, K, P, g.co, w, 0, dy + i0 * ys, (long long)ys, 0.0f, cols,
-                      (long long)per_image, m);
+      gemm_rm_batched(true, false, K, P, g.co, w, 0, dy + i0 * ys, (long long)ys, 0.0f, cols, (long long)per_image, m);
       col2im(dx + i0 * xs, cols, nullptr, true, cg, m);
     }
     if (dw) {
       // cols is reused: the stream runs the col2im above before this im2col.
       im2col(cols, x + i0 * xs, cg, m);
-      for (int i = 0; i < m; ++i)
-        gemm_rm(false, true, g.co, K, P, dy + (i0 + i) * ys, cols + i * per_image, 1.0f, dw);
+      for (int i = 0; i < m; ++i) gemm_rm(false, true, g.co, K, P, dy + (i0 + i) * ys, cols + i * per_image, 1.0f, dw);
     }
   }
 }
@@ -291,8 +279,7 @@ void cuda::conv2d_backward(float* dx, float* dw, float* db, const float* dy, con
 // ---------------------------------------------------------------- deconv2d (transposed conv)
 
 // y = b + col2im(Wt^T . x):  cols[o,ky,kx][i,j] = sum_c w[o,c,ky,kx] x[c,i,j].
-void cuda::deconv2d_forward(float* y, const float* x, const float* w, const float* b,
-                            const DeconvGeom& g) {
+void cuda::deconv2d_forward(float* y, const float* x, const float* w, const float* b, const DeconvGeom& g) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * g.ho() * g.wo();
   if (g.n == 0 || ys == 0) return;
@@ -303,8 +290,7 @@ void cuda::deconv2d_forward(float* y, const float* x, const float* w, const floa
   float* cols = workspace_as<float>(Slot::Columns, per_image * chunk);
   for (int i0 = 0; i0 < g.n; i0 += chunk) {
     const int m = std::min(chunk, g.n - i0);
-    gemm_rm_batched(true, false, M, P, g.ci, wt, 0, x + i0 * xs, (long long)xs, 0.0f, cols,
-                    (long long)per_image, m);
+    gemm_rm_batched(true, false, M, P, g.ci, wt, 0, x + i0 * xs, (long long)xs, 0.0f, cols, (long long)per_image, m);
     col2im(y + i0 * ys, cols, b, false, cg, m);
   }
 }
@@ -312,8 +298,8 @@ void cuda::deconv2d_forward(float* y, const float* x, const float* w, const floa
 // With cols(dy)[o,ky,kx][i,j] = dy[o][i*s - p + ky][j*s - p + kx]:
 //   dx[c][i,j] += sum_{o,ky,kx} w[o,c,ky,kx] cols(dy)   = (Wt . cols(dy))[c][i,j]
 //   dw[o,c,ky,kx] += sum_{n,i,j} x[c][i,j] cols(dy)     = (X . cols(dy)^T)[c][o,ky,kx]
-void cuda::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                             const float* w, const DeconvGeom& g, unsigned fresh) {
+void cuda::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                             const DeconvGeom& g, unsigned fresh) {
   const int P = g.h * g.w, kk = g.k * g.k, M = g.co * kk;
   const size_t hwo = size_t(g.ho()) * g.wo();
   const size_t xs = size_t(g.ci) * P, ys = size_t(g.co) * hwo;
@@ -334,12 +320,11 @@ void cuda::deconv2d_backward(float* dx, float* dw, float* db, const float* dy, c
     const int m = std::min(chunk, g.n - i0);
     im2col(cols, dy + i0 * ys, cg, m);
     if (dx)
-      gemm_rm_batched(false, false, g.ci, P, M, wt, 0, cols, (long long)per_image, 1.0f,
-                      dx + i0 * xs, (long long)xs, m);
+      gemm_rm_batched(false, false, g.ci, P, M, wt, 0, cols, (long long)per_image, 1.0f, dx + i0 * xs, (long long)xs,
+                      m);
     if (dw)
       for (int i = 0; i < m; ++i)
-        gemm_rm(false, true, g.ci, M, P, x + (i0 + i) * xs, cols + i * per_image,
-                i0 + i == 0 ? 0.0f : 1.0f, dwt);
+        gemm_rm(false, true, g.ci, M, P, x + (i0 + i) * xs, cols + i * per_image, i0 + i == 0 ? 0.0f : 1.0f, dwt);
   }
   if (dw) {
     const size_t total = size_t(g.co) * g.ci * kk;

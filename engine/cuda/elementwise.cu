@@ -15,39 +15,25 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf
 #define GRID_STRIDE(i, n) \
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)
 
-__global__ void fill_kernel(float* y, float v, size_t n) {
-  GRID_STRIDE(i, n) y[i] = v;
-}
-__global__ void axpy_kernel(float* y, float a, const float* x, size_t n) {
-  GRID_STRIDE(i, n) y[i] += a * x[i];
-}
-__global__ void add_kernel(float* y, const float* a, const float* b, size_t n) {
-  GRID_STRIDE(i, n) y[i] = a[i] + b[i];
-}
-__global__ void mul_kernel(float* y, const float* a, const float* m, size_t n) {
-  GRID_STRIDE(i, n) y[i] = a[i] * m[i];
-}
+__global__ void fill_kernel(float* y, float v, size_t n) { GRID_STRIDE(i, n) y[i] = v; }
+__global__ void axpy_kernel(float* y, float a, const float* x, size_t n) { GRID_STRIDE(i, n) y[i] += a * x[i]; }
+__global__ void add_kernel(float* y, const float* a, const float* b, size_t n) { GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
+__global__ void mul_kernel(float* y, const float* a, const float* m, size_t n) { GRID_STRIDE(i, n) y[i] = a[i] * m[i]; }
 // da += dy * m
 __global__ void mul_backward_kernel(float* da, const float* dy, const float* m, size_t n) {
   GRID_STRIDE(i, n) da[i] += dy[i] * m[i];
 }
-__global__ void relu_kernel(float* y, const float* x, size_t n) {
-  GRID_STRIDE(i, n) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+__global__ void relu_kernel(float* y, const float* x, size_t n) { GRID_STRIDE(i, n) y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
 // y = relu(x): dx += dy where y > 0 (subgradient 0 at 0)
 __global__ void relu_backward_kernel(float* dx, const float* dy, const float* y, size_t n) {
   GRID_STRIDE(i, n) if (y[i] > 0.0f) dx[i] += dy[i];
 }
-__global__ void tanh_kernel(float* y, const float* x, size_t n) {
-  GRID_STRIDE(i, n) y[i] = tanhf(x[i]);
-}
+__global__ void tanh_kernel(float* y, const float* x, size_t n) { GRID_STRIDE(i, n) y[i] = tanhf(x[i]); }
 // y = tanh(x): dx += dy * (1 - y^2)
 __global__ void tanh_backward_kernel(float* dx, const float* dy, const float* y, size_t n) {
   GRID_STRIDE(i, n) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
 }
-__global__ void sigmoid_kernel(float* y, const float* x, size_t n) {
-  GRID_STRIDE(i, n) y[i] = sigmoidf_(x[i]);
-}
+__global__ void sigmoid_kernel(float* y, const float* x, size_t n) { GRID_STRIDE(i, n) y[i] = sigmoidf_(x[i]); }
 // y = sigmoid(x): dx += dy * y * (1 - y)
 __global__ void sigmoid_backward_kernel(float* dx, const float* dy, const float* y, size_t n) {
   GRID_STRIDE(i, n) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
@@ -62,8 +48,7 @@ __global__ void gate_kernel(float* y, const float* z, size_t total, size_t chw) 
   }
 }
 // d tanh part = dy * s * (1 - t^2); d sigmoid part = dy * t * s * (1 - s)
-__global__ void gate_backward_kernel(float* dz, const float* dy, const float* z, size_t total,
-                                     size_t chw) {
+__global__ void gate_backward_kernel(float* dz, const float* dy, const float* z, size_t total, size_t chw) {
   GRID_STRIDE(i, total) {
     const size_t b = i / chw, r = i % chw;
     const size_t it = b * 2 * chw + r, is = it + chw;
@@ -176,8 +161,7 @@ void cuda::gate_forward(float* y, const float* z, int n, int c, int hw) {
   LAUNCH_CHECK();
 }
 
-void cuda::gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw,
-                         unsigned fresh) {
+void cuda::gate_backward(float* dz, const float* dy, const float* z, int n, int c, int hw, unsigned fresh) {
   const size_t chw = size_t(c) * hw, total = size_t(n) * chw;
   if (total == 0 || !dz) return;
   if (fresh & 1u) fill(dz, 0.0f, 2 * total);
@@ -192,8 +176,7 @@ void cuda::down_shift_forward(float* y, const float* x, int planes, int h, int w
   LAUNCH_CHECK();
 }
 
-void cuda::down_shift_backward(float* dx, const float* dy, int planes, int h, int w,
-                               unsigned fresh) {
+void cuda::down_shift_backward(float* dx, const float* dy, int planes, int h, int w, unsigned fresh) {
   const size_t total = size_t(planes) * h * w;
   if (total == 0 || !dx) return;
   if (fresh & 1u) fill(dx, 0.0f, total);

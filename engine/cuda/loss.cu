@@ -28,9 +28,7 @@ template <class F>
 __global__ void partial_sum_kernel(double* partials, F f, size_t n) {
   __shared__ double sh[kSumBlock];
   double s = 0.0;
-  for (size_t i = size_t(blockIdx.x) * kSumBlock + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * kSumBlock)
-    s += f(i);
+  for (size_t i = size_t(blockIdx.x) * kSumBlock + threadIdx.x; i < n; i += size_t(gridDim.x) * kSumBlock) s += f(i);
   s = block_sum<kSumBlock>(s, sh);
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
@@ -100,11 +98,10 @@ struct RowLoss {
   }
 };
 
-__global__ void softmax_ce_backward_kernel(float* da, float* db, const float* dloss, Rows rows,
-                                           size_t nrows, float count) {
+__global__ void softmax_ce_backward_kernel(float* da, float* db, const float* dloss, Rows rows, size_t nrows,
+                                           float count) {
   const float scale = dloss[0] / count;
-  for (size_t r = size_t(blockIdx.x) * blockDim.x + threadIdx.x; r < nrows;
-       r += size_t(gridDim.x) * blockDim.x) {
+  for (size_t r = size_t(blockIdx.x) * blockDim.x + threadIdx.x; r < nrows; r += size_t(gridDim.x) * blockDim.x) {
     const size_t base = rows.base(r);
     const float mx = rows.max_logit(base);
     const float se = rows.sum_exp(base, mx);
@@ -135,20 +132,17 @@ struct Value {
 };
 
 // da += dloss * 2 * (a - t) / n
-__global__ void mse_backward_kernel(float* da, const float* dloss, const float* a, const float* t,
-                                    size_t n, float count) {
+__global__ void mse_backward_kernel(float* da, const float* dloss, const float* a, const float* t, size_t n,
+                                    float count) {
   const float dl = dloss[0];
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x)
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     da[i] += dl * 2.0f * (a[i] - t[i]) / count;
 }
 
 // dx += dy / n
 __global__ void mean_backward_kernel(float* dx, const float* dy, size_t n, float count) {
   const float g = dy[0] / count;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x)
-    dx[i] += g;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) dx[i] += g;
 }
 
 }  // namespace
@@ -157,22 +151,21 @@ __global__ void mean_backward_kernel(float* dx, const float* dy, size_t n, float
 
 namespace prsr {
 
-void cuda::softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target,
-                              int n, int colors, int hw) {
+void cuda::softmax_ce_forward(float* loss, const float* a, const float* b, const uint8_t* target, int n, int colors,
+                              int hw) {
   const size_t nrows = size_t(n) * colors * hw;
   sum_reduce(loss, RowLoss{Rows{a, b, target, colors, hw}}, nrows, double(nrows));
 }
 
-void cuda::softmax_ce_backward(float* da, float* db, const float* dloss, const float* a,
-                               const float* b, const uint8_t* target, int n, int colors, int hw,
-                               unsigned fresh) {
+void cuda::softmax_ce_backward(float* da, float* db, const float* dloss, const float* a, const float* b,
+                               const uint8_t* target, int n, int colors, int hw, unsigned fresh) {
   const size_t nrows = size_t(n) * colors * hw;
   if (nrows == 0 || (!da && !db)) return;
   // fresh gradients (backend.h): zeroed first, then accumulated into as usual
   if (da && (fresh & 1u)) fill(da, 0.0f, nrows * kLevels);
   if (db && (fresh & 2u)) fill(db, 0.0f, nrows * kLevels);
-  softmax_ce_backward_kernel<<<grid_for(nrows), kBlock, 0, stream()>>>(
-      da, db, dloss, Rows{a, b, target, colors, hw}, nrows, float(double(nrows)));
+  softmax_ce_backward_kernel<<<grid_for(nrows), kBlock, 0, stream()>>>(da, db, dloss, Rows{a, b, target, colors, hw},
+                                                                       nrows, float(double(nrows)));
   LAUNCH_CHECK();
 }
 
@@ -180,17 +173,14 @@ void cuda::mse_forward(float* loss, const float* a, const float* t, size_t n) {
   sum_reduce(loss, SquaredDiff{a, t}, n, double(n));
 }
 
-void cuda::mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n,
-                        unsigned fresh) {
+void cuda::mse_backward(float* da, const float* dloss, const float* a, const float* t, size_t n, unsigned fresh) {
   if (n == 0 || !da) return;
   if (fresh & 1u) fill(da, 0.0f, n);
   mse_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(da, dloss, a, t, n, float(double(n)));
   LAUNCH_CHECK();
 }
 
-void cuda::mean_forward(float* y, const float* x, size_t n) {
-  sum_reduce(y, Value{x}, n, double(n));
-}
+void cuda::mean_forward(float* y, const float* x, size_t n) { sum_reduce(y, Value{x}, n, double(n)); }
 
 void cuda::mean_backward(float* dx, const float* dy, size_t n, unsigned fresh) {
   if (n == 0 || !dx) return;

@@ -47,8 +47,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeom& g)
 
 // Backward of the line above: dx[n,c,yi,xj] += w * dy; dw[o,c,ky,kx] += x * dy; db[o] += dy.
 template <class T>
-void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g,
-                     unsigned fresh = 0) {
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeom& g, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, size_t(g.n) * g.ci * g.h * g.w);
   zero_fresh(fresh, 1, dw, size_t(g.co) * g.ci * g.kh * g.kw);
   zero_fresh(fresh, 2, db, size_t(g.co));
@@ -102,8 +101,8 @@ void deconv2d_forward(T* y, const T* x, const T* w, const T* b, const DeconvGeom
 }
 
 template <class T>
-void deconv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                       const DeconvGeom& g, unsigned fresh = 0) {
+void deconv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const DeconvGeom& g,
+                       unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, size_t(g.n) * g.ci * g.h * g.w);
   zero_fresh(fresh, 1, dw, size_t(g.co) * g.ci * g.k * g.k);
   zero_fresh(fresh, 2, db, size_t(g.co));
@@ -134,47 +133,65 @@ void deconv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
 }
 
 // ---------------------------------------------------------------- elementwise
-template <class T> void fill(T* y, T v, size_t n) { for (size_t i = 0; i < n; ++i) y[i] = v; }
-template <class T> void axpy(T* y, T a, const T* x, size_t n, unsigned fresh = 0) {
+template <class T>
+void fill(T* y, T v, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = v;
+}
+template <class T>
+void axpy(T* y, T a, const T* x, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, y, n);
   for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
-template <class T> void add_forward(T* y, const T* a, const T* b, size_t n) {
+template <class T>
+void add_forward(T* y, const T* a, const T* b, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
-template <class T> void mul_forward(T* y, const T* a, const T* m, size_t n) {
+template <class T>
+void mul_forward(T* y, const T* a, const T* m, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = a[i] * m[i];
 }
-template <class T> void mul_backward(T* da, const T* dy, const T* m, size_t n, unsigned fresh = 0) {
+template <class T>
+void mul_backward(T* da, const T* dy, const T* m, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, da, n);
   for (size_t i = 0; i < n; ++i) da[i] += dy[i] * m[i];
 }
-template <class T> void relu_forward(T* y, const T* x, size_t n) {
+template <class T>
+void relu_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
 }
 // y = relu(x): dx += dy where y > 0 (the subgradient at 0 is 0).
-template <class T> void relu_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
+template <class T>
+void relu_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, n);
-  for (size_t i = 0; i < n; ++i) if (y[i] > T(0)) dx[i] += dy[i];
+  for (size_t i = 0; i < n; ++i)
+    if (y[i] > T(0)) dx[i] += dy[i];
 }
-template <class T> void tanh_forward(T* y, const T* x, size_t n) {
+template <class T>
+void tanh_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
 }
-template <class T> void tanh_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
+template <class T>
+void tanh_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) dx[i] += dy[i] * (T(1) - y[i] * y[i]);
 }
-template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-template <class T> void sigmoid_forward(T* y, const T* x, size_t n) {
+template <class T>
+T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+template <class T>
+void sigmoid_forward(T* y, const T* x, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);
 }
-template <class T> void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
+template <class T>
+void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) dx[i] += dy[i] * y[i] * (T(1) - y[i]);
 }
 
 // y[n, ch, p] = tanh(z[n, ch, p]) * sigmoid(z[n, c + ch, p])
-template <class T> void gate_forward(T* y, const T* z, int n, int c, int hw) {
+template <class T>
+void gate_forward(T* y, const T* z, int n, int c, int hw) {
   for (int b = 0; b < n; ++b)
     for (int ch = 0; ch < c; ++ch)
       for (int p = 0; p < hw; ++p) {
@@ -184,7 +201,8 @@ template <class T> void gate_forward(T* y, const T* z, int n, int c, int hw) {
       }
 }
 // d tanh part = dy * s * (1 - t^2); d sigmoid part = dy * t * s * (1 - s)
-template <class T> void gate_backward(T* dz, const T* dy, const T* z, int n, int c, int hw, unsigned fresh = 0) {
+template <class T>
+void gate_backward(T* dz, const T* dy, const T* z, int n, int c, int hw, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dz, size_t(n) * 2 * c * hw);
   for (int b = 0; b < n; ++b)
     for (int ch = 0; ch < c; ++ch)
@@ -197,13 +215,14 @@ template <class T> void gate_backward(T* dz, const T* dy, const T* z, int n, int
       }
 }
 
-template <class T> void down_shift_forward(T* y, const T* x, int planes, int h, int w) {
+template <class T>
+void down_shift_forward(T* y, const T* x, int planes, int h, int w) {
   for (int p = 0; p < planes; ++p)
     for (int i = 0; i < h; ++i)
-      for (int j = 0; j < w; ++j)
-        y[(size_t(p) * h + i) * w + j] = i == 0 ? T(0) : x[(size_t(p) * h + i - 1) * w + j];
+      for (int j = 0; j < w; ++j) y[(size_t(p) * h + i) * w + j] = i == 0 ? T(0) : x[(size_t(p) * h + i - 1) * w + j];
 }
-template <class T> void down_shift_backward(T* dx, const T* dy, int planes, int h, int w, unsigned fresh = 0) {
+template <class T>
+void down_shift_backward(T* dx, const T* dy, int planes, int h, int w, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, size_t(planes) * h * w);
   for (int p = 0; p < planes; ++p)
     for (int i = 0; i + 1 < h; ++i)
@@ -212,8 +231,8 @@ template <class T> void down_shift_backward(T* dx, const T* dy, int planes, int 
 
 // ---------------------------------------------------------------- batch norm
 template <class T>
-void batchnorm_forward_train(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x,
-                             const T* gamma, const T* beta, int n, int c, int hw, T momentum, T eps) {
+void batchnorm_forward_train(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x, const T* gamma,
+                             const T* beta, int n, int c, int hw, T momentum, T eps) {
   const double m = double(n) * hw;
   for (int ch = 0; ch < c; ++ch) {
     double s = 0;
@@ -241,8 +260,8 @@ void batchnorm_forward_train(T* y, T* mean, T* invstd, T* running_mean, T* runni
 }
 
 template <class T>
-void batchnorm_forward_eval(T* y, T* mean, T* invstd, const T* running_mean, const T* running_var,
-                            const T* x, const T* gamma, const T* beta, int n, int c, int hw, T eps) {
+void batchnorm_forward_eval(T* y, T* mean, T* invstd, const T* running_mean, const T* running_var, const T* x,
+                            const T* gamma, const T* beta, int n, int c, int hw, T eps) {
   for (int ch = 0; ch < c; ++ch) {
     mean[ch] = running_mean[ch];
     invstd[ch] = T(1) / std::sqrt(running_var[ch] + eps);
@@ -258,9 +277,8 @@ void batchnorm_forward_eval(T* y, T* mean, T* invstd, const T* running_mean, con
 // training: dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
 // evaluation (mean, invstd constant): dx = gamma * invstd * dy
 template <class T>
-void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma,
-                        const T* mean, const T* invstd, int n, int c, int hw, bool training,
-                        unsigned fresh = 0) {
+void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* gamma, const T* mean,
+                        const T* invstd, int n, int c, int hw, bool training, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, size_t(n) * c * hw);
   zero_fresh(fresh, 1, dgamma, size_t(c));
   zero_fresh(fresh, 2, dbeta, size_t(c));
@@ -281,10 +299,8 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, con
       for (int p = 0; p < hw; ++p) {
         const size_t i = (size_t(b) * c + ch) * hw + p;
         const T xhat = (x[i] - mean[ch]) * invstd[ch];
-        if (training)
-          dx[i] += gamma[ch] * invstd[ch] * (dy[i] - sdy / m - xhat * sdyx / m);
-        else
-          dx[i] += gamma[ch] * invstd[ch] * dy[i];
+        if (training) dx[i] += gamma[ch] * invstd[ch] * (dy[i] - sdy / m - xhat * sdyx / m);
+        else dx[i] += gamma[ch] * invstd[ch] * dy[i];
       }
   }
 }
@@ -292,8 +308,7 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, con
 // ---------------------------------------------------------------- losses
 // loss = mean over (n, colour, pixel) of -log softmax(a + b)[target]; logits [n, colors*256, hw]
 template <class T>
-void softmax_ce_forward(T* loss, const T* a, const T* b, const uint8_t* target, int n, int colors,
-                        int hw) {
+void softmax_ce_forward(T* loss, const T* a, const T* b, const uint8_t* target, int n, int colors, int hw) {
   double total = 0;
   for (int s = 0; s < n; ++s)
     for (int col = 0; col < colors; ++col)
@@ -311,8 +326,8 @@ void softmax_ce_forward(T* loss, const T* a, const T* b, const uint8_t* target, 
 }
 
 template <class T>
-void softmax_ce_backward(T* da, T* db, const T* dloss, const T* a, const T* b, const uint8_t* target,
-                         int n, int colors, int hw, unsigned fresh = 0) {
+void softmax_ce_backward(T* da, T* db, const T* dloss, const T* a, const T* b, const uint8_t* target, int n, int colors,
+                         int hw, unsigned fresh = 0) {
   zero_fresh(fresh, 0, da, size_t(n) * colors * kLevels * hw);
   zero_fresh(fresh, 1, db, size_t(n) * colors * kLevels * hw);
   const T scale = dloss[0] / T(double(n) * colors * hw);
@@ -334,21 +349,25 @@ void softmax_ce_backward(T* da, T* db, const T* dloss, const T* a, const T* b, c
       }
 }
 
-template <class T> void mse_forward(T* loss, const T* a, const T* t, size_t n) {
+template <class T>
+void mse_forward(T* loss, const T* a, const T* t, size_t n) {
   double s = 0;
   for (size_t i = 0; i < n; ++i) s += double(a[i] - t[i]) * double(a[i] - t[i]);
   loss[0] = T(s / double(n));
 }
-template <class T> void mse_backward(T* da, const T* dloss, const T* a, const T* t, size_t n, unsigned fresh = 0) {
+template <class T>
+void mse_backward(T* da, const T* dloss, const T* a, const T* t, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, da, n);
   for (size_t i = 0; i < n; ++i) da[i] += dloss[0] * T(2) * (a[i] - t[i]) / T(double(n));
 }
-template <class T> void mean_forward(T* y, const T* x, size_t n) {
+template <class T>
+void mean_forward(T* y, const T* x, size_t n) {
   double s = 0;
   for (size_t i = 0; i < n; ++i) s += double(x[i]);
   y[0] = T(s / double(n));
 }
-template <class T> void mean_backward(T* dx, const T* dy, size_t n, unsigned fresh = 0) {
+template <class T>
+void mean_backward(T* dx, const T* dy, size_t n, unsigned fresh = 0) {
   zero_fresh(fresh, 0, dx, n);
   for (size_t i = 0; i < n; ++i) dx[i] += dy[0] / T(double(n));
 }
@@ -377,12 +396,13 @@ void adam_step(T* w, T* m, T* v, const T* g, size_t n, T lr, T beta1, T beta2, T
 // Drift check: ref::name<float> has the parameters that kernels.def lists for the cpu and cuda
 // backends (a renamed or missing kernel fails here too, as an unknown name).
 namespace prsr::ref::signature_check {
-#define PRSR_KERNEL(name, params)                                                      \
-  static_assert(std::is_same_v<decltype(&ref::name<float>), void(*) params>,           \
+#define PRSR_KERNEL(name, params)                                            \
+  static_assert(std::is_same_v<decltype(&ref::name<float>), void(*) params>, \
                 "ref::" #name "<float> does not have the signature of engine/kernels.def");
-#define PRSR_GRAD_KERNEL(name, params)                                                 \
+#define PRSR_GRAD_KERNEL(name, params)                                                       \
   static_assert(std::is_same_v<decltype(&ref::name<float>), void(*) PRSR_WITH_FRESH params>, \
-                "ref::" #name "<float> does not have the signature of engine/kernels.def " \
+                "ref::" #name                                                                \
+                "<float> does not have the signature of engine/kernels.def "                 \
                 "(with unsigned fresh last)");
 #include "engine/kernels.def"
 }  // namespace prsr::ref::signature_check
