@@ -6,6 +6,8 @@
 //   --eval  held-out bits/dim, PSNR, SSIM and consistency for the model at each temperature,
 //           bicubic and (with --baseline-ckpt) the ResNet-L2 model; a table on stdout, the
 //           same as CSV and JSON beside --out.
+//   --nll   bits/dim of A + B and of A alone on a whole split, batched, without sampling
+//           (sample/nll.h); a table on stdout, CSV and JSON beside --out.
 // docs/sample.md is the user's page; every error is one line "error: ..." and exit code 1.
 //
 // run() takes the steps in order, each in its own file: the flags (sample/options.h), the
@@ -20,6 +22,7 @@
 #include "engine/error.h"
 #include "sample/inputs.h"
 #include "sample/models.h"
+#include "sample/nll.h"
 #include "sample/options.h"
 #include "sample/outputs.h"
 #include "sample/progress.h"
@@ -33,6 +36,7 @@ namespace {
 
 int run(const Args& a) {
   Models models = load_models(a);
+  if (a.nll) return run_nll(a, models);  // no sampling (sample/nll.h)
   const ModelConfig& cfg = models.main.info.model;
   std::string label;
   const std::vector<Input> inputs = read_inputs(a, cfg.colors, cfg.size, label);

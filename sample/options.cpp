@@ -28,7 +28,8 @@ void print_help() {
       "  --data-dir PATH          where the data set lives (default: the data set's own default)\n"
       "  --cache-dir PATH         decoded data set cache (default: datasets/cache)\n"
       "  --split NAME             train | valid | test (default: test)\n"
-      "  --count N                images from the split (default: 8; 100 with --eval; 0 = all)\n"
+      "  --count N                images from the split (default: 8; 100 with --eval; 0 = all,\n"
+      "                           the default with --nll)\n"
       "sampling\n"
       "  --temperature T[,T2..]   softmax temperature(s) (default: 1.0; 1.0,0.9,0.8 with --eval)\n"
       "  --samples-per-input S    samples per input and temperature (default: 3; 1 with --eval)\n"
@@ -47,6 +48,9 @@ void print_help() {
       "                           each temperature, bicubic and the L2 baseline; a table on stdout,\n"
       "                           also written as <out>.csv and <out>.json (default eval.csv/.json)\n"
       "  --baseline-ckpt PATH     a ResNet-L2 checkpoint (trained with --loss l2) to add to --eval\n"
+      "  --nll                    needs --data: bits/dim of A + B and of A alone on the whole split\n"
+      "                           (or --count images), batched, no sampling; a table on stdout and\n"
+      "                           <out>.csv and <out>.json (default nll.csv/.json)\n"
       "  --help                   this text\n");
 }
 
@@ -95,6 +99,10 @@ Args parse_args(int argc, char** argv) {
     }
     if (f == "--eval") {
       a.eval = true;
+      continue;
+    }
+    if (f == "--nll") {
+      a.nll = true;
       continue;
     }
     static const std::set<std::string> valued = {"--ckpt",     "--input",        "--data",
@@ -149,12 +157,20 @@ Args parse_args(int argc, char** argv) {
   if (!a.baseline_ckpt.empty() && !a.eval) throw Error("--baseline-ckpt is only used with --eval");
   if (!a.input.empty() && (seen.count("--split") || seen.count("--count")))
     throw Error("--split and --count go with --data, not --input");
-  if (a.count < 0) a.count = a.eval ? 100 : 8;
+  if (a.nll) {
+    if (a.eval) throw Error("--nll and --eval are separate runs: give one of them");
+    if (a.data.empty())
+      throw Error("--nll needs --data NAME: bits/dim needs the ground truth of every image, which --input lacks");
+    for (const char* f : {"--temperature", "--samples-per-input", "--mode", "--seed", "--out-dir", "--tile"})
+      if (seen.count(f)) throw Error(std::string(f) + " does not apply to --nll (it does not sample)");
+    if (a.naive) throw Error("--naive does not apply to --nll (it does not sample)");
+  }
+  if (a.count < 0) a.count = a.eval ? 100 : a.nll ? 0 : 8;
   if (a.temperatures.empty()) {
     a.temperatures = a.eval ? std::vector<float>{1.0f, 0.9f, 0.8f} : std::vector<float>{1.0f};
   }
   if (a.samples < 0) a.samples = a.eval ? 1 : 3;
-  if (a.out.empty()) a.out = a.eval ? "eval.png" : "samples.png";
+  if (a.out.empty()) a.out = a.eval ? "eval.png" : a.nll ? "nll.csv" : "samples.png";
   return a;
 }
 

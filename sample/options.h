@@ -13,7 +13,7 @@ struct Args {
   std::string data;   // data set spec
   std::string data_dir, cache_dir;
   std::string split = "test";
-  int count = -1;  // -1: default (8, or 100 with --eval); 0: the whole split
+  int count = -1;  // -1: default (8, 100 with --eval, 0 with --nll); 0: the whole split
   bool count_given = false;
   std::vector<float> temperatures;  // empty: default (1.0, or 1.0,0.9,0.8 with --eval)
   std::string temperature_text;
@@ -27,6 +27,7 @@ struct Args {
   int tile = 64;
   bool naive = false;
   bool eval = false;
+  bool nll = false;  // --nll: bits/dim of A + B and of A alone on the split, no sampling
   std::string baseline_ckpt;
   bool help = false;
 };

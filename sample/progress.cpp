@@ -15,7 +15,8 @@ bool g_line_open = false;  // a progress line is on stderr without its newline y
 
 bool progress_line_open() { return g_line_open; }
 
-Progress::Progress(long total_images) : total_(total_images), t0_(clock::now()), tty_(isatty(2)) {}
+Progress::Progress(long total_images, const char* what)
+    : total_(total_images), what_(what), t0_(clock::now()), tty_(isatty(2)) {}
 
 double Progress::seconds() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
 
@@ -32,7 +33,7 @@ void Progress::update(int done_rows, int total_rows) {
   std::string bar(width, '.');
   std::fill(bar.begin(), bar.begin() + std::min(fill, width), '#');
   const long eta = rate > 0 ? long((total_ - done) / rate + 0.5) : 0;
-  std::fprintf(stderr, "%ssampling: [%s] %.0f/%ld images  %.2f img/s  ETA %ld:%02ld%s", tty_ ? "\r" : "", bar.c_str(),
+  std::fprintf(stderr, "%s%s: [%s] %.0f/%ld images  %.2f img/s  ETA %ld:%02ld%s", tty_ ? "\r" : "", what_, bar.c_str(),
                std::floor(done), total_, rate, eta / 60, eta % 60, (last || !tty_) ? "\n" : "");
   std::fflush(stderr);
   g_line_open = tty_ && !last;

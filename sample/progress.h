@@ -8,7 +8,8 @@ namespace prsr::sample_cli {
 
 class Progress {
  public:
-  explicit Progress(long total_images);
+  // `what` starts the line ("sampling", "nll").
+  explicit Progress(long total_images, const char* what = "sampling");
   // Before each sample_images call: the images it samples at once.
   void begin_batch(int n) { batch_n_ = n; }
   // sample_images' progress callback: rows done / total of the current batch.
@@ -18,6 +19,7 @@ class Progress {
  private:
   using clock = std::chrono::steady_clock;
   long total_;
+  const char* what_;
   long done_images_ = 0;
   int batch_n_ = 0;
   clock::time_point t0_;

@@ -8,7 +8,7 @@
 
 #include "engine/error.h"
 #include "eval/bicubic.h"
-#include "model/trainer.h"
+#include "sample/nll.h"
 
 namespace fs = std::filesystem;
 
@@ -20,21 +20,6 @@ void add_metrics(EvalRow& row, const Input& in, const uint8_t* y_hat, int size, 
             eval::consistency(in.x.data(), low, low, y_hat, C));
   ++row.outputs;
 }
-
-double heldout_bits(Model<float>& model, const CheckpointInfo& info, const std::vector<Input>& inputs, int batch) {
-  Trainer<float> trainer(model, info.optim, batch);
-  double sum = 0;
-  std::vector<const uint8_t*> ptrs;
-  for (size_t b0 = 0; b0 < inputs.size(); b0 += batch) {
-    const int n = int(std::min<size_t>(batch, inputs.size() - b0));
-    ptrs.clear();
-    for (int j = 0; j < n; ++j) ptrs.push_back(inputs[b0 + j].y.data());
-    sum += trainer.evaluate(ptrs.data(), n).nll_bits * n;
-  }
-  return sum / double(inputs.size());
-}
-
-namespace {
 
 std::string csv_num(double v) {
   if (!std::isfinite(v)) return "";
@@ -79,18 +64,21 @@ void write_text(const std::string& path, const std::string& text) {
   }
 }
 
-}  // namespace
-
 void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int S, uint64_t seed,
                  const std::string& ckpt, const std::string& out) {
   std::printf("\n%-10s %6s %9s %8s %7s %12s %8s\n", "method", "T", "bits/dim", "PSNR", "SSIM", "consistency",
               "outputs");
+  // "-" where a value does not apply (NaN: no bits/dim, or no outputs to measure).
+  auto cell = [](const char* fmt, double v) {
+    char s[32] = "-";
+    if (std::isfinite(v)) std::snprintf(s, sizeof s, fmt, v);
+    return std::string(s);
+  };
   for (const EvalRow& r : rows) {
-    char bits[32] = "-";
-    if (std::isfinite(r.bits)) std::snprintf(bits, sizeof bits, "%.4f", r.bits);
-    std::printf("%-10s %6s %9s %8.3f %7.4f %12.4e %8ld\n", r.method.c_str(),
-                r.temperature.empty() ? "-" : r.temperature.c_str(), bits, r.m.mean_psnr(), r.m.mean_ssim(),
-                r.m.mean_consistency(), r.outputs);
+    std::printf("%-10s %6s %9s %8s %7s %12s %8ld\n", r.method.c_str(),
+                r.temperature.empty() ? "-" : r.temperature.c_str(), cell("%.4f", r.bits).c_str(),
+                cell("%.3f", r.m.mean_psnr()).c_str(), cell("%.4f", r.m.mean_ssim()).c_str(),
+                cell("%.4e", r.m.mean_consistency()).c_str(), r.outputs);
   }
   const fs::path base(out);
   const std::string csv_path = fs::path(base).replace_extension(".csv").string();
@@ -121,17 +109,23 @@ void evaluate(const Args& a, Models& models, const std::vector<Input>& inputs, c
   const ModelConfig& cfg = models.main.info.model;
   const int C = cfg.colors, size = cfg.size, low = cfg.low(), S = plan.S;
   std::vector<EvalRow> rows;
-  double bits = NAN;
-  if (cfg.has_prior()) bits = heldout_bits(*models.main.model, models.main.info, inputs, a.batch);
+  NllBits bits;  // NaN for an l2 model: it has no likelihood
+  if (cfg.has_prior()) bits = heldout_nll(*models.main.model, models.main.info, inputs, a.batch, nullptr);
   for (size_t t = 0; t < plan.temps.size(); ++t) {
     EvalRow r;
     r.method = "model";
     if (cfg.has_prior() && plan.opt.mode == DecodeMode::Sample) r.temperature = fmt_temperature(plan.temps[t]);
     if (plan.opt.mode != DecodeMode::Sample) r.method += "-" + a.mode;
     if (!cfg.has_prior()) r.method = "model-l2";
-    r.bits = bits;
+    r.bits = bits.ab;
     for (size_t i = 0; i < inputs.size(); ++i)
       for (int k = 0; k < S; ++k) add_metrics(r, inputs[i], s.model[t][i * S + k].data(), size, C);
+    rows.push_back(r);
+  }
+  if (cfg.has_prior()) {  // the conditioning network alone: softmax(A) per sub-pixel; bits only
+    EvalRow r;
+    r.method = "model-A";
+    r.bits = bits.a;
     rows.push_back(r);
   }
   {

@@ -32,9 +32,13 @@ void evaluate(const Args& a, Models& models, const std::vector<Input>& inputs, c
 
 // PSNR, SSIM and consistency of one output y_hat (size x size x C) against in.y and in.x.
 void add_metrics(EvalRow& row, const Input& in, const uint8_t* y_hat, int size, int C);
-// Held-out bits/dim: CE(A + B) / ln 2 per sub-pixel, evaluation-mode batch norm, averaged over
-// every image (batches weighted by their size).
-double heldout_bits(Model<float>& model, const CheckpointInfo& info, const std::vector<Input>& inputs, int batch);
+// The writers --eval and --nll share: CSV numbers (9 significant digits, "" when not finite),
+// JSON numbers ("null" when not finite), JSON strings, and a text file written atomically (temp
+// file + rename), an Error naming the path otherwise.
+std::string csv_num(double v);
+std::string json_num(double v);
+std::string json_str(const std::string& s);
+void write_text(const std::string& path, const std::string& text);
 // The table on stdout; <out>.csv and <out>.json (written atomically), then a line naming them.
 void report_eval(const std::vector<EvalRow>& rows, const std::string& label, int S, uint64_t seed,
                  const std::string& ckpt, const std::string& out);

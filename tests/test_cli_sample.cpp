@@ -253,22 +253,24 @@ TEST_CASE("cli sample: --eval prints the table and writes CSV and JSON") {
   // Table rows: model at each temperature, bicubic, resnet-l2.
   int table_rows = 0;
   for (const std::string& l : lines(r.out))
-    for (const char* m : {"model ", "bicubic ", "resnet-l2 "})
+    for (const char* m : {"model ", "model-A ", "bicubic ", "resnet-l2 "})
       if (l.rfind(m, 0) == 0) ++table_rows;
-  CHECK(table_rows == 4);
+  CHECK(table_rows == 5);
   const std::vector<std::string> csv = lines(slurp(d / "res/eval.csv"));
-  REQUIRE(csv.size() == 5);
+  REQUIRE(csv.size() == 6);
   CHECK(csv[0] == "method,temperature,bits_per_dim,psnr,ssim,consistency,outputs");
   CHECK(csv[1].rfind("model,1.0,", 0) == 0);
   CHECK(csv[2].rfind("model,0.8,", 0) == 0);
-  CHECK(csv[3].rfind("bicubic,,,", 0) == 0);  // no temperature, no bits/dim
-  CHECK(csv[4].rfind("resnet-l2,,,", 0) == 0);
+  CHECK(csv[3].rfind("model-A,,", 0) == 0);   // A alone: bits/dim only (tests/test_cli_nll.cpp)
+  CHECK(csv[4].rfind("bicubic,,,", 0) == 0);  // no temperature, no bits/dim
+  CHECK(csv[5].rfind("resnet-l2,,,", 0) == 0);
   // bits/dim of an untrained model: finite and positive (about 8 for uniform logits).
   const std::string model_row = csv[1].substr(std::string("model,1.0,").size());
   const double bits = std::stod(model_row.substr(0, model_row.find(',')));
   CHECK(bits > 1.0);
   CHECK(bits < 20.0);
-  for (const std::string& row : csv) CHECK(row.substr(row.rfind(',') + 1) == (row == csv[0] ? "outputs" : "5"));
+  for (const std::string& row : csv)
+    CHECK(row.substr(row.rfind(',') + 1) == (row == csv[0] ? "outputs" : row == csv[3] ? "0" : "5"));
   const std::string js = slurp(d / "res/eval.json");
   CHECK(js.find("\"rows\"") != std::string::npos);
   CHECK(js.find("\"method\": \"resnet-l2\"") != std::string::npos);
