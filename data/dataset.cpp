@@ -616,6 +616,7 @@ Dataset load_dataset(const DataOptions& opt, Split split) {
   if (read_cache(cache_path, plan.key, plan.colors, ds)) {
     ds.from_cache = true;
     ds.cache_path = cache_path;
+    std::remove((cache_path + ".part").c_str());  // left if a run died between rename and remove
     if (ds.skipped > 0)
       std::fprintf(stderr, "%s: %d unreadable file%s skipped when the cache was built\n", plan.label.c_str(),
                    ds.skipped, ds.skipped == 1 ? " was" : "s were");

@@ -45,7 +45,7 @@ uint64_t fnv1a64(std::string_view s) {
 }
 
 // A key for messages: as text when printable (the release's 40 hex digits), else in hex.
-std::string key_text(std::string_view k) {
+[[maybe_unused]] std::string key_text(std::string_view k) {
   bool printable = !k.empty();
   for (unsigned char c : k) printable = printable && std::isprint(c);
   if (printable) return std::string(k);
