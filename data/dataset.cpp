@@ -313,8 +313,8 @@ struct Plan {
   int colors = 0;
   uint64_t key = 0;
   bool shared_splits = false;  // Dataset::shared_splits
-  std::function<Decoded(const std::string& cache_path)> build;  // a build may keep a partial
-                                                                // file at cache_path + ".part"
+  // Decodes the split; a resumable build (LSUN) keeps its partial file at cache_path + ".part".
+  std::function<Decoded(const std::string& cache_path)> build;
 };
 
 std::string celeba_missing_message(const std::string& dir, const std::string& missing) {

@@ -19,11 +19,13 @@ struct DataOptions {
                           // uses data_dir
   std::string cache_dir;  // empty = "datasets/cache"; relative paths are to the current dir
   bool progress = true;   // progress bar on stderr while decoding (>= 100 files)
-  std::string lsun_category = "bedroom";  // lsun: reads <data_dir>/<category>_{train,val}_lmdb
-  long limit = 0;                         // lsun: the train split is only the first `limit`
-                                          // train records (0 = all); valid / test unchanged
-  long debug_stop_after = 0;  // tests: an LSUN cache build throws after committing this many
-                              // records to its partial file, as if interrupted (0 = off)
+  // lsun: reads <data_dir>/<lsun_category>_{train,val}_lmdb; the train split is only the first
+  // `limit` train records (0 = all), valid and test are unchanged by it.
+  std::string lsun_category = "bedroom";
+  long limit = 0;
+  // Tests: an LSUN cache build throws after committing this many records to its partial file,
+  // as if interrupted (0 = off).
+  long debug_stop_after = 0;
 };
 
 struct Dataset {

@@ -59,7 +59,8 @@ std::string missing_message(const std::string& dir, const std::string& cat, cons
   return "LSUN " + cat + " not found: " + missing + " (looked in " + dir + "/ for " + cat + "_train_lmdb/ and " + cat +
          "_val_lmdb/, each holding data.mdb); download " + cat + "_train_lmdb.zip and " + cat +
          "_val_lmdb.zip from http://dl.yf.io/lsun/scenes/ (or run `python3 download.py -c " + cat +
-         "` from https://github.com/fyu/lsun), unzip into " + dir + "/ or point --data-dir at the folder that holds them";
+         "` from https://github.com/fyu/lsun), unzip into " + dir +
+         "/ or point --data-dir at the folder that holds them";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,7 +425,8 @@ LsunDecoded lsun_build(const DataOptions& opt, Split split, const LsunSource& sr
     }
     part.append((uint32_t)done, (uint32_t)count, body);
     for (size_t j = 0; j < count; ++j) {
-      if (body[j * kRecord]) out.hr.insert(out.hr.end(), &body[j * kRecord + 1], &body[j * kRecord + 1] + kPixels), ++out.n;
+      if (body[j * kRecord])
+        out.hr.insert(out.hr.end(), &body[j * kRecord + 1], &body[j * kRecord + 1] + kPixels), ++out.n;
       else note_bad(done + j, errors[j]);
     }
     done += count;

@@ -104,9 +104,9 @@ Args parse_args(int argc, char** argv) {
                                                  "--count",    "--temperature",  "--samples-per-input",
                                                  "--mode",     "--out",          "--out-dir",
                                                  "--device",   "--seed",         "--batch",
-                                                 "--tile",     "--baseline-ckpt",    "--lsun-category",
-                                                 "--limit"};
-    if (!valued.count(f)) throw Error("unknown flag '" + f + "' (see --help)");
+                                                 "--tile",     "--baseline-ckpt"};
+    if (!valued.count(f) && f != "--lsun-category" && f != "--limit")
+      throw Error("unknown flag '" + f + "' (see --help)");
     if (i + 1 >= argc) throw Error(f + ": missing value");
     const std::string v = argv[++i];
     if (!seen.insert(f).second) throw Error(f + " given twice");

@@ -9,12 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <chrono>
 #include <map>
 #include <set>
 #include <string>
@@ -57,7 +57,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static int counter = 0;
-    path = fs::temp_directory_path() / ("prsr-test-lsun-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    path =
+        fs::temp_directory_path() / ("prsr-test-lsun-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -115,12 +116,12 @@ std::vector<uint8_t> expected32(const Image& im) {
         int64_t sum = 0, area = 0;
         for (int y = 0; y < s; ++y)
           for (int x = 0; x < s; ++x) {
-            const int64_t ax = std::max<int64_t>(0, std::min<int64_t>((ox + 1) * s, (x + 1) * 32) -
-                                                        std::max<int64_t>(ox * s, x * 32));
-            const int64_t ay = std::max<int64_t>(0, std::min<int64_t>((oy + 1) * s, (y + 1) * 32) -
-                                                        std::max<int64_t>(oy * s, y * 32));
-            const int v = im.c == 3 ? im.px[((size_t)(y0 + y) * im.w + x0 + x) * 3 + c]
-                                    : im.px[(size_t)(y0 + y) * im.w + x0 + x];
+            const int64_t ax =
+                std::max<int64_t>(0, std::min<int64_t>((ox + 1) * s, (x + 1) * 32) - std::max<int64_t>(ox * s, x * 32));
+            const int64_t ay =
+                std::max<int64_t>(0, std::min<int64_t>((oy + 1) * s, (y + 1) * 32) - std::max<int64_t>(oy * s, y * 32));
+            const int v =
+                im.c == 3 ? im.px[((size_t)(y0 + y) * im.w + x0 + x) * 3 + c] : im.px[(size_t)(y0 + y) * im.w + x0 + x];
             sum += ax * ay * v;
             area += ax * ay;
           }
@@ -353,7 +354,7 @@ TEST_CASE("lsun: split rule: valid count, disjoint, complete, stable, --limit") 
   all.insert(all.end(), va.begin(), va.end());
   std::sort(all.begin(), all.end());
   CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());  // disjoint
-  CHECK(all.size() == keys.size());                                 // complete
+  CHECK(all.size() == keys.size());                                // complete
   // Valid = the 1000 smallest (FNV-1a-64, key), computed here with the standard FNV-1a.
   std::vector<std::pair<uint64_t, size_t>> h;
   for (size_t i = 0; i < keys.size(); ++i) h.push_back({fnv(keys[i]), i});
