@@ -326,7 +326,7 @@ LsunSource lsun_source(const DataOptions& opt, Split split) {
   const std::string missing = lsun_missing_packages();
   if (!missing.empty())
     throw Error("--data lsun: this build has no LSUN support: it was built without " + missing +
-                "; install it (apt-get install liblmdb-dev libwebp-dev, or run tools/setup) and rebuild");
+                "; install the packages (apt-get install liblmdb-dev libwebp-dev, or run tools/setup) and rebuild");
   const std::string& cat = opt.lsun_category;
   if (cat.empty() || !std::all_of(cat.begin(), cat.end(), [](char c) {
         return std::islower((unsigned char)c) || std::isdigit((unsigned char)c) || c == '_';
