@@ -22,7 +22,9 @@
 #endif
 
 #include "data/image.h"
+#include "data/lsun.h"
 #include "data/preprocess.h"
+#include "data/progress.h"
 #include "engine/error.h"
 
 namespace fs = std::filesystem;
@@ -53,13 +55,14 @@ const uint8_t* Dataset::image(int i) const {
 
 namespace {
 
-enum class Kind { CelebA, FashionMnist, Folder };
+enum class Kind { CelebA, FashionMnist, Lsun, Folder };
 
 Kind parse_kind(const std::string& spec) {
   if (spec == "celeba") return Kind::CelebA;
   if (spec == "fashion-mnist") return Kind::FashionMnist;
+  if (spec == "lsun") return Kind::Lsun;
   if (spec.rfind("folder:", 0) == 0) return Kind::Folder;
-  throw Error("unknown data set '" + spec + "' (expected celeba, fashion-mnist or folder:PATH)");
+  throw Error("unknown data set '" + spec + "' (expected celeba, fashion-mnist, lsun or folder:PATH)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -120,46 +123,13 @@ void hash_file_stat(Hasher& h, const std::string& path) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Progress bar: "decoding celeba train: [#####.....] 12345/162770  3.2k img/s  ETA 0:42"
-// ---------------------------------------------------------------------------------------------
-
-struct Progress {
-  using clock = std::chrono::steady_clock;
-  bool on = false;
-  std::string label;
-  int total = 0;
-  clock::time_point start = clock::now(), last{};
-
-  void update(int done, bool final = false) {
-    if (!on) return;
-    const auto now = clock::now();
-    if (!final && now - last < std::chrono::milliseconds(100)) return;
-    last = now;
-    const double secs = std::chrono::duration<double>(now - start).count();
-    const double rate = secs > 0 ? done / secs : 0.0;
-    const int width = 20, fill = total > 0 ? (int)((int64_t)done * width / total) : width;
-    std::string bar(width, '.');
-    std::fill(bar.begin(), bar.begin() + fill, '#');
-    char rate_s[32];
-    if (rate >= 1000) std::snprintf(rate_s, sizeof rate_s, "%.1fk", rate / 1000);
-    else std::snprintf(rate_s, sizeof rate_s, "%.0f", rate);
-    const int eta = rate > 0 ? (int)((total - done) / rate + 0.5) : 0;
-    char eta_s[32];
-    if (eta >= 3600) std::snprintf(eta_s, sizeof eta_s, "%d:%02d:%02d", eta / 3600, eta / 60 % 60, eta % 60);
-    else std::snprintf(eta_s, sizeof eta_s, "%d:%02d", eta / 60, eta % 60);
-    std::fprintf(stderr, "\r%s: [%s] %d/%d  %s img/s  ETA %s%s", label.c_str(), bar.c_str(), done, total, rate_s, eta_s,
-                 final ? "\n" : "");
-    std::fflush(stderr);
-  }
-};
-
-// ---------------------------------------------------------------------------------------------
 // Decoding a list of image files with a recipe, in parallel, in the order of the list.
 // ---------------------------------------------------------------------------------------------
 
 struct Decoded {
   std::vector<uint8_t> hr;
   int n = 0, skipped = 0;
+  int resumed = 0;  // images taken from an interrupted build's partial file (LSUN)
 };
 
 Decoded decode_files(const std::vector<std::string>& files, int colors, Image (*recipe)(const Image&),
@@ -315,13 +285,15 @@ bool write_cache(const std::string& path, uint64_t key, const Dataset& ds) {
   return ok;
 }
 
-// Removes older caches of the same data set and split (same "<prefix>-<split>-" name, other key).
+// Removes older caches of the same data set and split (same "<prefix>-<split>-" name, other key),
+// and their partial files ("<cache>.u8.part", left by an interrupted LSUN build).
 void remove_stale_caches(const std::string& dir, const std::string& stem, const std::string& keep) {
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.rfind(stem, 0) == 0 && name.size() > 3 && name.compare(name.size() - 3, 3, ".u8") == 0 &&
-        it->path().string() != keep) {
+    const bool u8 = name.size() > 3 && name.compare(name.size() - 3, 3, ".u8") == 0;
+    const bool part = name.size() > 8 && name.compare(name.size() - 8, 8, ".u8.part") == 0;
+    if (name.rfind(stem, 0) == 0 && (u8 || part) && it->path().string() != keep) {
       std::error_code rm;
       fs::remove(it->path(), rm);
     }
@@ -341,7 +313,8 @@ struct Plan {
   int colors = 0;
   uint64_t key = 0;
   bool shared_splits = false;  // Dataset::shared_splits
-  std::function<Decoded()> build;
+  // Decodes the split; a resumable build (LSUN) keeps its partial file at cache_path + ".part".
+  std::function<Decoded(const std::string& cache_path)> build;
 };
 
 std::string celeba_missing_message(const std::string& dir, const std::string& missing) {
@@ -411,7 +384,7 @@ Plan plan_celeba(const DataOptions& opt, Split split) {
   p.label = std::string("celeba ") + split_name(split);
   p.colors = 3;
   p.key = h.h;
-  p.build = [files, label = p.label, progress = opt.progress]() {
+  p.build = [files, label = p.label, progress = opt.progress](const std::string&) {
     return decode_files(files, 3, celeba_preprocess, label, progress);
   };
   return p;
@@ -480,7 +453,7 @@ Plan plan_fmnist(const DataOptions& opt, Split split) {
   p.label = std::string("fashion-mnist ") + split_name(split);
   p.colors = 1;
   p.key = h.h;
-  p.build = [file, split]() {
+  p.build = [file, split](const std::string&) {
     int total = 0;
     const std::vector<uint8_t> px = read_idx28(file, &total);
     // Train / Valid both come from train-images: Valid = the last 5000 when there are more
@@ -542,8 +515,38 @@ Plan plan_folder(const DataOptions& opt, Split split) {
   p.colors = 3;
   p.key = h.h;
   p.shared_splits = total < kFolderSplitMin;
-  p.build = [files, label = p.label, progress = opt.progress]() {
+  p.build = [files, label = p.label, progress = opt.progress](const std::string&) {
     return decode_files(files, 3, folder_preprocess, label, progress);
+  };
+  return p;
+}
+
+// LSUN (data/lsun.h): the key is the LMDB's data.mdb size and mtime, the category, the split and
+// the --limit; the train split of a --limit run has its own prefix so it does not evict the
+// full one.
+Plan plan_lsun(const DataOptions& opt, Split split) {
+  const LsunSource src = lsun_source(opt, split);
+  Hasher h;
+  h.str("lsun");
+  h.i64(kPreprocessVersion);
+  h.str(opt.lsun_category);
+  h.str(split_name(split));
+  h.i64(split == Split::Train ? opt.limit : 0);
+  hash_file_stat(h, src.lmdb + "/data.mdb");
+  Plan p;
+  p.name = "lsun";
+  p.cache_prefix = src.cache_prefix;
+  p.label = src.label;
+  p.colors = 3;
+  p.key = h.h;
+  p.build = [opt, split, src, key = p.key](const std::string& cache_path) {
+    LsunDecoded l = lsun_build(opt, split, src, key, cache_path + ".part");
+    Decoded d;
+    d.hr = std::move(l.hr);
+    d.n = l.n;
+    d.skipped = l.skipped;
+    d.resumed = l.resumed;
+    return d;
   };
   return p;
 }
@@ -600,6 +603,7 @@ Dataset load_dataset(const DataOptions& opt, Split split) {
   const Kind kind = parse_kind(opt.spec);
   Plan plan = kind == Kind::CelebA         ? plan_celeba(opt, split)
               : kind == Kind::FashionMnist ? plan_fmnist(opt, split)
+              : kind == Kind::Lsun         ? plan_lsun(opt, split)
                                            : plan_folder(opt, split);
   Dataset ds;
   ds.name = plan.name;
@@ -612,19 +616,22 @@ Dataset load_dataset(const DataOptions& opt, Split split) {
   if (read_cache(cache_path, plan.key, plan.colors, ds)) {
     ds.from_cache = true;
     ds.cache_path = cache_path;
+    std::remove((cache_path + ".part").c_str());  // left if a run died between rename and remove
     if (ds.skipped > 0)
       std::fprintf(stderr, "%s: %d unreadable file%s skipped when the cache was built\n", plan.label.c_str(),
                    ds.skipped, ds.skipped == 1 ? " was" : "s were");
     return ds;
   }
-  Decoded d = plan.build();
+  Decoded d = plan.build(cache_path);
   if (d.n == 0)
     throw Error(plan.label + ": no usable image (" + std::to_string(d.skipped) + " unreadable files skipped)");
   ds.hr = std::move(d.hr);
   ds.n = d.n;
   ds.skipped = d.skipped;
+  ds.resumed = d.resumed;
   if (write_cache(cache_path, plan.key, ds)) {
     ds.cache_path = cache_path;
+    std::remove((cache_path + ".part").c_str());  // a resumable build's partial file, done with
     remove_stale_caches(cache_dir, stem, cache_path);
   }
   return ds;

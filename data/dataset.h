@@ -1,4 +1,4 @@
-// The data sets: CelebA, Fashion-MNIST and a folder of images, decoded and preprocessed once
+// The data sets: CelebA, Fashion-MNIST, LSUN and a folder of images, decoded and preprocessed once
 // into 32x32 uint8 targets y and cached as packed files so training never decodes in its loop.
 // See docs/data.md for the folders, the splits, the preprocessing and the cache format.
 #pragma once
@@ -13,11 +13,19 @@ Split parse_split(const std::string& s);  // "train" | "valid" | "test", else pr
 const char* split_name(Split s);
 
 struct DataOptions {
-  std::string spec;       // "celeba" | "fashion-mnist" | "folder:PATH"
+  std::string spec;       // "celeba" | "fashion-mnist" | "lsun" | "folder:PATH"
   std::string data_dir;   // empty = datasets/celeba (CelebA), /usr/share/datasets/fashion-mnist
-                          // (Fashion-MNIST); for folder:PATH an empty PATH uses data_dir
+                          // (Fashion-MNIST), datasets/lsun (LSUN); for folder:PATH an empty PATH
+                          // uses data_dir
   std::string cache_dir;  // empty = "datasets/cache"; relative paths are to the current dir
   bool progress = true;   // progress bar on stderr while decoding (>= 100 files)
+  // lsun: reads <data_dir>/<lsun_category>_{train,val}_lmdb; the train split is only the first
+  // `limit` train records (0 = all), valid and test are unchanged by it.
+  std::string lsun_category = "bedroom";
+  long limit = 0;
+  // Tests: an LSUN cache build throws after committing this many records to its partial file,
+  // as if interrupted (0 = off).
+  long debug_stop_after = 0;
 };
 
 struct Dataset {
@@ -29,6 +37,7 @@ struct Dataset {
   int skipped = 0;             // source files that were unreadable / corrupt and left out
   bool from_cache = false;     // true when the pixels came from the cache file
   std::string cache_path;      // the cache file used or written ("" when caching was off)
+  int resumed = 0;             // images taken from an interrupted build's partial file (LSUN)
   bool shared_splits = false;  // every split holds the same images (a folder of fewer than
                                // kFolderSplitMin images): the valid split is not held out
 
@@ -41,7 +50,7 @@ struct Dataset {
 // it) or has no usable image in the split.
 Dataset load_dataset(const DataOptions& opt, Split split);
 
-// 3 for celeba and folder:..., 1 for fashion-mnist; prsr::Error for an unknown spec.
+// 3 for celeba, lsun and folder:..., 1 for fashion-mnist; prsr::Error for an unknown spec.
 int dataset_colors(const std::string& spec);
 
 // Every .png / .jpg / .jpeg file (extension in any case) under root, subfolders included, as

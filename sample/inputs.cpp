@@ -86,6 +86,8 @@ std::vector<Input> inputs_from_data(const Args& a, int C, int size, ColourNotes&
   o.spec = a.data;
   o.data_dir = a.data_dir;
   o.cache_dir = a.cache_dir;
+  o.lsun_category = a.lsun_category;
+  o.limit = a.limit;
   const data::Split split = data::parse_split(a.split);
   const data::Dataset d = data::load_dataset(o, split);
   if (d.size != size)

@@ -23,9 +23,11 @@ void print_help() {
       "  --input FILE|DIR         a PNG/JPEG, or every .png/.jpg/.jpeg in DIR (sorted). An 8x8 image\n"
       "                           is the low-res input itself; any other size is a ground truth:\n"
       "                           centre square crop, area resize to 32x32, 4x4 box average -> 8x8\n"
-      "  --data NAME              celeba | fashion-mnist | folder:PATH: the first --count images of\n"
-      "                           --split (ground truth known)\n"
+      "  --data NAME              celeba | fashion-mnist | lsun | folder:PATH: the first --count\n"
+      "                           images of --split (ground truth known)\n"
       "  --data-dir PATH          where the data set lives (default: the data set's own default)\n"
+      "  --lsun-category NAME     lsun: the scene category (default: bedroom)\n"
+      "  --limit N                lsun: the train split is the first N train records (default: 0 = all)\n"
       "  --cache-dir PATH         decoded data set cache (default: datasets/cache)\n"
       "  --split NAME             train | valid | test (default: test)\n"
       "  --count N                images from the split (default: 8; 100 with --eval; 0 = all,\n"
@@ -111,7 +113,8 @@ Args parse_args(int argc, char** argv) {
                                                  "--mode",     "--out",          "--out-dir",
                                                  "--device",   "--seed",         "--batch",
                                                  "--tile",     "--baseline-ckpt"};
-    if (!valued.count(f)) throw Error("unknown flag '" + f + "' (see --help)");
+    if (!valued.count(f) && f != "--lsun-category" && f != "--limit")
+      throw Error("unknown flag '" + f + "' (see --help)");
     if (i + 1 >= argc) throw Error(f + ": missing value");
     const std::string v = argv[++i];
     if (!seen.insert(f).second) throw Error(f + " given twice");
@@ -148,6 +151,8 @@ Args parse_args(int argc, char** argv) {
     } else if (f == "--batch") a.batch = int(parse_int(f, v, 1, 65536));
     else if (f == "--tile") a.tile = int(parse_int(f, v, 8, 1024));
     else if (f == "--baseline-ckpt") a.baseline_ckpt = v;
+    else if (f == "--lsun-category") a.lsun_category = v;
+    else if (f == "--limit") a.limit = parse_int(f, v, 0, 1000000000000L);
   }
   if (a.help) return a;
   if (a.ckpt.empty()) throw Error("--ckpt is required (see --help)");

@@ -12,6 +12,8 @@ struct Args {
   std::string input;  // FILE or DIR
   std::string data;   // data set spec
   std::string data_dir, cache_dir;
+  std::string lsun_category = "bedroom";  // --data lsun
+  long limit = 0;                         // --data lsun: train split = first N train records
   std::string split = "test";
   int count = -1;  // -1: default (8, 100 with --eval, 0 with --nll); 0: the whole split
   bool count_given = false;

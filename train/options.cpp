@@ -75,9 +75,12 @@ std::vector<Flag> make_flags(Options& o) {
     f.push_back({name, "", help, "", [on](const std::string&) { on(); }, false, group});
   };
   const char* G = "run";
-  S("--data", "NAME", "data set: fashion-mnist | celeba | folder:PATH", &o.data, "fashion-mnist", G);
-  S("--data-dir", "PATH", "where the data set lives", &o.data_dir, "/usr/share/datasets/fashion-mnist, datasets/celeba",
+  S("--data", "NAME", "data set: fashion-mnist | celeba | lsun | folder:PATH", &o.data, "fashion-mnist", G);
+  S("--data-dir", "PATH", "where the data set lives", &o.data_dir,
+    "/usr/share/datasets/fashion-mnist, datasets/celeba, datasets/lsun", G);
+  S("--lsun-category", "NAME", "lsun: the scene category (NAME_train_lmdb, NAME_val_lmdb)", &o.lsun_category, "bedroom",
     G);
+  I("--limit", "N", "lsun: train on the first N train records only (0 = all)", &o.limit, 0, kMax, G);
   S("--cache-dir", "PATH", "preprocessed data cache", &o.cache_dir, "datasets/cache", G);
   f.push_back({"--device", "cpu|cuda", "backend to train on", "cpu",
                [&o](const std::string& v) {

@@ -27,6 +27,8 @@ struct Options {
   std::string data = "fashion-mnist";
   std::string data_dir;  // "" = the data set's default place
   std::string cache_dir = "datasets/cache";
+  std::string lsun_category = "bedroom";  // --data lsun: <category>_{train,val}_lmdb
+  long limit = 0;                         // --data lsun: only the first N train records (0 = all)
   std::string device = "cpu";
   long steps = 200000;
   int batch = 32;

@@ -71,6 +71,8 @@ void load_data(Run& R) {
   dopt.spec = o.data;
   dopt.data_dir = o.data_dir;
   dopt.cache_dir = o.cache_dir;
+  dopt.lsun_category = o.lsun_category;
+  dopt.limit = o.limit;
   dopt.progress = isatty(fileno(stderr));
   R.train = prsr::data::load_dataset(dopt, prsr::data::Split::Train);
   R.valid = prsr::data::load_dataset(dopt, prsr::data::Split::Valid);
