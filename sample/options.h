@@ -26,6 +26,8 @@ struct Args {
   int batch = 16;
   int tile = 64;
   bool naive = false;
+  bool skip_existing = false;  // --skip-existing: samples whose PNG is already in --out-dir are not redone
+  int threads = 0;             // OpenMP threads (0 = all cores)
   bool eval = false;
   std::string baseline_ckpt;
   bool help = false;
