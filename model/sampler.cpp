@@ -96,7 +96,13 @@ int draw(const float* logits, DecodeMode mode, float tau, double u) {
   if (mode == DecodeMode::Argmax) return best;
   const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
   double p[kLevels], sum = 0;
-  for (int l = 0; l < kLevels; ++l) sum += p[l] = std::exp((double(logits[l]) - logits[best]) / t);
+  // exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping the call gives the
+  // same bits and avoids libm's slow underflow path (an untrained model's logits span
+  // thousands; that path made the draw 5x slower).
+  for (int l = 0; l < kLevels; ++l) {
+    const double z = (double(logits[l]) - logits[best]) / t;
+    sum += p[l] = z < -746.0 ? 0.0 : std::exp(z);
+  }
   if (mode == DecodeMode::Mean) {
     double m = 0;
     for (int l = 0; l < kLevels; ++l) m += p[l] * l;
@@ -344,13 +350,16 @@ class CachedSampler {
         const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
         gemm(A, hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(), wide(H));
         const int q = int(H.outs.size()) / 2;
+        const int* outs = H.outs.data();
         for (int m = 0; m < M; ++m) {
           float* z = wk.tmp.data() + size_t(m) * wide(H);
           const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j);
-          float* g = gate_[size_t(l)].at(b0 + m, 0, 0);
-          for (int k = 0; k < q; ++k)
-            g[H.outs[size_t(k)]] = tanh_f(z[k] + lk[H.outs[size_t(k)]]) *
-                                   sigmoid_f(z[k + q] + lk[H.outs[size_t(k + q)]]);
+          float* g = wk.tmp2.data();
+          for (int k = 0; k < 2 * q; ++k) z[k] += lk[outs[k]];
+#pragma omp simd
+          for (int k = 0; k < q; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
+          float* gl = gate_[size_t(l)].at(b0 + m, 0, 0);
+          for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
         }
         clk.lap(&SamplerProfile::horizontal);
         // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
@@ -443,6 +452,7 @@ class CachedSampler {
         for (int r = r0; r < r1; ++r) {
           const float* z = wk.vout.data() + size_t(r) * V.N;
           float* o = vring_[size_t(l) + 1].at(b0 + r / S, i % vring_[size_t(l) + 1].rows, vpl_ + r % S);
+#pragma omp simd
           for (int k = 0; k < p; ++k) o[k] = tanh_f(z[k]) * sigmoid_f(z[p + k]);
         }
       sync(nt);
@@ -554,12 +564,18 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
     if (opt.progress) opt.progress(S, S);
     return out;
   }
-  // A's logits per sub-pixel, contiguous: At[b][pixel][colour][256] (A is [n][C*256][S*S]).
-  std::vector<float> At(A.size());
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int b = 0; b < n; ++b)
-    for (int k = 0; k < C * kLevels; ++k)
-      for (int p = 0; p < HW; ++p) At[((size_t(b) * HW + p) * C) * kLevels + k] = A[(size_t(b) * C * kLevels + k) * HW + p];
+  // A's logits of one row, contiguous per sub-pixel: Arow[b][column][colour][256], filled at the
+  // start of each row from A [n][C*256][S*S] (runs of S floats: A is never read with a stride
+  // of S*S floats per level).
+  const int CK = C * kLevels;
+  std::vector<float> Arow(size_t(n) * S * CK);
+  auto fill_arow = [&](int i, int b) {
+    for (int k = 0; k < CK; ++k) {
+      const float* src = A.data() + (size_t(b) * CK + k) * HW + size_t(i) * S;
+      float* dst = Arow.data() + size_t(b) * S * CK + k;
+      for (int j = 0; j < S; ++j) dst[size_t(j) * CK] = src[j];
+    }
+  };
   // The uniforms in the order they are drawn: (pixel, colour, image), one per sub-pixel.
   std::mt19937_64 rng(opt.seed);
   std::vector<double> U(size_t(HW) * C * n);
@@ -567,7 +583,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
   // Combine B + A for (pixel, colour) of image b, draw, record.
   auto draw_one = [&](int b, int p, int c, const float* B, float* l) -> int {
-    const float* a = At.data() + ((size_t(b) * HW + p) * C + c) * kLevels;
+    const float* a = Arow.data() + (size_t(b) * S + size_t(p % S)) * CK + size_t(c) * kLevels;
     for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
     if (opt.logits_out) std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
     const int v = draw(l, opt.mode, opt.temperature, U[(size_t(p) * C + c) * n + b]);
@@ -588,6 +604,8 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
         SamplerProfile* pr = t == 0 ? prof : nullptr;
         float l[kLevels];
         bool stop = false;
+        if (tid == 0)
+          for (int b = cs.first_image(w); b < cs.end_image(w); ++b) fill_arow(i, b);
         for (int j = 0; j < S && !stop; ++j)
           for (int c = 0; c < C; ++c) {
             if (long(i * S + j) * C + c >= limit) {
@@ -619,6 +637,8 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   g.grad_enabled = false;
   long drawn = 0;
   for (int p = 0; p < HW; ++p) {
+    if (p % S == 0)
+      for (int b = 0; b < n; ++b) fill_arow(p / S, b);
     for (int c = 0; c < C; ++c) {
       if (drawn++ >= limit) return out;
       g.reset();

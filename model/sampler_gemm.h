@@ -55,33 +55,50 @@ Packed pack(int K, int N, W w, Bias bias) {
 // One tile: MR rows of A (row stride lda) x one panel B [K][kNR] -> C (row stride ldc), ncols
 // columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero in
 // every row were left out: adding 0 * w leaves a float sum exactly as it is).
+// One tile: MR rows of A (row stride lda) x one panel B [K][kNR] -> C (row stride ldc), ncols
+// columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero in
+// every row were left out: adding 0 * w leaves a float sum exactly as it is). With one or two
+// rows there are too few accumulators to hide the FMA latency: the k range is then split over
+// kSplit independent partial sums, added at the end.
 template <int MR, bool Sparse>
 inline void tile(int K, const float* A, long lda, const float* B, const float* bias, float* C, long ldc, int ncols,
                  const int* kidx) {
-  vfloat acc[MR][2];
+  constexpr int kSplit = MR <= 2 ? 4 : 1;
+  vfloat acc[kSplit][MR][2];
   const vfloat b0 = *reinterpret_cast<const vfloat*>(bias), b1 = *reinterpret_cast<const vfloat*>(bias + kVec);
-  for (int m = 0; m < MR; ++m) {
-    acc[m][0] = b0;
-    acc[m][1] = b1;
-  }
-  for (int k = 0; k < K; ++k) {
+  for (int u = 0; u < kSplit; ++u)
+    for (int m = 0; m < MR; ++m) {
+      acc[u][m][0] = u == 0 ? b0 : vfloat{};
+      acc[u][m][1] = u == 0 ? b1 : vfloat{};
+    }
+  auto step = [&](int u, int k) {
     const float* b = B + size_t(Sparse ? kidx[k] : k) * kNR;
     const vfloat v0 = *reinterpret_cast<const vfloat*>(b), v1 = *reinterpret_cast<const vfloat*>(b + kVec);
     for (int m = 0; m < MR; ++m) {
       const float a = A[m * lda + k];
-      acc[m][0] += a * v0;
-      acc[m][1] += a * v1;
+      acc[u][m][0] += a * v0;
+      acc[u][m][1] += a * v1;
     }
-  }
+  };
+  int k = 0;
+  if constexpr (kSplit > 1)
+    for (; k + kSplit <= K; k += kSplit)
+      for (int u = 0; u < kSplit; ++u) step(u, k + u);
+  for (; k < K; ++k) step(0, k);
+  for (int u = 1; u < kSplit; ++u)
+    for (int m = 0; m < MR; ++m) {
+      acc[0][m][0] += acc[u][m][0];
+      acc[0][m][1] += acc[u][m][1];
+    }
   for (int m = 0; m < MR; ++m) {
     float* c = C + m * ldc;
     if (ncols == kNR) {
-      *reinterpret_cast<vfloat*>(c) = acc[m][0];
-      *reinterpret_cast<vfloat*>(c + kVec) = acc[m][1];
+      *reinterpret_cast<vfloat*>(c) = acc[0][m][0];
+      *reinterpret_cast<vfloat*>(c + kVec) = acc[0][m][1];
     } else {
       float t[kNR];
-      std::memcpy(t, &acc[m][0], sizeof(vfloat));
-      std::memcpy(t + kVec, &acc[m][1], sizeof(vfloat));
+      std::memcpy(t, &acc[0][m][0], sizeof(vfloat));
+      std::memcpy(t + kVec, &acc[0][m][1], sizeof(vfloat));
       std::copy(t, t + ncols, c);
     }
   }
