@@ -8,8 +8,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "engine/cpu/simd_math.h"
 #include "engine/graph.h"
@@ -497,11 +499,22 @@ class CachedSampler {
     }
   };
 
-  static void sync(int nt) {
-    if (nt > 1) {
-#pragma omp barrier
+  // The team's barrier (shared mode only; a worker of one thread never waits). Not OpenMP's:
+  // libgomp's spins, and on a machine whose cores are also busy with other processes a thread
+  // spinning for a descheduled partner keeps it off the core (measured: batch 1 at 0.3-1.6
+  // s/image instead of 0.09). This one spins briefly, then yields the core.
+  void sync(int nt) {
+    if (nt <= 1) return;
+    const int gen = barrier_gen_.load(std::memory_order_acquire);
+    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nt - 1) {
+      barrier_count_.store(0, std::memory_order_relaxed);
+      barrier_gen_.store(gen + 1, std::memory_order_release);
+      return;
     }
+    for (int spin = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spin)
+      if (spin > 2000) std::this_thread::yield();
   }
+  std::atomic<int> barrier_count_{0}, barrier_gen_{0};
   static int wide(const ColourProduct& P) { return P.B.panels() * sampler_gemm::kNR; }
 
   // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
