@@ -1,11 +1,22 @@
 // The naive and the cached sampler (model/sampler.h).
+// The gates use engine/cpu/simd_math.h's tanh and sigmoid (the CPU backend's own), whose
+// selects vectorise only without trapping math: set before every include (see
+// engine/cpu/elementwise.cpp).
+#pragma GCC optimize("no-trapping-math")
 #include "model/sampler.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <random>
+#include <thread>
 
+#include "engine/cpu/simd_math.h"
+#include "engine/graph.h"
 #include "engine/ops.h"
+#include "model/sampler_gemm.h"
 
 namespace prsr {
 
@@ -78,17 +89,22 @@ void check_cacheable(const Model<float>& m) {
 
 namespace {
 
-// One level from 256 logits (A + B). One 53-bit uniform is drawn per call in every mode, so
-// the random stream does not depend on the mode.
-int draw(const float* logits, DecodeMode mode, float tau, std::mt19937_64& rng) {
-  const double u = double(rng() >> 11) * 0x1.0p-53;
+// One level from 256 logits (A + B) and u, a uniform in [0, 1). One 53-bit uniform is taken per
+// sub-pixel in every mode, so the random stream does not depend on the mode.
+int draw(const float* logits, DecodeMode mode, float tau, double u) {
   int best = 0;
   for (int l = 1; l < kLevels; ++l)
     if (logits[l] > logits[best]) best = l;
   if (mode == DecodeMode::Argmax) return best;
   const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
   double p[kLevels], sum = 0;
-  for (int l = 0; l < kLevels; ++l) sum += p[l] = std::exp((double(logits[l]) - logits[best]) / t);
+  // exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping the call gives the
+  // same bits and avoids libm's slow underflow path (an untrained model's logits span
+  // thousands; that path made the draw 5x slower).
+  for (int l = 0; l < kLevels; ++l) {
+    const double z = (double(logits[l]) - logits[best]) / t;
+    sum += p[l] = z < -746.0 ? 0.0 : std::exp(z);
+  }
   if (mode == DecodeMode::Mean) {
     double m = 0;
     for (int l = 0; l < kLevels; ++l) m += p[l] * l;
@@ -132,201 +148,419 @@ std::vector<float> conditioning_logits(Model<float>& m, const std::vector<float>
 }
 
 // ------------------------------------------------------------------------------- cached state
+//
+// Layout: every activation the cached sampler keeps is channel-last, per image, with the
+// layer's zero padding stored around it, so that a conv's patch at one position is one
+// contiguous run of floats: a 1 x kw patch at column j is kw * ci floats of a padded row, a
+// kh x kw patch is kh such runs. The packed weights use the same input order, (ky, kx, ci).
+//
+// Per colour c only what colour c can change is computed (docs/design.md 1.2's masks): in every
+// masked layer (first_h mask A; h, res, head1, head2 mask B) an output of colour group g reads
+// the current pixel's inputs of groups < g (A) or <= g (B) only. So the outputs of group g at
+// (i, j) depend on the colours < g there and are final once those are drawn: at colour c the
+// sampler computes the group-c outputs of every layer (11 of 32 channels of the stacks, 341 of
+// head1's 1024, head2's 256 logits of colour c, not 768), reading the groups < c that earlier
+// colours left in the buffers. Their inputs are a prefix of the (ky, kx, ci) order (the
+// current pixel's tap is last; groups are channel ranges in order), so each colour's product
+// has K = that prefix. The link (unmasked, reading the row above) is done per row.
 
-// A prior layer as the cached sampler applies it: its definition (shape, padding) and the
-// weights it applies, on the host. w: [co][ci*kh*kw] (OIHW flattened), b: [co].
-struct HostConv {
+using sampler_gemm::gemm;
+using sampler_gemm::Packed;
+
+// A prior layer's applied weights, read in the channel-last input order k = (ky*kw + kx)*ci + i.
+struct LayerWeights {
   const ConvLayer<float>* def = nullptr;
-  std::vector<float> w, b;
-  int co() const { return def->co(); }
-  int k() const { return def->ci() * def->kh() * def->kw(); }
+  std::vector<float> w, b, mask;  // w, mask: [co][ci][kh][kw] (mask empty: unmasked)
+  int CI = 0, KH = 0, KW = 0, K = 0;
+  LayerWeights(const ConvLayer<float>& c, const HostValues<float>& P, const HostValues<float>& M)
+      : def(&c), w(c.applied_weights(P, M)), b(c.bias_values(P)), CI(c.ci()), KH(c.kh()), KW(c.kw()) {
+    K = CI * KH * KW;
+    if (c.mask) mask.assign(M.at(c.mask), M.at(c.mask) + c.mask->numel());
+  }
+  size_t index(int o, int k) const {
+    const int ci = k % CI, t = k / CI, kx = t % KW, ky = t / KW;
+    return ((size_t(o) * CI + ci) * KH + ky) * KW + kx;
+  }
+  float weight(int o, int k) const { return w[index(o, k)]; }
+  bool allowed(int o, int k) const { return mask.empty() || mask[index(o, k)] != 0.f; }
 };
 
-HostConv host_conv(const ConvLayer<float>& c, const HostValues<float>& P, const HostValues<float>& M) {
-  return HostConv{&c, c.applied_weights(P, M), c.bias_values(P)};
+Packed pack_all(const LayerWeights& L) {
+  return sampler_gemm::pack(L.K, L.def->co(), [&](int k, int n) { return L.weight(n, k); },
+                            [&](int n) { return L.b[size_t(n)]; });
 }
 
-// out[r][o] = b[o] + sum_k patch[r][k] * w[o][k]   (rows r = images or image x column)
-// Only output channels [o0, o0 + co) are computed (the head's per-colour slice). These products
-// are small (a few images x tens of channels) and there are ~60 of them per sub-pixel: a plain
-// dot-product loop beats a BLAS call, whose per-call overhead dominates at this size.
-void gemm_rows(float* out, const float* patch, int rows, const HostConv& c, int o0 = 0, int co = -1) {
-  if (co < 0) co = c.co();
-  const int K = c.k();
-  const long work = long(rows) * co * K;
-#pragma omp parallel for collapse(2) schedule(static) if (work > (1L << 18))
-  for (int r = 0; r < rows; ++r)
-    for (int o = 0; o < co; ++o) {
-      const float* a = patch + size_t(r) * K;
-      const float* w = c.w.data() + size_t(o0 + o) * K;
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (int k = 0; k < K; ++k) acc += a[k] * w[k];
-      out[size_t(r) * co + o] = c.b[o0 + o] + acc;
+// One masked layer at the current pixel, per colour: the outputs of colour group c (in channel
+// order) and their product over the input prefix they may read.
+struct ColourProduct {
+  std::vector<int> outs;
+  Packed B;
+};
+
+std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C) {
+  const ConvLayer<float>& d = *L.def;
+  need(d.mask != nullptr, d, "a layer at the current pixel must be colour-masked");
+  std::vector<ColourProduct> out(static_cast<size_t>(C));
+  for (int c = 0; c < C; ++c) {
+    ColourProduct& P = out[size_t(c)];
+    int K = 0;
+    for (int o = 0; o < d.co(); ++o) {
+      if (colour_group(o, d.mask_spec.period_out, C) != c) continue;
+      P.outs.push_back(o);
+      for (int k = K; k < L.K; ++k)
+        if (L.allowed(o, k)) K = k + 1;
     }
+    P.B = sampler_gemm::pack(K, int(P.outs.size()), [&](int k, int n) { return L.weight(P.outs[size_t(n)], k); },
+                             [&](int n) { return L.b[size_t(P.outs[size_t(n)])]; });
+  }
+  return out;
 }
 
-float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
+// A buffer of n images, each `rows` x `cols` x `ch` floats (channel-last), zero-initialised.
+struct ImageBuf {
+  int rows = 0, cols = 0, ch = 0;
+  std::vector<float> v;
+  void init(int n, int r, int c, int k, float fill = 0.f) {
+    rows = r, cols = c, ch = k;
+    v.assign(size_t(n) * r * c * k, fill);
+  }
+  long image_stride() const { return long(rows) * cols * ch; }
+  float* at(int b, int r, int c) { return v.data() + size_t(b) * image_stride() + (size_t(r) * cols + c) * ch; }
+};
+
+float sigmoid_f(float x) { return cpu::simd::sigmoid(x); }
+float tanh_f(float x) { return cpu::simd::tanh(x); }
 
 // The cached evaluation of Model::prior (the same layers, in the same order): per row the
-// vertical stack, per (pixel, colour) the horizontal stack and the head at that pixel only.
-// Every shape and padding is the layer's own (check_cacheable has checked that they have the
-// geometry this needs); p is the stacks' width, first_h.co().
+// vertical stack (and the link for the next row), per (pixel, colour) the horizontal stack and
+// the head at that pixel only, for that colour only. Every shape and padding is the layer's own
+// (check_cacheable has checked the geometry); p is the stacks' width, first_h.co().
+//
+// Threads: with n >= threads, every thread owns a run of images and works alone (no barrier
+// within a row). With fewer images than threads (batch 1), all threads work on all images: one
+// runs the chain of small products, then all share the large ones (head2, the vertical stack's
+// rows) by output panels, with barriers between.
 class CachedSampler {
  public:
-  CachedSampler(Model<float>& m, int n) : S_(m.config().size), C_(m.config().colors), n_(n) {
+  CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
     check_cacheable(m);
     const HostValues<float> P(m.params), M(m.masks);
-    first_v_ = host_conv(m.first_v, P, M);
-    first_h_ = host_conv(m.first_h, P, M);
+    const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M), h2(m.head2, P, M);
+    first_v_ = pack_all(fv);
+    first_v_def_ = &m.first_v;
+    first_h_ = pack_by_colour(fh, C_);
+    first_h_def_ = &m.first_h;
     for (const auto& G : m.gated) {
-      v_.push_back(host_conv(G.v, P, M));
-      h_.push_back(host_conv(G.h, P, M));
-      link_.push_back(host_conv(G.link, P, M));
-      res_.push_back(host_conv(G.res, P, M));
+      const LayerWeights v(G.v, P, M), h(G.h, P, M), lk(G.link, P, M), r(G.res, P, M);
+      v_.push_back(pack_all(v));
+      v_def_.push_back(&G.v);
+      h_.push_back(pack_by_colour(h, C_));
+      h_def_.push_back(&G.h);
+      link_.push_back(pack_all(lk));
+      res_.push_back(pack_by_colour(r, C_));
+      // The gate pairs output f with f + p: the pair must be one colour (period p).
+      for (const ColourProduct& cp : h_.back()) {
+        const size_t q = cp.outs.size() / 2;
+        bool paired = cp.outs.size() % 2 == 0;
+        for (size_t k = 0; paired && k < q; ++k) paired = cp.outs[k + q] == cp.outs[k] + G.v.co() / 2;
+        need(paired, G.h, "each tanh/sigmoid pair of the gate must be one colour");
+      }
     }
-    head1_ = host_conv(m.head1, P, M);
-    head2_ = host_conv(m.head2, P, M);
-    const int S = S_, p = first_h_.co(), L = int(v_.size());
-    yn_.assign(size_t(n) * C_ * S * S, -1.f);
-    vbuf_.assign(L, std::vector<float>(size_t(n) * p * S * S, 0.f));
-    vpre_prev_.resize(L);
-    for (int l = 0; l < L; ++l) vpre_prev_[l].assign(size_t(n) * v_[l].co() * S, 0.f);
-    hrow_.assign(L + 1, std::vector<float>(size_t(n) * p * S, 0.f));
-    int patch = std::max({first_v_.k(), first_h_.k(), head1_.k(), head2_.k()});
-    int width = std::max({first_v_.co(), first_h_.co(), head1_.co()});  // widest output but head2's
-    for (int l = 0; l < L; ++l) {
-      patch = std::max({patch, v_[l].k(), h_[l].k(), link_[l].k(), res_[l].k()});
-      width = std::max({width, v_[l].co(), h_[l].co(), link_[l].co(), res_[l].co()});
-    }
-    patch_.assign(size_t(n) * S * size_t(patch), 0.f);
-    out_.assign(size_t(n) * S * width, 0.f);
-    tmp_.assign(size_t(n) * width, 0.f);
-    gate_.assign(size_t(n) * p, 0.f);
-  }
-
-  float* yn() { return yn_.data(); }
-
-  // The prior's logits B for colour `c` at pixel (i, j), for every image: out[n][256]. Uses the
-  // current y at (i, j) for colours < c (later colours are masked out) and the caches.
-  void pixel_logits(int i, int j, int c, float* out) {
-    const int S = S_, p = first_h_.co(), n = n_;
-    // h_0 = first_h(y) at (i, j): taps j - pad_l + kx of row i, every colour.
-    gather_row(first_h_, j, [&](int b, int ci) { return yn_.data() + ((size_t(b) * C_ + ci) * S + i) * S; });
-    gemm_rows(tmp_.data(), patch_.data(), n, first_h_);
-    scatter_col(hrow_[0], p, j, tmp_.data());
-    for (size_t l = 0; l < h_.size(); ++l) {
-      // h_pre = Hconv(h) + link(down_shift(v_pre)): the link reads v_pre of row i - 1.
-      gather_row(h_[l], j, [&](int b, int ci) { return hrow_[l].data() + (size_t(b) * p + ci) * S; });
-      gemm_rows(tmp_.data(), patch_.data(), n, h_[l]);
-      const int q2 = v_[l].co();  // 2p: v_pre's channels, the link's input
-      for (int b = 0; b < n; ++b)
-        for (int ci = 0; ci < q2; ++ci) patch_[size_t(b) * q2 + ci] = vpre_prev_[l][(size_t(b) * q2 + ci) * S + j];
-      const HostConv& lk = link_[l];
-      gemm_rows(out_.data(), patch_.data(), n, lk);  // link(v_pre above), bias included
-      for (size_t q = 0; q < size_t(n) * lk.co(); ++q) tmp_[q] += out_[q];
-      // h' = h + res(gate(h_pre)): gate(z) = tanh(z[:half]) * sigmoid(z[half:]).
-      const int half = h_[l].co() / 2;
-      for (int b = 0; b < n; ++b)
-        for (int ci = 0; ci < half; ++ci)
-          gate_[size_t(b) * half + ci] =
-              std::tanh(tmp_[size_t(b) * 2 * half + ci]) * sigmoidf(tmp_[size_t(b) * 2 * half + half + ci]);
-      gemm_rows(out_.data(), gate_.data(), n, res_[l]);
-      for (int b = 0; b < n; ++b)
-        for (int ci = 0; ci < p; ++ci)
-          hrow_[l + 1][(size_t(b) * p + ci) * S + j] =
-              hrow_[l][(size_t(b) * p + ci) * S + j] + out_[size_t(b) * p + ci];
-    }
-    // Head: relu -> head1 -> relu -> head2 (only colour c's 256 rows).
-    const auto& hl = hrow_.back();
+    head1_ = pack_by_colour(h1, C_);
+    head2_ = pack_by_colour(h2, C_);
+    p_ = m.first_h.co();
+    H1_ = m.head1.co();
+    const int S = S_, p = p_, L = int(v_.size());
+    // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
+    ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
+    yring_.init(n, m.first_v.kh(), ypl_ + S + m.first_v.pad_r, C_, 0.f);
     for (int b = 0; b < n; ++b)
-      for (int ci = 0; ci < p; ++ci) gate_[size_t(b) * p + ci] = std::max(0.f, hl[(size_t(b) * p + ci) * S + j]);
-    gemm_rows(tmp_.data(), gate_.data(), n, head1_);
-    for (size_t q = 0; q < size_t(n) * head1_.co(); ++q) tmp_[q] = std::max(0.f, tmp_[q]);
-    gemm_rows(out, tmp_.data(), n, head2_, c * kLevels, kLevels);
-  }
-
-  // After row i is complete: the vertical stack for row i (used by row i + 1 via the link).
-  void finish_row(int i) {
-    const int S = S_, p = first_h_.co(), n = n_;
-    // v_0 = first_v(y) at row i: rows i - pad_t + ky.
-    gather_full_row(first_v_, i,
-                    [&](int b, int ci, int r) { return yn_.data() + ((size_t(b) * C_ + ci) * S + r) * S; });
-    gemm_rows(out_.data(), patch_.data(), n * S, first_v_);
-    if (!v_.empty()) scatter_row(vbuf_[0], p, i, out_.data());
-    for (size_t l = 0; l < v_.size(); ++l) {
-      gather_full_row(v_[l], i,
-                      [&](int b, int ci, int r) { return vbuf_[l].data() + ((size_t(b) * p + ci) * S + r) * S; });
-      gemm_rows(out_.data(), patch_.data(), n * S, v_[l]);  // v_pre: [n*S][2p]
-      const int q2 = v_[l].co();
+      for (int r = 0; r < yring_.rows; ++r) std::fill_n(yring_.at(b, r, ypl_), size_t(S) * C_, -1.f);
+    int vkh = 1, vpl = 0, vpr = 0, hpl = 0;
+    for (const auto* d : v_def_) vkh = std::max(vkh, d->kh()), vpl = std::max(vpl, d->pad_l), vpr = std::max(vpr, d->pad_r);
+    for (const auto* d : h_def_) hpl = std::max(hpl, d->pad_l);
+    vpl_ = vpl;
+    hpl_ = hpl;
+    vring_.resize(size_t(L));
+    for (auto& r : vring_) r.init(n, vkh, vpl + S + vpr, p);
+    hrow_.resize(size_t(L) + 1);
+    for (auto& h : hrow_) h.init(n, 1, hpl + S, p);
+    linkrow_.resize(size_t(L));
+    gate_.resize(size_t(L));
+    for (int l = 0; l < L; ++l) {
+      // The link of row 0 reads the zero row above the image: its bias.
+      linkrow_[size_t(l)].init(n, 1, S, link_[size_t(l)].N);
       for (int b = 0; b < n; ++b)
         for (int j = 0; j < S; ++j)
-          for (int ci = 0; ci < q2; ++ci)
-            vpre_prev_[l][(size_t(b) * q2 + ci) * S + j] = out_[(size_t(b) * S + j) * q2 + ci];
-      if (l + 1 < v_.size())  // v = gate(v_pre): the next layer's input rows
-        for (int b = 0; b < n; ++b)
-          for (int j = 0; j < S; ++j)
-            for (int ci = 0; ci < p; ++ci) {
-              const float* z = out_.data() + (size_t(b) * S + j) * q2;
-              vbuf_[l + 1][((size_t(b) * p + ci) * S + i) * S + j] = std::tanh(z[ci]) * sigmoidf(z[p + ci]);
-            }
+          std::copy_n(link_[size_t(l)].bias.data(), link_[size_t(l)].N, linkrow_[size_t(l)].at(b, 0, j));
+      gate_[size_t(l)].init(n, 1, 1, p);
     }
+    head1_cur_.init(n, 1, 1, H1_);
+    logits_.assign(size_t(n) * kLevels, 0.f);
+    // Workers and their scratch (nothing is allocated per step).
+    threads_ = std::max(1, threads);
+    split_ = n >= threads_;
+    const int W = split_ ? std::min(threads_, n) : 1;
+    if (split_) threads_ = W;
+    int kmax = first_v_.K, nmax = first_v_.N;
+    for (int l = 0; l < L; ++l) kmax = std::max(kmax, v_[size_t(l)].K), nmax = std::max(nmax, v_[size_t(l)].N);
+    int wide = 2 * p;
+    for (int c = 0; c < C_; ++c) wide = std::max(wide, head1_[size_t(c)].B.panels() * sampler_gemm::kNR);
+    for (int w = 0; w < W; ++w) {
+      Worker wk;
+      wk.b0 = split_ ? w * n / W : 0;
+      wk.b1 = split_ ? (w + 1) * n / W : n;
+      const int M = wk.b1 - wk.b0;
+      wk.patch.assign(size_t(M) * S * kmax, 0.f);
+      wk.vout.assign(size_t(M) * S * std::max(nmax, 2 * p) + sampler_gemm::kNR, 0.f);
+      wk.tmp.assign(size_t(M) * (wide + sampler_gemm::kNR), 0.f);
+      wk.tmp2.assign(size_t(M) * (wide + sampler_gemm::kNR), 0.f);
+      wk.relu.assign(size_t(M) * p, 0.f);
+      wk.compact.assign(size_t(M) * H1_, 0.f);
+      wk.kidx.assign(size_t(H1_), 0);
+      workers_.push_back(std::move(wk));
+    }
+  }
+
+  int threads() const { return threads_; }
+  int first_image(int w) const { return workers_[size_t(w)].b0; }
+  int end_image(int w) const { return workers_[size_t(w)].b1; }
+  int workers() const { return int(workers_.size()); }
+  bool shared() const { return !split_; }  // all threads on all images
+
+  // The normalised value of a drawn sub-pixel goes into the y ring (first_v and first_h read it).
+  void set_y(int b, int i, int j, int c, float v) { yring_.at(b, i % yring_.rows, ypl_ + j)[c] = v; }
+
+  // Prior logits B for colour c at (i, j), images [b0, b1): logits_[b][256]. Run by every thread
+  // of the worker's team (tid of nt); in a team the logits are complete when it returns.
+  void pixel_logits(int w, int i, int j, int c, int tid, int nt, SamplerProfile* prof) {
+    Worker& wk = workers_[size_t(w)];
+    const int b0 = wk.b0, M = wk.b1 - wk.b0, p = p_, L = int(h_.size());
+    const ColourProduct& h2 = head2_[size_t(c)];
+    Clock clk(tid == 0 ? prof : nullptr);
+    if (tid == 0) {
+      // h_0 = first_h(y) at (i, j): the padded row i from column j - pad_l, every colour.
+      {
+        const ColourProduct& P = first_h_[size_t(c)];
+        const float* A = yring_.at(b0, i % yring_.rows, ypl_ + j - first_h_def_->pad_l);
+        gemm(A, yring_.image_stride(), M, P.B, wk.tmp.data(), wide(P));
+        scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
+      }
+      for (int l = 0; l < L; ++l) {
+        // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
+        const ColourProduct& H = h_[size_t(l)][size_t(c)];
+        const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
+        gemm(A, hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(), wide(H));
+        const int q = int(H.outs.size()) / 2;
+        const int* outs = H.outs.data();
+        for (int m = 0; m < M; ++m) {
+          float* z = wk.tmp.data() + size_t(m) * wide(H);
+          const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j);
+          float* g = wk.tmp2.data();
+          for (int k = 0; k < 2 * q; ++k) z[k] += lk[outs[k]];
+#pragma omp simd
+          for (int k = 0; k < q; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
+          float* gl = gate_[size_t(l)].at(b0 + m, 0, 0);
+          for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
+        }
+        clk.lap(&SamplerProfile::horizontal);
+        // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
+        const ColourProduct& R = res_[size_t(l)][size_t(c)];
+        gemm(gate_[size_t(l)].at(b0, 0, 0), gate_[size_t(l)].image_stride(), M, R.B, wk.tmp.data(), wide(R));
+        for (int m = 0; m < M; ++m) {
+          const float* hin = hrow_[size_t(l)].at(b0 + m, 0, hpl_ + j);
+          float* hout = hrow_[size_t(l) + 1].at(b0 + m, 0, hpl_ + j);
+          const float* r = wk.tmp.data() + size_t(m) * wide(R);
+          for (size_t k = 0; k < R.outs.size(); ++k) hout[R.outs[k]] = hin[R.outs[k]] + r[k];
+        }
+        clk.lap(&SamplerProfile::link_res);
+      }
+      // Head: relu -> head1 (colour c's outputs) -> relu -> head2 (colour c's 256 logits).
+      const ColourProduct& H1 = head1_[size_t(c)];
+      for (int m = 0; m < M; ++m) {
+        const float* h = hrow_[size_t(L)].at(b0 + m, 0, hpl_ + j);
+        for (int k = 0; k < H1.B.K; ++k) wk.relu[size_t(m) * p + k] = std::max(0.f, h[k]);
+      }
+      gemm(wk.relu.data(), p, M, H1.B, wk.tmp.data(), wide(H1));
+      for (int m = 0; m < M; ++m) {
+        float* o = head1_cur_.at(b0 + m, 0, 0);
+        const float* t = wk.tmp.data() + size_t(m) * wide(H1);
+        for (size_t k = 0; k < H1.outs.size(); ++k) o[H1.outs[k]] = std::max(0.f, t[k]);
+      }
+      // head2's inputs are ReLU outputs: with few images many are zero in every image, and
+      // those rows of the product are left out (exactly: adding 0 * w changes no sum).
+      wk.nk = -1;
+      if (M <= 4) {
+        int nk = 0;
+        for (int k = 0; k < h2.B.K; ++k) {
+          bool any = false;
+          for (int m = 0; m < M; ++m) any |= head1_cur_.at(b0 + m, 0, 0)[k] != 0.f;
+          if (any) wk.kidx[size_t(nk++)] = k;
+        }
+        if (nk < h2.B.K * 3 / 4) {
+          for (int m = 0; m < M; ++m)
+            for (int q = 0; q < nk; ++q)
+              wk.compact[size_t(m) * H1_ + q] = head1_cur_.at(b0 + m, 0, 0)[wk.kidx[size_t(q)]];
+          wk.nk = nk;
+        }
+      }
+      clk.lap(&SamplerProfile::head);
+    }
+    sync(nt);
+    if (wk.nk >= 0)
+      gemm(wk.compact.data(), H1_, M, h2.B, logits_.data() + size_t(b0) * kLevels, kLevels, tid, nt, wk.kidx.data(),
+           wk.nk);
+    else
+      gemm(head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, h2.B, logits_.data() + size_t(b0) * kLevels, kLevels,
+           tid, nt);
+    sync(nt);
+    clk.lap(&SamplerProfile::head);
+  }
+
+  const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
+
+  // After row i is complete: the vertical stack for row i, and link(v_pre) of each layer for row
+  // i + 1.
+  void finish_row(int w, int i, int tid, int nt, SamplerProfile* prof) {
+    Worker& wk = workers_[size_t(w)];
+    const int b0 = wk.b0, M = wk.b1 - wk.b0, S = S_, p = p_, L = int(v_.size()), rows = M * S;
+    Clock clk(tid == 0 ? prof : nullptr);
+    sync(nt);  // thread 0 has drawn the row's last sub-pixel
+    const int r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;  // this thread's share of rows
+    // v_0 = first_v(y) at row i.
+    im2col(yring_, *first_v_def_, ypl_, i, b0, r0, r1, first_v_.K, wk.patch.data());
+    sync(nt);
+    gemm(wk.patch.data(), first_v_.K, rows, first_v_, wk.vout.data(), first_v_.N, tid, nt);
+    sync(nt);
+    if (L > 0)
+      for (int r = r0; r < r1; ++r)
+        std::copy_n(wk.vout.data() + size_t(r) * first_v_.N, p,
+                    vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
+    sync(nt);
+    clk.lap(&SamplerProfile::vertical);
+    for (int l = 0; l < L; ++l) {
+      const Packed& V = v_[size_t(l)];
+      im2col(vring_[size_t(l)], *v_def_[size_t(l)], vpl_, i, b0, r0, r1, V.K, wk.patch.data());
+      sync(nt);
+      gemm(wk.patch.data(), V.K, rows, V, wk.vout.data(), V.N, tid, nt);  // v_pre: [rows][2p]
+      sync(nt);
+      clk.lap(&SamplerProfile::vertical);
+      // link(v_pre) for row i + 1: [rows][2p] into linkrow.
+      const Packed& LK = link_[size_t(l)];
+      ImageBuf& lr = linkrow_[size_t(l)];
+      gemm(wk.vout.data(), V.N, rows, LK, lr.at(b0, 0, 0), LK.N, tid, nt);
+      clk.lap(&SamplerProfile::link_res);
+      if (l + 1 < L)  // v = gate(v_pre): the next layer's input row
+        for (int r = r0; r < r1; ++r) {
+          const float* z = wk.vout.data() + size_t(r) * V.N;
+          float* o = vring_[size_t(l) + 1].at(b0 + r / S, i % vring_[size_t(l) + 1].rows, vpl_ + r % S);
+#pragma omp simd
+          for (int k = 0; k < p; ++k) o[k] = tanh_f(z[k]) * sigmoid_f(z[p + k]);
+        }
+      sync(nt);
+      clk.lap(&SamplerProfile::vertical);
+    }
+  }
+
+  // FLOPs per image of the products above (2 per multiply-add; K = the prefixes, N = the
+  // outputs computed; padding to whole panels and head2's skipped zero inputs not counted).
+  SamplerFlops flops() const {
+    SamplerFlops f;
+    const double px = double(S_) * S_;
+    f.vertical = 2 * px * first_v_.K * first_v_.N;
+    for (const Packed& v : v_) f.vertical += 2 * px * v.K * v.N;
+    for (const Packed& lk : link_) f.link_res += 2 * px * lk.K * lk.N;
+    for (int c = 0; c < C_; ++c) {
+      auto kn = [&](const ColourProduct& P) { return 2 * px * P.B.K * P.B.N; };
+      f.horizontal += kn(first_h_[size_t(c)]);
+      for (size_t l = 0; l < h_.size(); ++l) f.horizontal += kn(h_[l][size_t(c)]), f.link_res += kn(res_[l][size_t(c)]);
+      f.head += kn(head1_[size_t(c)]) + kn(head2_[size_t(c)]);
+    }
+    return f;
   }
 
  private:
-  // patch[b][ci][kx] = in(b, ci)[j - pad_l + kx] (zero outside), for a 1 x kw conv on one row.
-  template <class RowFn>
-  void gather_row(const HostConv& c, int j, RowFn row) {
-    const int S = S_, CI = c.def->ci(), KW = c.def->kw(), pl = c.def->pad_l;
-    for (int b = 0; b < n_; ++b)
-      for (int ci = 0; ci < CI; ++ci) {
-        const float* r = row(b, ci);
-        float* d = patch_.data() + (size_t(b) * CI + ci) * KW;
-        for (int kx = 0; kx < KW; ++kx) {
-          const int x = j - pl + kx;
-          d[kx] = x >= 0 && x < S ? r[x] : 0.f;
-        }
-      }
+  struct Worker {
+    int b0 = 0, b1 = 0;  // images [b0, b1)
+    std::vector<float> patch, vout, tmp, tmp2, relu, compact;
+    std::vector<int> kidx;
+    int nk = -1;  // head2: columns kept (kidx), or -1: all
+  };
+  // Adds the seconds since the last lap to one field of the profile (thread 0 only).
+  struct Clock {
+    SamplerProfile* prof;
+    double t;
+    explicit Clock(SamplerProfile* p) : prof(p), t(p ? now_seconds() : 0) {}
+    void lap(double SamplerProfile::*field) {
+      if (!prof) return;
+      const double now = now_seconds();
+      prof->*field += now - t;
+      t = now;
+    }
+  };
+
+  // The team's barrier (shared mode only; a worker of one thread never waits). Not OpenMP's:
+  // libgomp's spins, and on a machine whose cores are also busy with other processes a thread
+  // spinning for a descheduled partner keeps it off the core (measured: batch 1 at 0.3-1.6
+  // s/image instead of 0.09). This one spins briefly, then yields the core.
+  void sync(int nt) {
+    if (nt <= 1) return;
+    const int gen = barrier_gen_.load(std::memory_order_acquire);
+    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nt - 1) {
+      barrier_count_.store(0, std::memory_order_relaxed);
+      barrier_gen_.store(gen + 1, std::memory_order_release);
+      return;
+    }
+    for (int spin = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spin)
+      if (spin > 2000) std::this_thread::yield();
   }
-  // patch[b*S + j][ci][ky][kx] for every column j of output row i of a kh x kw conv.
-  template <class RowFn>
-  void gather_full_row(const HostConv& c, int i, RowFn row) {
-    const int S = S_, K = c.k(), CI = c.def->ci(), KH = c.def->kh(), KW = c.def->kw();
-    const int pt = c.def->pad_t, pl = c.def->pad_l;
-    for (int b = 0; b < n_; ++b)
-      for (int ci = 0; ci < CI; ++ci)
-        for (int ky = 0; ky < KH; ++ky) {
-          const int r = i - pt + ky;
-          const float* src = r >= 0 && r < S ? row(b, ci, r) : nullptr;
-          for (int j = 0; j < S; ++j) {
-            float* d = patch_.data() + (size_t(b) * S + j) * K + (size_t(ci) * KH + ky) * KW;
-            for (int kx = 0; kx < KW; ++kx) {
-              const int x = j - pl + kx;
-              d[kx] = src && x >= 0 && x < S ? src[x] : 0.f;
-            }
-          }
-        }
-  }
-  void scatter_col(std::vector<float>& rowbuf, int p, int j, const float* v) {
-    for (int b = 0; b < n_; ++b)
-      for (int ci = 0; ci < p; ++ci) rowbuf[(size_t(b) * p + ci) * S_ + j] = v[size_t(b) * p + ci];
-  }
-  void scatter_row(std::vector<float>& full, int p, int i, const float* v) {  // v: [n*S][p]
-    const int S = S_;
-    for (int b = 0; b < n_; ++b)
-      for (int j = 0; j < S; ++j)
-        for (int ci = 0; ci < p; ++ci) full[((size_t(b) * p + ci) * S + i) * S + j] = v[(size_t(b) * S + j) * p + ci];
+  std::atomic<int> barrier_count_{0}, barrier_gen_{0};
+  static int wide(const ColourProduct& P) { return P.B.panels() * sampler_gemm::kNR; }
+
+  // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
+  static void scatter(const float* t, int ld, const std::vector<int>& outs, ImageBuf& buf, int b0, int M, int col) {
+    for (int m = 0; m < M; ++m) {
+      float* o = buf.at(b0 + m, 0, col);
+      for (size_t q = 0; q < outs.size(); ++q) o[outs[q]] = t[size_t(m) * ld + q];
+    }
   }
 
-  int S_, C_, n_;  // image side, colours, images
-  HostConv first_v_, first_h_, head1_, head2_;
-  std::vector<HostConv> v_, h_, link_, res_;
-  std::vector<float> yn_;
-  std::vector<std::vector<float>> vbuf_, vpre_prev_, hrow_;
-  std::vector<float> patch_, out_, tmp_, gate_;
+  // Rows [r0, r1) of the patch matrix of output row i, row r = (image b0 + r / S, column r % S):
+  // kh runs of kw * ci floats from the padded ring (rows above the image are zero).
+  void im2col(ImageBuf& ring, const ConvLayer<float>& d, int pl_stored, int i, int b0, int r0, int r1, int K,
+              float* patch) {
+    const int S = S_, run = d.kw() * d.ci();
+    for (int r = r0; r < r1; ++r) {
+      const int b = b0 + r / S, j = r % S;
+      float* dst = patch + size_t(r) * K;
+      for (int ky = 0; ky < d.kh(); ++ky) {
+        const int src_row = i - d.pad_t + ky;
+        if (src_row < 0) std::fill_n(dst + size_t(ky) * run, run, 0.f);
+        else std::copy_n(ring.at(b, src_row % ring.rows, pl_stored + j - d.pad_l), run, dst + size_t(ky) * run);
+      }
+    }
+  }
+
+  int S_, C_, n_, p_ = 0, H1_ = 0;  // image side, colours, images, stack width, head1 width
+  int ypl_ = 0, vpl_ = 0, hpl_ = 0;  // left padding stored in the y ring, v rings, h rows
+  int threads_ = 1;
+  bool split_ = true;
+  const ConvLayer<float>* first_v_def_ = nullptr;
+  const ConvLayer<float>* first_h_def_ = nullptr;
+  std::vector<const ConvLayer<float>*> v_def_, h_def_;
+  Packed first_v_;
+  std::vector<ColourProduct> first_h_, head1_, head2_;
+  std::vector<Packed> v_, link_;
+  std::vector<std::vector<ColourProduct>> h_, res_;
+  ImageBuf yring_, head1_cur_;
+  std::vector<ImageBuf> vring_, hrow_, linkrow_, gate_;
+  std::vector<float> logits_;
+  std::vector<Worker> workers_;
 };
 
 }  // namespace
+
+SamplerFlops cached_sampler_flops(Model<float>& m) { return CachedSampler(m, 1, 1).flops(); }
 
 std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, const SampleOptions& opt) {
   const ModelConfig& cfg = m.config();
@@ -343,43 +577,81 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
     if (opt.progress) opt.progress(S, S);
     return out;
   }
-  std::mt19937_64 rng(opt.seed);
-  if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
-  std::vector<float> logits(size_t(n) * kLevels);
-  // Combine A + B for (pixel, colour), draw for every image, record.
-  auto draw_all = [&](int p, int c, float* yn) {
-    for (int b = 0; b < n; ++b) {
-      float* l = logits.data() + size_t(b) * kLevels;
-      for (int k = 0; k < kLevels; ++k) l[k] += A[((size_t(b) * C + c) * kLevels + k) * HW + p];
-      if (opt.logits_out) std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
-      const int v = draw(l, opt.mode, opt.temperature, rng);
-      out[(size_t(b) * HW + p) * C + c] = uint8_t(v);
-      yn[(size_t(b) * C + c) * HW + p] = float(v) / 127.5f - 1.f;
+  // A's logits of one row, contiguous per sub-pixel: Arow[b][column][colour][256], filled at the
+  // start of each row from A [n][C*256][S*S] (runs of S floats: A is never read with a stride
+  // of S*S floats per level).
+  const int CK = C * kLevels;
+  std::vector<float> Arow(size_t(n) * S * CK);
+  auto fill_arow = [&](int i, int b) {
+    for (int k = 0; k < CK; ++k) {
+      const float* src = A.data() + (size_t(b) * CK + k) * HW + size_t(i) * S;
+      float* dst = Arow.data() + size_t(b) * S * CK + k;
+      for (int j = 0; j < S; ++j) dst[size_t(j) * CK] = src[j];
     }
   };
-
+  // The uniforms in the order they are drawn: (pixel, colour, image), one per sub-pixel.
+  std::mt19937_64 rng(opt.seed);
+  std::vector<double> U(size_t(HW) * C * n);
+  for (double& u : U) u = double(rng() >> 11) * 0x1.0p-53;
+  if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
+  // Combine B + A for (pixel, colour) of image b, draw, record.
+  auto draw_one = [&](int b, int p, int c, const float* B, float* l) -> int {
+    const float* a = Arow.data() + (size_t(b) * S + size_t(p % S)) * CK + size_t(c) * kLevels;
+    for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
+    if (opt.logits_out) std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
+    const int v = draw(l, opt.mode, opt.temperature, U[(size_t(p) * C + c) * n + b]);
+    out[(size_t(b) * HW + p) * C + c] = uint8_t(v);
+    return v;
+  };
   const long limit = opt.stop_after < 0 ? long(HW) * C : opt.stop_after;
-  long drawn = 0;
+
   if (opt.cached) {
-    CachedSampler cs(m, n);
-    for (int i = 0; i < S; ++i) {
-      for (int j = 0; j < S; ++j)
-        for (int c = 0; c < C; ++c) {
-          if (drawn++ >= limit) return out;
-          cs.pixel_logits(i, j, c, logits.data());
-          draw_all(i * S + j, c, cs.yn());
-        }
-      cs.finish_row(i);
-      if (opt.progress) opt.progress(i + 1, S);
+    CachedSampler cs(m, n, omp_get_max_threads());
+    SamplerProfile* prof = opt.profile;
+    bool stopped = false;
+    for (int i = 0; i < S && !stopped; ++i) {
+#pragma omp parallel num_threads(cs.threads())
+      {
+        const int t = omp_get_thread_num();
+        const int w = cs.shared() ? 0 : t, tid = cs.shared() ? t : 0, nt = cs.shared() ? cs.threads() : 1;
+        SamplerProfile* pr = t == 0 ? prof : nullptr;
+        float l[kLevels];
+        bool stop = false;
+        if (tid == 0)
+          for (int b = cs.first_image(w); b < cs.end_image(w); ++b) fill_arow(i, b);
+        for (int j = 0; j < S && !stop; ++j)
+          for (int c = 0; c < C; ++c) {
+            if (long(i * S + j) * C + c >= limit) {
+              stop = true;
+              break;
+            }
+            cs.pixel_logits(w, i, j, c, tid, nt, pr);
+            if (tid == 0) {
+              const double t0 = pr ? now_seconds() : 0;
+              for (int b = cs.first_image(w); b < cs.end_image(w); ++b) {
+                const int v = draw_one(b, i * S + j, c, cs.logits(b), l);
+                cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
+              }
+              if (pr) pr->draw += now_seconds() - t0;
+            }
+          }
+        if (!stop) cs.finish_row(w, i, tid, nt, pr);
+#pragma omp master
+        stopped = stop;
+      }
+      if (!stopped && opt.progress) opt.progress(i + 1, S);
     }
     return out;
   }
 
   // Naive: the whole prior for every sub-pixel.
-  std::vector<float> yn(size_t(n) * C * HW, -1.f), B(size_t(n) * C * kLevels * HW);
+  std::vector<float> yn(size_t(n) * C * HW, -1.f), B(size_t(n) * C * kLevels * HW), Bp(kLevels), l(kLevels);
   Graph<float> g(m.device());
   g.grad_enabled = false;
+  long drawn = 0;
   for (int p = 0; p < HW; ++p) {
+    if (p % S == 0)
+      for (int b = 0; b < n; ++b) fill_arow(p / S, b);
     for (int c = 0; c < C; ++c) {
       if (drawn++ >= limit) return out;
       g.reset();
@@ -387,10 +659,11 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
       device_upload(m.device(), y->data, yn.data(), yn.size() * sizeof(float));
       Tensor<float>* b = m.prior(g, y);
       device_download(m.device(), B.data(), b->data, B.size() * sizeof(float));
-      for (int img = 0; img < n; ++img)
-        for (int k = 0; k < kLevels; ++k)
-          logits[size_t(img) * kLevels + k] = B[((size_t(img) * C + c) * kLevels + k) * HW + p];
-      draw_all(p, c, yn.data());
+      for (int img = 0; img < n; ++img) {
+        for (int k = 0; k < kLevels; ++k) Bp[size_t(k)] = B[((size_t(img) * C + c) * kLevels + k) * HW + p];
+        const int v = draw_one(img, p, c, Bp.data(), l.data());
+        yn[(size_t(img) * C + c) * HW + p] = float(v) / 127.5f - 1.f;
+      }
     }
     if (opt.progress && (p + 1) % S == 0) opt.progress((p + 1) / S, S);
   }

@@ -4,8 +4,11 @@
 //           (32*32*C forward passes). Any backend. The ground truth for the cached sampler.
 //   cached: (Ramachandran et al. 2017) every layer keeps the rows it still needs: the vertical
 //           stack runs once per row, the horizontal stack and the head once per pixel and
-//           colour, at that position only, batched over the images as small GEMMs. The default.
-//           Runs on the host in float32 (Device::Cpu models; a CUDA model is read back first).
+//           colour, at that position only and for that colour's outputs only, batched over the
+//           images as small GEMMs (model/sampler_gemm.h). The default. Runs on the host in
+//           float32 (Device::Cpu models; a CUDA model is read back first), on every OpenMP
+//           thread: images shared out among them, or with fewer images than threads, the large
+//           products shared by output channels.
 //
 // Both draw the same random numbers in the same order (position, colour, image), so with the
 // same seed they produce the same images; their logits agree to float32 rounding.
@@ -27,6 +30,24 @@ enum class DecodeMode {
 DecodeMode parse_decode_mode(const std::string& s);  // "sample" | "mean" | "argmax"
 const char* decode_mode_name(DecodeMode m);
 
+// Where the cached sampler's time goes (seconds, measured on thread 0 when
+// SampleOptions::profile is set): the vertical stack (per row), the horizontal stack's
+// products and gates (per pixel and colour), link (per row) and res (per pixel), the head
+// (head1, head2), and combining A + B, the softmax and the draw.
+struct SamplerProfile {
+  double vertical = 0, horizontal = 0, link_res = 0, head = 0, draw = 0;
+  double total() const { return vertical + horizontal + link_res + head + draw; }
+};
+
+// The cached sampler's arithmetic per image, in FLOPs (2 per multiply-add), from the model's
+// shapes as the cached sampler runs them: per colour only that colour's outputs, over the
+// inputs its mask lets them read.
+struct SamplerFlops {
+  double vertical = 0, horizontal = 0, link_res = 0, head = 0;
+  double total() const { return vertical + horizontal + link_res + head; }
+};
+SamplerFlops cached_sampler_flops(Model<float>& model);
+
 struct SampleOptions {
   DecodeMode mode = DecodeMode::Sample;
   float temperature = 1.0f;
@@ -40,6 +61,8 @@ struct SampleOptions {
   // Benchmarks: stop after this many sub-pixel positions (pixel * C + colour); -1 = all.
   // Undrawn sub-pixels stay 0.
   long stop_after = -1;
+  // Benchmarks: when set, the cached sampler adds its time per part here.
+  SamplerProfile* profile = nullptr;
 };
 
 // Throws prsr::Error naming the layer when the model's prior is not one the cached sampler can

@@ -41,10 +41,13 @@ void print_help() {
       "  --batch B                images sampled at once (default: 16)\n"
       "  --naive                  use the naive sampler (whole prior per sub-pixel; slow, same images)\n"
       "  --device cpu|cuda        where the model runs (default: cpu)\n"
+      "  --threads N              OpenMP threads (default: 0 = all cores)\n"
       "output\n"
       "  --out PATH               the PNG grid (default: samples.png; eval.png with --eval)\n"
       "  --out-dir DIR            one 32x32 PNG per sample, <input>_s<k>.png (default: samples)\n"
       "  --tile N                 tile side in the grid, pixels (default: 64)\n"
+      "  --skip-existing          continue an interrupted run: batches whose PNGs are all in --out-dir\n"
+      "                           are not sampled again (same images as one uninterrupted run)\n"
       "evaluation\n"
       "  --eval                   needs --data: bits/dim, PSNR, SSIM, consistency for the model at\n"
       "                           each temperature, bicubic and the L2 baseline; a table on stdout,\n"
@@ -53,7 +56,10 @@ void print_help() {
       "  --nll                    needs --data: bits/dim of A + B and of A alone on the whole split\n"
       "                           (or --count images), batched, no sampling; a table on stdout and\n"
       "                           <out>.csv and <out>.json (default nll.csv/.json)\n"
-      "  --help                   this text\n");
+      "  --help                   this text\n"
+      "\n"
+      "Ctrl-C finishes the current batch, writes its PNGs (every file is written atomically) and\n"
+      "exits with 130; --skip-existing continues from there.\n");
 }
 
 long parse_int(const std::string& flag, const std::string& v, long lo, long hi) {
@@ -107,12 +113,16 @@ Args parse_args(int argc, char** argv) {
       a.nll = true;
       continue;
     }
+    if (f == "--skip-existing") {
+      a.skip_existing = true;
+      continue;
+    }
     static const std::set<std::string> valued = {"--ckpt",     "--input",        "--data",
                                                  "--data-dir", "--cache-dir",    "--split",
                                                  "--count",    "--temperature",  "--samples-per-input",
                                                  "--mode",     "--out",          "--out-dir",
                                                  "--device",   "--seed",         "--batch",
-                                                 "--tile",     "--baseline-ckpt"};
+                                                 "--tile",     "--baseline-ckpt", "--threads"};
     if (!valued.count(f) && f != "--lsun-category" && f != "--limit")
       throw Error("unknown flag '" + f + "' (see --help)");
     if (i + 1 >= argc) throw Error(f + ": missing value");
@@ -153,6 +163,7 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--baseline-ckpt") a.baseline_ckpt = v;
     else if (f == "--lsun-category") a.lsun_category = v;
     else if (f == "--limit") a.limit = parse_int(f, v, 0, 1000000000000L);
+    else if (f == "--threads") a.threads = int(parse_int(f, v, 0, 4096));
   }
   if (a.help) return a;
   if (a.ckpt.empty()) throw Error("--ckpt is required (see --help)");
@@ -160,6 +171,7 @@ Args parse_args(int argc, char** argv) {
   if (a.eval && a.data.empty()) throw Error("--eval needs --data NAME (a split with known ground truth)");
   if (a.input.empty() && a.data.empty()) throw Error("no input: give --input FILE|DIR or --data NAME");
   if (!a.baseline_ckpt.empty() && !a.eval) throw Error("--baseline-ckpt is only used with --eval");
+  if (a.skip_existing && a.eval) throw Error("--skip-existing goes with the per-sample PNGs, not with --eval");
   if (!a.input.empty() && (seen.count("--split") || seen.count("--count")))
     throw Error("--split and --count go with --data, not --input");
   if (a.nll) {
@@ -169,6 +181,7 @@ Args parse_args(int argc, char** argv) {
     for (const char* f : {"--temperature", "--samples-per-input", "--mode", "--seed", "--out-dir", "--tile"})
       if (seen.count(f)) throw Error(std::string(f) + " does not apply to --nll (it does not sample)");
     if (a.naive) throw Error("--naive does not apply to --nll (it does not sample)");
+    if (a.skip_existing) throw Error("--skip-existing does not apply to --nll (it writes no sample PNGs)");
   }
   if (a.count < 0) a.count = a.eval ? 100 : a.nll ? 0 : 8;
   if (a.temperatures.empty()) {

@@ -28,6 +28,8 @@ struct Args {
   int batch = 16;
   int tile = 64;
   bool naive = false;
+  bool skip_existing = false;  // --skip-existing: samples whose PNG is already in --out-dir are not redone
+  int threads = 0;             // OpenMP threads (0 = all cores)
   bool eval = false;
   bool nll = false;  // --nll: bits/dim of A + B and of A alone on the split, no sampling
   std::string baseline_ckpt;

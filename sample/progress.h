@@ -1,6 +1,6 @@
-// ./build/sample's progress bar on stderr: images done / total over the whole run (every
-// temperature and the L2 baseline), images/s and ETA. On a terminal it redraws one line;
-// otherwise it prints a line every 10 s and a final one.
+// ./build/sample's terminal: the progress bar on stderr (images done / total over the whole run,
+// every temperature and the L2 baseline, images/s and ETA; on a terminal it redraws one line,
+// otherwise it prints a line every 10 s and a final one) and Ctrl-C (SIGINT / SIGTERM).
 #pragma once
 #include <chrono>
 
@@ -29,5 +29,16 @@ class Progress {
 
 // True while a progress line is on stderr without its newline (main ends it before an error).
 bool progress_line_open();
+
+// SIGINT / SIGTERM as train takes them (train/console.h, docs/train.md): not by a handler (a
+// handler's frame can land in the heap while oneDNN 2.6's JIT GEMMs run) but by one thread that
+// only waits for them in sigwait. Call first thing in main, before OpenMP starts its threads
+// (they inherit the blocked mask). Until stop_gracefully_on_signals a signal has its default
+// action (the process dies by it: nothing is written yet); after it the first signal is only
+// recorded (stop_signal: the sampling loop finishes its batch, writes its files and stops) and
+// a second one exits at once with 128 + signal (every PNG is written atomically).
+void take_signals_in_one_thread();
+void stop_gracefully_on_signals();
+int stop_signal();  // 0, or the first SIGINT / SIGTERM received after stop_gracefully_on_signals
 
 }  // namespace prsr::sample_cli

@@ -1,15 +1,21 @@
 // ./build/sample end to end: grid and per-sample PNGs, colour handling, --eval tables, seeds,
 // and one clear error line for every bad flag or file. Tiny checkpoints are made here.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "data/image.h"
@@ -117,6 +123,28 @@ void check_one_error_line(const RunResult& r, const std::string& what) {
   REQUIRE(l.size() == 1);
   CHECK(l[0].rfind("error: ", 0) == 0);
   CHECK(l[0].find(what) != std::string::npos);
+}
+
+// The threads of process `pid` that do not block signal `sig` (/proc/PID/task/*/status SigBlk).
+std::vector<std::string> threads_not_blocking(pid_t pid, int sig) {
+  std::vector<std::string> open;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::istringstream status(slurp(task.path().string() + "/status"));
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("SigBlk:", 0) == 0) {
+        const unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
+        if (!(mask >> (sig - 1) & 1)) open.push_back(task.path().filename().string());
+      }
+  }
+  return open;
+}
+
+// Every file under `dir` (relative path -> bytes).
+std::map<std::string, std::string> files_under(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out[fs::relative(e.path(), dir).string()] = slurp(e.path().string());
+  return out;
 }
 
 // Grid size for `rows` rows of at most `cols` tiles (eval/grid.h: gap 2 around every tile).
@@ -322,6 +350,165 @@ TEST_CASE("cli sample: every bad flag or file is one error line and a non-zero e
   CHECK(h.rc == 0);
   for (const char* flag : {"--ckpt", "--input", "--data", "--data-dir", "--cache-dir", "--split", "--count",
                            "--temperature", "--samples-per-input", "--mode", "--seed", "--batch", "--naive", "--device",
-                           "--out", "--out-dir", "--tile", "--eval", "--baseline-ckpt"})
+                           "--out", "--out-dir", "--tile", "--eval", "--baseline-ckpt", "--threads", "--skip-existing"})
     CHECK_MESSAGE(h.out.find(flag) != std::string::npos, flag);
+}
+
+TEST_CASE("cli sample: --skip-existing draws only the missing batches, and the same images as one run") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  fs::create_directories(d.path / "in/sub");
+  for (int i = 0; i < 5; ++i) data::write_png(d / ("in/f" + std::to_string(i) + ".png"), random_image(8, 8, 3, 20 + i));
+  data::write_png(d / "in/sub/g.png", random_image(16, 16, 3, 30));
+  // 6 inputs x 2 samples = 12 samples in batches of 4: f0 f1 | f2 f3 | f4 sub/g.
+  const std::string common = "--ckpt model.bin --input in --samples-per-input 2 --batch 4 --seed 3 ";
+  const RunResult full = run_sample(d, common + "--out full.png --out-dir full");
+  INFO("stdout: " << full.out << "\nstderr: " << full.err);
+  REQUIRE(full.rc == 0);
+  const auto want = files_under(d.path / "full");
+  REQUIRE(want.size() == 12);
+  // Nothing there yet: everything is drawn.
+  const RunResult none = run_sample(d, common + "--skip-existing --out none.png --out-dir part");
+  REQUIRE(none.rc == 0);
+  CHECK(none.out.find("--skip-existing: 0 of 12 sample PNGs already in part/ (0 of 6 inputs done)") !=
+        std::string::npos);
+  CHECK(files_under(d.path / "part") == want);
+  // As if interrupted: the last batch missing, and one file of the second batch.
+  fs::remove(d.path / "part/f4_s0.png");
+  fs::remove(d.path / "part/f4_s1.png");
+  fs::remove(d.path / "part/sub/g_s0.png");
+  fs::remove(d.path / "part/sub/g_s1.png");
+  fs::remove(d.path / "part/f3_s1.png");
+  std::ofstream(d / "part/f2_s0.png") << "not a png";  // unreadable: redrawn
+  const auto kept_time = fs::last_write_time(d.path / "part/f0_s0.png");
+  const RunResult r = run_sample(d, common + "--skip-existing --out part.png --out-dir part");
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("--skip-existing: 6 of 12 sample PNGs already in part/ (2 of 6 inputs done)") !=
+        std::string::npos);
+  CHECK(r.out.find("sampled 8 images") != std::string::npos);  // batch 1 skipped, batches 2 and 3 drawn
+  CHECK(r.out.find("wrote 6 sample PNGs") != std::string::npos);
+  CHECK(files_under(d.path / "part") == want);
+  CHECK(fs::last_write_time(d.path / "part/f0_s0.png") == kept_time);  // not rewritten
+  // The grid shows the skipped samples too (read back): the same grid as the full run.
+  CHECK(slurp(d / "part.png") == slurp(d / "full.png"));
+  // Everything there: nothing drawn.
+  const RunResult all = run_sample(d, common + "--skip-existing --out all.png --out-dir part");
+  CHECK(all.rc == 0);
+  CHECK(all.out.find("(6 of 6 inputs done)") != std::string::npos);
+  CHECK(all.out.find("sampled 0 images") != std::string::npos);
+  CHECK(slurp(d / "all.png") == slurp(d / "full.png"));
+}
+
+TEST_CASE("cli sample: SIGINT finishes the batch, its PNGs are whole, exit 130; --skip-existing completes it") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  fs::create_directories(d.path / "in");
+  for (int i = 0; i < 40; ++i)
+    data::write_png(d / ("in/f" + std::to_string(100 + i) + ".png"), random_image(8, 8, 3, 200 + i));
+  // 40 inputs x 5 samples in batches of 2: 100 batches, long enough to interrupt.
+  const std::string flags = "--ckpt model.bin --input in --samples-per-input 5 --batch 2 --seed 9 --threads 2";
+  std::vector<std::string> argv_s{PRSR_SAMPLE_BIN};
+  std::istringstream in(flags + " --out part.png --out-dir part");
+  for (std::string w; in >> w;) argv_s.push_back(w);
+  std::vector<char*> argv;
+  for (auto& w : argv_s) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addchdir_np(&fa, d.path.c_str());
+  posix_spawn_file_actions_addopen(&fa, 1, (d / "run.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, (d / "run.err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  struct KillOnExit {  // a failed REQUIRE below must not leave the run behind
+    pid_t& pid;
+    ~KillOnExit() {
+      if (pid > 0 && kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
+    }
+  } kill_on_exit{pid};
+  // Wait for the first PNGs (30 s at most), then interrupt.
+  bool started = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    std::error_code ec;
+    if (fs::exists(d.path / "part/f100_s1.png", ec)) {
+      started = true;
+      break;
+    }
+    int st = 0;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      pid = 0;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  INFO("stdout: " << slurp(d / "run.out") << "\nstderr: " << slurp(d / "run.err"));
+  REQUIRE(pid != 0);
+  CHECK(started);
+  // Signals go to one waiting thread only, not the main thread nor OpenMP's (docs/train.md).
+  for (int sig : {SIGINT, SIGTERM}) {
+    const std::vector<std::string> open = threads_not_blocking(pid, sig);
+    REQUIRE(open.size() == 1);
+    CHECK(open[0] != std::to_string(pid));
+  }
+  kill(pid, SIGINT);
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  pid = 0;
+  REQUIRE(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 130);
+  const std::string out = slurp(d / "run.out");
+  CHECK(out.find("interrupted (SIGINT): stopped after the batch in progress; wrote ") != std::string::npos);
+  CHECK(out.find("--skip-existing to continue") != std::string::npos);
+  CHECK(!fs::exists(d / "part.png"));  // no grid from part of the run
+  // Whole batches only, every file a whole PNG, no temp file left.
+  const auto part = files_under(d.path / "part");
+  CHECK(part.size() % 2 == 0);
+  CHECK(part.size() < 200);
+  for (const auto& [name, bytes] : part) {
+    INFO(name);
+    CHECK(name.size() > 4);
+    CHECK(name.substr(name.size() - 4) == ".png");
+    CHECK(data::read_image((d.path / "part" / name).string()).w == 32);
+  }
+  // Continue: the same files as one uninterrupted run.
+  const RunResult r = run_sample(d, flags + " --skip-existing --out part.png --out-dir part");
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.rc == 0);
+  const RunResult full = run_sample(d, flags + " --out full.png --out-dir full");
+  REQUIRE(full.rc == 0);
+  CHECK(files_under(d.path / "part") == files_under(d.path / "full"));
+  CHECK(slurp(d / "part.png") == slurp(d / "full.png"));
+}
+
+TEST_CASE("cli sample: unusable output folder, wrong checkpoint kind, bad --threads: one error line, nothing drawn") {
+  SampleCliDir d;
+  make_checkpoint(d / "model.bin", 3);
+  make_checkpoint(d / "l2.bin", 3, "l2");
+  data::write_png(d / "x.png", random_image(8, 8, 3, 6));
+  std::ofstream(d / "afile") << "a file, not a folder\n";
+  // An output folder that cannot be created or written: the error comes before sampling.
+  for (const char* flags : {"--out-dir afile/samples", "--out afile/grid.png"}) {
+    const RunResult r = run_sample(d, std::string("--ckpt model.bin --input x.png ") + flags);
+    check_one_error_line(r, "cannot write to afile");
+    CHECK(r.out.find("sampled") == std::string::npos);
+  }
+  // Checkpoints of the wrong kind.
+  check_one_error_line(run_sample(d, "--ckpt x.png --input x.png"), "not a prsr checkpoint");
+  fs::create_directories(d.path / "faces");
+  for (int i = 0; i < 3; ++i) data::write_png(d / ("faces/i" + std::to_string(i) + ".png"), random_image(32, 32, 3, i));
+  check_one_error_line(
+      run_sample(d, "--ckpt model.bin --data folder:faces --cache-dir c --eval --baseline-ckpt model.bin"),
+      "--baseline-ckpt wants a ResNet-L2 model");
+  // Flags.
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --threads -1"), "--threads");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --threads many"), "--threads");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --data folder:faces --cache-dir c --eval --skip-existing"),
+                       "--skip-existing");
+  // --threads 1 works and says so.
+  const RunResult one = run_sample(d, "--ckpt model.bin --input x.png --samples-per-input 1 --threads 1");
+  CHECK(one.rc == 0);
+  CHECK(one.out.find("batch 16, 1 thread\n") != std::string::npos);
 }

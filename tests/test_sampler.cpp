@@ -1,6 +1,7 @@
 // The cached sampler draws exactly the images of the naive one (same seed), and its logits
 // match the full forward pass's to float32 rounding.
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdio>
@@ -123,6 +124,34 @@ TEST_CASE("sampler: cached == naive with no gated layers, and with a stack width
     }
     CHECK(max_err <= 2e-5 * std::max(1.0, max_abs));
   }
+}
+
+TEST_CASE("sampler: cached == naive on 1, 2 and 3 threads: images shared out, or every thread on each image") {
+  // Threads <= images: each thread owns a run of images (runs of 1..6: head2's zero-skipping
+  // path for <= 4 images, the dense one above). Threads > images: all threads on every image,
+  // the large products shared by output panels, with barriers.
+  ModelConfig cfg = sampler_config(3, 8, 3);
+  cfg.head = 40;  // several head1 panels per colour
+  Model<float> m(cfg, Device::Cpu);
+  m.init(12);
+  scale_params(m, 0.85f);
+  const int saved = omp_get_max_threads();
+  for (int n : {1, 2, 6}) {
+    const auto x = random_low(n, cfg.low(), 3, 40 + n);
+    SampleOptions o;
+    o.seed = 5;
+    o.temperature = 0.9f;
+    o.cached = false;
+    omp_set_num_threads(1);
+    const auto naive = sample_images(m, x.data(), n, o);
+    o.cached = true;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      INFO("images " << n << ", threads " << threads);
+      CHECK(sample_images(m, x.data(), n, o) == naive);
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler cannot run") {
