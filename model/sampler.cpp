@@ -186,8 +186,8 @@ struct LayerWeights {
 };
 
 Packed pack_all(const LayerWeights& L) {
-  return sampler_gemm::pack(L.K, L.def->co(), [&](int k, int n) { return L.weight(n, k); },
-                            [&](int n) { return L.b[size_t(n)]; });
+  return sampler_gemm::pack(
+      L.K, L.def->co(), [&](int k, int n) { return L.weight(n, k); }, [&](int n) { return L.b[size_t(n)]; });
 }
 
 // One masked layer at the current pixel, per colour: the outputs of colour group c (in channel
@@ -210,8 +210,9 @@ std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C) {
       for (int k = K; k < L.K; ++k)
         if (L.allowed(o, k)) K = k + 1;
     }
-    P.B = sampler_gemm::pack(K, int(P.outs.size()), [&](int k, int n) { return L.weight(P.outs[size_t(n)], k); },
-                             [&](int n) { return L.b[size_t(P.outs[size_t(n)])]; });
+    P.B = sampler_gemm::pack(
+        K, int(P.outs.size()), [&](int k, int n) { return L.weight(P.outs[size_t(n)], k); },
+        [&](int n) { return L.b[size_t(P.outs[size_t(n)])]; });
   }
   return out;
 }
@@ -277,7 +278,8 @@ class CachedSampler {
     for (int b = 0; b < n; ++b)
       for (int r = 0; r < yring_.rows; ++r) std::fill_n(yring_.at(b, r, ypl_), size_t(S) * C_, -1.f);
     int vkh = 1, vpl = 0, vpr = 0, hpl = 0;
-    for (const auto* d : v_def_) vkh = std::max(vkh, d->kh()), vpl = std::max(vpl, d->pad_l), vpr = std::max(vpr, d->pad_r);
+    for (const auto* d : v_def_)
+      vkh = std::max(vkh, d->kh()), vpl = std::max(vpl, d->pad_l), vpr = std::max(vpr, d->pad_r);
     for (const auto* d : h_def_) hpl = std::max(hpl, d->pad_l);
     vpl_ = vpl;
     hpl_ = hpl;
@@ -425,7 +427,7 @@ class CachedSampler {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, S = S_, p = p_, L = int(v_.size()), rows = M * S;
     Clock clk(tid == 0 ? prof : nullptr);
-    sync(nt);  // thread 0 has drawn the row's last sub-pixel
+    sync(nt);                                                    // thread 0 has drawn the row's last sub-pixel
     const int r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;  // this thread's share of rows
     // v_0 = first_v(y) at row i.
     im2col(yring_, *first_v_def_, ypl_, i, b0, r0, r1, first_v_.K, wk.patch.data());
@@ -541,7 +543,7 @@ class CachedSampler {
     }
   }
 
-  int S_, C_, n_, p_ = 0, H1_ = 0;  // image side, colours, images, stack width, head1 width
+  int S_, C_, n_, p_ = 0, H1_ = 0;   // image side, colours, images, stack width, head1 width
   int ypl_ = 0, vpl_ = 0, hpl_ = 0;  // left padding stored in the y ring, v rings, h rows
   int threads_ = 1;
   bool split_ = true;

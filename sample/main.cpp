@@ -65,8 +65,8 @@ int run(const Args& a) {
   if (samples.interrupted) {
     const int sig = stop_signal();
     std::printf("%s: stopped after the batch in progress; wrote %ld sample PNG%s in %s/%s\n",
-                sig == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", written, written == 1 ? "" : "s",
-                where, a.eval ? "" : " (run again with --skip-existing to continue)");
+                sig == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", written, written == 1 ? "" : "s", where,
+                a.eval ? "" : " (run again with --skip-existing to continue)");
     return 128 + sig;
   }
   for (size_t t = 0; t < have.model.size(); ++t)  // the skipped samples, read back, for the grid
@@ -75,8 +75,7 @@ int run(const Args& a) {
   write_grid(a, cfg, inputs, plan, samples);
   if (a.eval) evaluate(a, models, inputs, label, plan, samples);
   else
-    std::printf("wrote %ld sample PNG%s (%dx%d) in %s/\n", written, written == 1 ? "" : "s", cfg.size, cfg.size,
-                where);
+    std::printf("wrote %ld sample PNG%s (%dx%d) in %s/\n", written, written == 1 ? "" : "s", cfg.size, cfg.size, where);
   return 0;
 }
 

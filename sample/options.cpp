@@ -117,11 +117,11 @@ Args parse_args(int argc, char** argv) {
       a.skip_existing = true;
       continue;
     }
-    static const std::set<std::string> valued = {"--ckpt",     "--input",        "--data",
-                                                 "--data-dir", "--cache-dir",    "--split",
-                                                 "--count",    "--temperature",  "--samples-per-input",
-                                                 "--mode",     "--out",          "--out-dir",
-                                                 "--device",   "--seed",         "--batch",
+    static const std::set<std::string> valued = {"--ckpt",     "--input",         "--data",
+                                                 "--data-dir", "--cache-dir",     "--split",
+                                                 "--count",    "--temperature",   "--samples-per-input",
+                                                 "--mode",     "--out",           "--out-dir",
+                                                 "--device",   "--seed",          "--batch",
                                                  "--tile",     "--baseline-ckpt", "--threads"};
     if (!valued.count(f) && f != "--lsun-category" && f != "--limit")
       throw Error("unknown flag '" + f + "' (see --help)");

@@ -33,9 +33,8 @@ bool batch_needed(const BatchHooks& h, size_t t, int b, int total, int batch) {
 // Every (input, sample) pair at one temperature, in batches of `batch`; input-major order.
 // Returns samples[i * S + k], each size x size x C (empty where a batch was skipped or not
 // reached). Returns false when hooks.stop stopped it.
-bool sample_all(Model<float>& model, const std::vector<Input>& inputs, int S, SampleOptions opt, int t_index,
-                int batch, uint64_t seed, Progress& progress, const BatchHooks& hooks,
-                std::vector<std::vector<uint8_t>>& out) {
+bool sample_all(Model<float>& model, const std::vector<Input>& inputs, int S, SampleOptions opt, int t_index, int batch,
+                uint64_t seed, Progress& progress, const BatchHooks& hooks, std::vector<std::vector<uint8_t>>& out) {
   const ModelConfig& c = model.config();
   const size_t xb = size_t(c.low()) * c.low() * c.colors, yb = size_t(c.size) * c.size * c.colors;
   const int total = int(inputs.size()) * S;
@@ -104,7 +103,8 @@ Samples sample_everything(Models& models, const std::vector<Input>& inputs, cons
   for (size_t t = 0; t < plan.temps.size() && !s.interrupted; ++t) {
     SampleOptions o = plan.opt;
     o.temperature = plan.temps[t];
-    s.interrupted = !sample_all(*models.main.model, inputs, plan.S, o, int(t), batch, seed, progress, hooks, s.model[t]);
+    s.interrupted =
+        !sample_all(*models.main.model, inputs, plan.S, o, int(t), batch, seed, progress, hooks, s.model[t]);
   }
   if (models.baseline.model && !s.interrupted) {
     SampleOptions o;

@@ -27,7 +27,7 @@ Plan plan_sampling(const Args& a, const ModelConfig& cfg, size_t n_inputs);
 struct Samples {
   std::vector<std::vector<std::vector<uint8_t>>> model;  // [temperature][input * S + k], HWC
   std::vector<std::vector<uint8_t>> l2;                  // [input]: the baseline, when loaded
-  bool interrupted = false;  // hooks.stop said stop: the batches not drawn are left empty
+  bool interrupted = false;                              // hooks.stop said stop: the batches not drawn are left empty
 };
 
 // What sample_everything does around its batches; every member may be empty.

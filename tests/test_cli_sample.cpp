@@ -348,9 +348,13 @@ TEST_CASE("cli sample: every bad flag or file is one error line and a non-zero e
 
   const RunResult h = run_sample(d, "--help");
   CHECK(h.rc == 0);
-  for (const char* flag : {"--ckpt", "--input", "--data", "--data-dir", "--cache-dir", "--split", "--count",
-                           "--temperature", "--samples-per-input", "--mode", "--seed", "--batch", "--naive", "--device",
-                           "--out", "--out-dir", "--tile", "--eval", "--baseline-ckpt", "--threads", "--skip-existing"})
+  for (const char* flag : {"--ckpt",          "--input",       "--data",
+                           "--data-dir",      "--cache-dir",   "--split",
+                           "--count",         "--temperature", "--samples-per-input",
+                           "--mode",          "--seed",        "--batch",
+                           "--naive",         "--device",      "--out",
+                           "--out-dir",       "--tile",        "--eval",
+                           "--baseline-ckpt", "--threads",     "--skip-existing"})
     CHECK_MESSAGE(h.out.find(flag) != std::string::npos, flag);
 }
 
@@ -384,8 +388,7 @@ TEST_CASE("cli sample: --skip-existing draws only the missing batches, and the s
   const RunResult r = run_sample(d, common + "--skip-existing --out part.png --out-dir part");
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.rc == 0);
-  CHECK(r.out.find("--skip-existing: 6 of 12 sample PNGs already in part/ (2 of 6 inputs done)") !=
-        std::string::npos);
+  CHECK(r.out.find("--skip-existing: 6 of 12 sample PNGs already in part/ (2 of 6 inputs done)") != std::string::npos);
   CHECK(r.out.find("sampled 8 images") != std::string::npos);  // batch 1 skipped, batches 2 and 3 drawn
   CHECK(r.out.find("wrote 6 sample PNGs") != std::string::npos);
   CHECK(files_under(d.path / "part") == want);

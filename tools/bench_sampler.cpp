@@ -14,10 +14,10 @@
 // softmax + draw).
 #include <omp.h>
 
-#include <oneapi/dnnl/dnnl.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <string>
 #include <vector>
