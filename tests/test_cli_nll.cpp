@@ -22,24 +22,19 @@
 #include "model/batch.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
+#include "tests/cli_run.h"
 
 using namespace prsr;
+using test::check_one_error_line;
+using test::lines;
+using test::RunResult;
+using test::slurp;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct NllDir {
-  fs::path path;
-  NllDir() {
-    path = fs::temp_directory_path() /
-           ("prsr-cli-nll-" + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~NllDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return (path / s).string(); }
+struct NllDir : test::CliDir {
+  NllDir() : CliDir("prsr-cli-nll") {}
 };
 
 ModelConfig nll_config(int colors, const std::string& loss = "pixel") {
@@ -101,21 +96,6 @@ void make_folder(const NllDir& d, int n) {
   for (int i = 0; i < n; ++i) data::write_png(d / ("imgs/im" + std::to_string(10 + i) + ".png"), random_image(50 + i));
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
-
 std::vector<std::string> fields(const std::string& row) {
   std::vector<std::string> out;
   std::istringstream in(row);
@@ -124,31 +104,7 @@ std::vector<std::string> fields(const std::string& row) {
   return out;
 }
 
-struct RunResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-RunResult run_sample(const NllDir& dir, const std::string& args) {
-  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = "cd '" + dir.path.string() + "' && '" + std::string(PRSR_SAMPLE_BIN) + "' " + args + " >'" +
-                          out + "' 2>'" + err + "'";
-  const int st = std::system(cmd.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
-
-void check_one_error_line(const RunResult& r, const std::string& what) {
-  INFO("stdout: " << r.out << "\nstderr: " << r.err);
-  CHECK(r.rc != 0);
-  const std::vector<std::string> l = lines(r.err);
-  REQUIRE(l.size() == 1);
-  CHECK(l[0].rfind("error: ", 0) == 0);
-  CHECK(l[0].find(what) != std::string::npos);
-}
+RunResult run_sample(const NllDir& dir, const std::string& args) { return test::run_in(dir, PRSR_SAMPLE_BIN, args); }
 
 struct CsvNll {
   std::string split;

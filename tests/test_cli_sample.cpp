@@ -22,24 +22,19 @@
 #include "engine/backend.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
+#include "tests/cli_run.h"
 
 using namespace prsr;
+using test::check_one_error_line;
+using test::lines;
+using test::RunResult;
+using test::slurp;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct SampleCliDir {
-  fs::path path;
-  SampleCliDir() {
-    path = fs::temp_directory_path() /
-           ("prsr-cli-sample-" + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~SampleCliDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return (path / s).string(); }
+struct SampleCliDir : test::CliDir {
+  SampleCliDir() : CliDir("prsr-cli-sample") {}
 };
 
 ModelConfig tiny_config(int colors, const std::string& loss = "pixel") {
@@ -82,47 +77,9 @@ data::Image random_image(int w, int h, int c, unsigned seed) {
   return im;
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
-
-struct RunResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-// Runs ./build/sample with `args` (already quoted as needed), stdout and stderr to files in dir.
+// Runs ./build/sample with `args` in dir (tests/cli_run.h).
 RunResult run_sample(const SampleCliDir& dir, const std::string& args) {
-  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = "cd '" + dir.path.string() + "' && '" + std::string(PRSR_SAMPLE_BIN) + "' " + args + " >'" +
-                          out + "' 2>'" + err + "'";
-  const int st = std::system(cmd.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
-
-// A failed run: non-zero exit and exactly one stderr line, "error: ...", containing `what`.
-void check_one_error_line(const RunResult& r, const std::string& what) {
-  INFO("stdout: " << r.out << "\nstderr: " << r.err);
-  CHECK(r.rc != 0);
-  const std::vector<std::string> l = lines(r.err);
-  REQUIRE(l.size() == 1);
-  CHECK(l[0].rfind("error: ", 0) == 0);
-  CHECK(l[0].find(what) != std::string::npos);
+  return test::run_in(dir, PRSR_SAMPLE_BIN, args);
 }
 
 // The threads of process `pid` that do not block signal `sig` (/proc/PID/task/*/status SigBlk).
