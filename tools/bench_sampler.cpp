@@ -24,6 +24,7 @@
 
 #include "engine/graph.h"
 #include "model/sampler.h"
+#include "tools/conv_peak.h"
 
 using namespace prsr;
 
@@ -32,37 +33,6 @@ int int_arg(int argc, char** argv, const char* name, int def) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == name) return std::atoi(argv[i + 1]);
   return def;
-}
-
-// oneDNN's own 3x3 conv, forward, N=32, 64->64, 32x32, pad 1, best format, fastest of 30 calls:
-// the machine's peak (the same measurement as tools/bench_train.cpp).
-double conv_peak_gflops() {
-  using namespace dnnl;
-  engine eng(engine::kind::cpu, 0);
-  stream s(eng);
-  const memory::dim N = 32, C = 64, H = 32;
-  memory::desc src({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
-  memory::desc wei({C, C, 3, 3}, memory::data_type::f32, memory::format_tag::any);
-  memory::desc dst({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
-  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, dst, {1, 1},
-                              {1, 1}, {1, 1});
-  convolution_forward::primitive_desc pd(d, eng);
-  memory ms(pd.src_desc(), eng), mw(pd.weights_desc(), eng), md(pd.dst_desc(), eng);
-  std::fill_n(static_cast<float*>(ms.get_data_handle()), pd.src_desc().get_size() / 4, 0.5f);
-  std::fill_n(static_cast<float*>(mw.get_data_handle()), pd.weights_desc().get_size() / 4, 0.01f);
-  convolution_forward conv(pd);
-  auto run = [&] {
-    conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}});
-    s.wait();
-  };
-  for (int i = 0; i < 3; ++i) run();
-  double best = 1e9;
-  for (int i = 0; i < 30; ++i) {
-    const double t0 = now_seconds();
-    run();
-    best = std::min(best, now_seconds() - t0);
-  }
-  return 2.0 * N * C * C * 9 * H * H / best / 1e9;
 }
 
 void print_profile(const char* what, const SamplerProfile& p, int n) {
@@ -102,7 +72,7 @@ int main(int argc, char** argv) {
   for (auto& v : x) v = uint8_t(rng() % 256);
   const int threads = omp_get_max_threads();
   std::printf("default model (%s), %d images, %d threads\n", cfg.to_string().c_str(), n, threads);
-  const double peak = conv_peak_gflops();
+  const double peak = bench::conv_peak_gflops();
   std::printf("conv peak (oneDNN 3x3, N=32, 64->64, 32x32, fwd, %d threads, best of 30 calls): %.1f GFLOP/s\n", threads,
               peak);
   const SamplerFlops fl = cached_sampler_flops(m);

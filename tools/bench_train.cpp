@@ -19,6 +19,7 @@
 
 #include "engine/cpu/conv.h"
 #include "model/trainer.h"
+#include "tools/conv_peak.h"
 
 // Count every heap allocation of the process at the malloc level (operator new, oneDNN's
 // posix_memalign, libgomp...: glibc's own entry points underneath). prsr itself allocates
@@ -75,39 +76,6 @@ int posix_memalign(void** p, size_t a, size_t n) {
 using namespace prsr;
 
 namespace {
-
-// oneDNN's own 3x3 conv, forward, N=32, 64->64, 32x32, pad 1, best format: the machine's peak.
-// The fastest of 30 calls: on a shared VM the median swings with other guests' load (seen:
-// 101-150 GFLOP/s within minutes), the best call is what the cores can do. Measured before and
-// after the steps; the larger is the peak the step is compared with.
-double conv_peak_gflops() {
-  using namespace dnnl;
-  engine eng(engine::kind::cpu, 0);
-  stream s(eng);
-  const memory::dim N = 32, C = 64, H = 32;
-  memory::desc src({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
-  memory::desc wei({C, C, 3, 3}, memory::data_type::f32, memory::format_tag::any);
-  memory::desc dst({N, C, H, H}, memory::data_type::f32, memory::format_tag::any);
-  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, dst, {1, 1},
-                              {1, 1}, {1, 1});
-  convolution_forward::primitive_desc pd(d, eng);
-  memory ms(pd.src_desc(), eng), mw(pd.weights_desc(), eng), md(pd.dst_desc(), eng);
-  std::fill_n(static_cast<float*>(ms.get_data_handle()), pd.src_desc().get_size() / 4, 0.5f);
-  std::fill_n(static_cast<float*>(mw.get_data_handle()), pd.weights_desc().get_size() / 4, 0.01f);
-  convolution_forward conv(pd);
-  auto run = [&] {
-    conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}});
-    s.wait();
-  };
-  for (int i = 0; i < 3; ++i) run();
-  double best = 1e9;
-  for (int i = 0; i < 30; ++i) {
-    const double t0 = now_seconds();
-    run();
-    best = std::min(best, now_seconds() - t0);
-  }
-  return 2.0 * N * C * C * 9 * H * H / best / 1e9;
-}
 
 // Process CPU time (all threads), seconds: on a loaded machine it still measures the work.
 double cpu_seconds() {
@@ -166,7 +134,7 @@ int main(int argc, char** argv) {
 
   double peak = 0;
   if (dev == Device::Cpu) {
-    peak = conv_peak_gflops();
+    peak = bench::conv_peak_gflops();
     std::printf("conv peak (oneDNN 3x3, N=32, 64->64, 32x32, fwd, %d threads, best of 30 calls): %.1f GFLOP/s\n",
                 threads, peak);
   }
@@ -235,7 +203,7 @@ int main(int argc, char** argv) {
   std::sort(cpu_times.begin(), cpu_times.end());
   const double med = times[times.size() / 2];
   if (dev == Device::Cpu) {  // again after the steps: the machine may have changed pace meanwhile
-    const double peak2 = conv_peak_gflops();
+    const double peak2 = bench::conv_peak_gflops();
     std::printf("conv peak after the steps: %.1f GFLOP/s\n", peak2);
     peak = std::max(peak, peak2);
   }
