@@ -30,8 +30,7 @@ const char* const kSchema =
 struct Stmt {
   sqlite3_stmt* s = nullptr;
   Stmt(sqlite3* db, const char* sql, const std::string& path) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK)
-      throw Error(path + ": " + sqlite3_errmsg(db));
+    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK) throw Error(path + ": " + sqlite3_errmsg(db));
   }
   ~Stmt() { sqlite3_finalize(s); }
   void text(int i, const std::string& v) { sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT); }
@@ -73,8 +72,8 @@ AnswerDb::AnswerDb(const std::string& path, const std::string& manifest_id, bool
   if (stored != manifest_id) {
     sqlite3_close(db_);
     db_ = nullptr;
-    throw Error(path + ": these answers belong to another manifest (id " + stored + ", this study's is " +
-                manifest_id + "); move the database away or use the original manifest");
+    throw Error(path + ": these answers belong to another manifest (id " + stored + ", this study's is " + manifest_id +
+                "); move the database away or use the original manifest");
   }
 }
 

@@ -59,8 +59,8 @@ void write_manifest(const std::string& dir, const std::vector<Pair>& pairs) {
     if (!f) throw Error(tmp.string() + ": cannot write");
     f << kHeader << '\n';
     for (const Pair& p : pairs)
-      f << p.id << '\t' << p.input << '\t' << p.method << '\t' << (p.temperature.empty() ? "-" : p.temperature)
-        << '\t' << p.real << '\t' << p.fake << '\n';
+      f << p.id << '\t' << p.input << '\t' << p.method << '\t' << (p.temperature.empty() ? "-" : p.temperature) << '\t'
+        << p.real << '\t' << p.fake << '\n';
     f.flush();
     if (!f) throw Error(tmp.string() + ": write failed");
   }
@@ -89,7 +89,8 @@ std::vector<Pair> read_manifest(const std::string& dir) {
     long id = 0, input = 0;
     if (!parse_nonneg(f[0], id) || !parse_nonneg(f[1], input)) throw Error(where + "pair and input must be integers");
     if (id != long(pairs.size()))
-      throw Error(where + "pair id " + f[0] + ", expected " + std::to_string(pairs.size()) + " (ids are 0..P-1 in order)");
+      throw Error(where + "pair id " + f[0] + ", expected " + std::to_string(pairs.size()) +
+                  " (ids are 0..P-1 in order)");
     if (!methods.count(f[2])) throw Error(where + "unknown method '" + f[2] + "' (prsr, l2 or bicubic)");
     if (f[3].empty() || (f[2] == "prsr") == (f[3] == "-"))
       throw Error(where + "temperature '" + f[3] + "': prsr rows need one, l2 and bicubic rows have '-'");

@@ -10,20 +10,20 @@ struct PrepareArgs {
   std::string ckpt, baseline_ckpt;  // the PixelCNN model; the optional ResNet-L2 baseline
   std::string data, data_dir, cache_dir;
   std::string split = "test";
-  int count = 50;                 // inputs picked at random from the split
+  int count = 50;  // inputs picked at random from the split
   std::vector<float> temperatures{1.0f};
   bool bicubic = false;
   std::string out;
-  uint64_t seed = 0;              // picks the inputs and seeds the samples
+  uint64_t seed = 0;  // picks the inputs and seeds the samples
   int batch = 16;
   std::string device = "cpu";
 };
 
 struct ServeArgs {
   std::string dir;
-  int port = 8080;                // 0: any free port (printed)
+  int port = 8080;  // 0: any free port (printed)
   std::string bind = "127.0.0.1";
-  int show_ms = 1000;             // how long the two images are shown; 0: until the choice
+  int show_ms = 1000;  // how long the two images are shown; 0: until the choice
 };
 
 struct Args {

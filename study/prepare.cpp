@@ -1,12 +1,12 @@
 #include "study/prepare.h"
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <system_error>
-#include <unistd.h>
 
 #include "data/dataset.h"
 #include "data/image.h"
@@ -138,9 +138,9 @@ int run_prepare(const PrepareArgs& a) {
     if (b.has_prior())
       throw Error(a.baseline_ckpt + ": --baseline-ckpt wants a ResNet-L2 model (loss l2), this one has loss " + b.loss);
     if (b.colors != C || b.size != size)
-      throw Error(a.baseline_ckpt + ": baseline is C=" + std::to_string(b.colors) + " " + std::to_string(b.size) +
-                  "x" + std::to_string(b.size) + ", the model C=" + std::to_string(C) + " " + std::to_string(size) +
-                  "x" + std::to_string(size));
+      throw Error(a.baseline_ckpt + ": baseline is C=" + std::to_string(b.colors) + " " + std::to_string(b.size) + "x" +
+                  std::to_string(b.size) + ", the model C=" + std::to_string(C) + " " + std::to_string(size) + "x" +
+                  std::to_string(size));
     std::printf("baseline: %s (step %ld, ResNet-L2)\n", a.baseline_ckpt.c_str(), base.info.step);
   }
 

@@ -112,11 +112,11 @@ std::string report_json(const Report& r) {
                   ",\n  \"confidence\": 0.95,\n  \"interval\": \"wilson\",\n  \"rows\": [";
   for (size_t k = 0; k < r.rows.size(); ++k) {
     const ReportRow& row = r.rows[k];
-    s += std::string(k ? "," : "") + "\n    {\"method\": \"" + row.method + "\", \"temperature\": " +
-         (row.temperature.empty() ? "null" : row.temperature) + ", \"answers\": " + std::to_string(row.answers) +
-         ", \"fooled\": " + std::to_string(row.fooled) + ", \"fooled_frac\": " + fmt("%.6f", row.fooled_frac) +
-         ", \"ci_lo\": " + fmt("%.6f", row.ci.lo) + ", \"ci_hi\": " + fmt("%.6f", row.ci.hi) +
-         ", \"raters\": " + std::to_string(row.raters) + "}";
+    s += std::string(k ? "," : "") + "\n    {\"method\": \"" + row.method +
+         "\", \"temperature\": " + (row.temperature.empty() ? "null" : row.temperature) +
+         ", \"answers\": " + std::to_string(row.answers) + ", \"fooled\": " + std::to_string(row.fooled) +
+         ", \"fooled_frac\": " + fmt("%.6f", row.fooled_frac) + ", \"ci_lo\": " + fmt("%.6f", row.ci.lo) +
+         ", \"ci_hi\": " + fmt("%.6f", row.ci.hi) + ", \"raters\": " + std::to_string(row.raters) + "}";
   }
   s += "\n  ]\n}\n";
   return s;

@@ -106,8 +106,8 @@ Study load_study(const ServeArgs& a) {
       const data::Image im = data::read_image(path.string());  // Error naming the file
       if (size < 0) size = im.w;
       if (im.w != im.h || im.w != size)
-        throw Error(path.string() + ": " + std::to_string(im.w) + "x" + std::to_string(im.h) + ", the study's images are " +
-                    std::to_string(size) + "x" + std::to_string(size));
+        throw Error(path.string() + ": " + std::to_string(im.w) + "x" + std::to_string(im.h) +
+                    ", the study's images are " + std::to_string(size) + "x" + std::to_string(size));
       s.png[*rel] = read_file(path);
     }
   return s;
@@ -116,7 +116,7 @@ Study load_study(const ServeArgs& a) {
 // SIGINT / SIGTERM are blocked in every thread and waited for by one: it stops the server from
 // ordinary code (httplib's stop() is not async-signal-safe), then listen() returns in main.
 void block_stop_signals(sigset_t& set) {
-  std::signal(SIGINT, SIG_DFL);  // a shell's `cmd &` starts it with SIGINT ignored, and an
+  std::signal(SIGINT, SIG_DFL);   // a shell's `cmd &` starts it with SIGINT ignored, and an
   std::signal(SIGTERM, SIG_DFL);  // ignored signal is discarded, never seen by sigwait
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -142,16 +142,14 @@ int run_serve(const ServeArgs& a) {
   svr.set_socket_options([](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });  // Ctrl-C waits at most this long for idle connections
+  });                                     // Ctrl-C waits at most this long for idle connections
   svr.set_payload_max_length(64 * 1024);  // an answer is a few bytes
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     try {
       std::rethrow_exception(ep);
     } catch (const std::exception& e) {
       reply_error(res, 500, std::string("internal error: ") + e.what());
-    } catch (...) {
-      reply_error(res, 500, "internal error");
-    }
+    } catch (...) { reply_error(res, 500, "internal error"); }
   });
   svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) reply_error(res, res.status, res.status == 404 ? "no such page: " + req.path : "bad request");
@@ -207,7 +205,8 @@ int run_serve(const ServeArgs& a) {
     if (!int_param(req, "ms", 3600L * 1000, ms))
       return reply_error(res, 400, "ms: expected the response time in milliseconds (0..3600000)");
     if (pair >= P)
-      return reply_error(res, 404, "unknown pair " + std::to_string(pair) + " (this study has 0.." + std::to_string(P - 1) + ")");
+      return reply_error(res, 404,
+                         "unknown pair " + std::to_string(pair) + " (this study has 0.." + std::to_string(P - 1) + ")");
     const Pair& p = study.pairs[pair];
     Answer ans;
     ans.rater = rater;
@@ -219,7 +218,8 @@ int run_serve(const ServeArgs& a) {
     ans.fooled = choice != ans.real_side;
     ans.response_ms = ms;
     if (!db.insert(ans))  // returns after the commit
-      return reply_error(res, 409, "pair " + std::to_string(pair) + " already answered by this rater; the first answer stands");
+      return reply_error(res, 409,
+                         "pair " + std::to_string(pair) + " already answered by this rater; the first answer stands");
     res.set_content("{\"stored\": true}\n", "application/json");
   });
 

@@ -163,8 +163,9 @@ TEST_CASE("study browser: headless Chromium clicks through pairs; the database h
     const std::string x = at.substr(0, at.find(' ')), y = at.substr(at.find(' ') + 1);
     for (const char* type : {"mousePressed", "mouseReleased"})
       REQUIRE(browser
-                  .call("Input.dispatchMouseEvent", std::string("{\"type\":\"") + type + "\",\"x\":" + x + ",\"y\":" + y +
-                                                        ",\"button\":\"left\",\"clickCount\":1}",
+                  .call("Input.dispatchMouseEvent",
+                        std::string("{\"type\":\"") + type + "\",\"x\":" + x + ",\"y\":" + y +
+                            ",\"button\":\"left\",\"clickCount\":1}",
                         session)
                   .find("\"result\"") != std::string::npos);
   };
@@ -186,9 +187,10 @@ TEST_CASE("study browser: headless Chromium clicks through pairs; the database h
     if (k == 0) {
       std::string shown;
       for (int i = 0; i < 100 && shown.rfind("32 ", 0) != 0; ++i) {
-        shown = eval("(function(){var i=document.querySelectorAll('.slot img');if(i.length!==2)return 'n='+i.length;"
-                     "return i[0].naturalWidth+' '+i[0].getBoundingClientRect().width+' '+"
-                     "getComputedStyle(i[0]).imageRendering;})()");
+        shown = eval(
+            "(function(){var i=document.querySelectorAll('.slot img');if(i.length!==2)return 'n='+i.length;"
+            "return i[0].naturalWidth+' '+i[0].getBoundingClientRect().width+' '+"
+            "getComputedStyle(i[0]).imageRendering;})()");
         if (shown.rfind("32 ", 0) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
       CHECK(shown == "32 256 pixelated");

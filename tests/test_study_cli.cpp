@@ -120,8 +120,8 @@ TEST_CASE("study cli: prepare writes the real image and every method's output, t
   fs::create_directories(d.path / "faces");
   for (int i = 0; i < 6; ++i) data::write_png(d / ("faces/" + std::to_string(i) + ".png"), noise_image(40, 36, i));
   const std::string common = "--data folder:faces --cache-dir cache --count 3 --seed 4 ";
-  Run r = run_study(d, "prepare --ckpt model.bin --baseline-ckpt l2.bin --bicubic --temperature 1.0,0.8 " + common +
-                           "--out st");
+  Run r = run_study(
+      d, "prepare --ckpt model.bin --baseline-ckpt l2.bin --bicubic --temperature 1.0,0.8 " + common + "--out st");
   INFO(r.out << r.err);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("wrote 12 pairs (3 inputs x 4 methods)") != std::string::npos);
@@ -219,8 +219,9 @@ TEST_CASE("study cli: concurrent raters lose no answer; Ctrl-C stops cleanly") {
           return;
         }
         const std::string choice = (i + c) % 3 ? "left" : "right";
-        auto res = cli.Post("/api/answer", cookie(who),
-                            httplib::Params{{"pair", std::to_string(plan.order[i])}, {"choice", choice}, {"ms", "350"}});
+        auto res =
+            cli.Post("/api/answer", cookie(who),
+                     httplib::Params{{"pair", std::to_string(plan.order[i])}, {"choice", choice}, {"ms", "350"}});
         std::lock_guard<std::mutex> l(mu);
         if (!res || res->status != 200) failures.push_back(who + " answer: " + (res ? res->body : "no reply"));
         else sent[{who, plan.order[i]}] = choice;
@@ -331,7 +332,7 @@ TEST_CASE("study cli: malformed, unknown and repeated requests get a clear 4xx; 
   // Raw garbage and an oversized body over a plain socket.
   CHECK(raw_request(server.port, "GARBAGE\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
   CHECK(raw_request(server.port, "POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" +
-                            std::string(100000, 'x'))
+                                     std::string(100000, 'x'))
             .rfind("HTTP/1.1 413", 0) == 0);
   // Still serving, and only the one good answer was stored.
   CHECK(server.alive());
