@@ -49,7 +49,7 @@ AnswerDb::AnswerDb(const std::string& path, const std::string& manifest_id, bool
   const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
   if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
     const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-    sqlite3_close(db_);
+    sqlite3_close_v2(db_);
     db_ = nullptr;
     throw Error(path + ": cannot open the answer database: " + msg);
   }
@@ -59,7 +59,7 @@ AnswerDb::AnswerDb(const std::string& path, const std::string& manifest_id, bool
   if (sqlite3_exec(db_, setup.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     const std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    sqlite3_close(db_);
+    sqlite3_close_v2(db_);
     db_ = nullptr;
     throw Error(path + ": " + msg);
   }
@@ -70,7 +70,9 @@ AnswerDb::AnswerDb(const std::string& path, const std::string& manifest_id, bool
   Stmt get(db_, "SELECT value FROM study WHERE key = 'manifest'", path_);
   const std::string stored = sqlite3_step(get.s) == SQLITE_ROW ? get.col(0) : "";
   if (stored != manifest_id) {
-    sqlite3_close(db_);
+    // close_v2: `ins` and `get` are finalised only at scope exit; a plain close would fail
+    // (SQLITE_BUSY) and leak the connection.
+    sqlite3_close_v2(db_);
     db_ = nullptr;
     throw Error(path + ": these answers belong to another manifest (id " + stored + ", this study's is " + manifest_id +
                 "); move the database away or use the original manifest");
@@ -78,7 +80,7 @@ AnswerDb::AnswerDb(const std::string& path, const std::string& manifest_id, bool
 }
 
 AnswerDb::~AnswerDb() {
-  if (db_) sqlite3_close(db_);  // the last connection checkpoints the WAL into the main file
+  if (db_) sqlite3_close_v2(db_);  // the last connection checkpoints the WAL into the main file
 }
 
 bool AnswerDb::insert(const Answer& a) {
