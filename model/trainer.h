@@ -78,6 +78,7 @@ class Trainer {
                   std::to_string(step) + "; stopping (parameters of the last good step are kept)");
     const double t2 = now_seconds();
     g_.backward(L.total);
+    const double t_ar = now_seconds();
     if (ranks_ > 1) {
       T* gr = m_.params.grad();
       const size_t n = m_.params.trainable_count();
@@ -88,13 +89,14 @@ class Trainer {
     const double t3 = now_seconds();
     opt_.step(step);
     const double t4 = now_seconds();
-    times_ = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+    times_ = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, t3 - t_ar};
     return r;
   }
 
   // Wall time of the phases of the last step() (benchmarks).
   struct StepTimes {
     double setup = 0, forward = 0, backward = 0, optimizer = 0;
+    double allreduce = 0;  // of backward: the gradient all-reduce (0 on one rank)
   };
   const StepTimes& last_times() const { return times_; }
 

@@ -166,6 +166,7 @@ class StepLoop {
       return false;
     }
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    allreduce_s_ += S_.trainer.last_times().allreduce;
     ++step_;
     figures_.add(r, dt);
     return true;
@@ -232,6 +233,10 @@ class StepLoop {
           R_.ckpt.c_str());
       return 128 + stop_signal_;
     }
+    if (R_.ranks > 1 && figures_.session_steps > 0)
+      say("allreduce  %.2f MB of gradients per step: %.1f ms per step on rank 0 (%.1f%% of the step time)",
+          double(S_.model.params.trainable_count() * sizeof(float)) / 1e6, allreduce_s_ / figures_.session_steps * 1e3,
+          100.0 * allreduce_s_ / clock_.wall());
     say("done       %ld steps in %s: checkpoint %s", step_, hms(clock_.elapsed()).c_str(), R_.ckpt.c_str());
     return kExitOk;
   }
@@ -261,6 +266,7 @@ class StepLoop {
   StepFigures figures_;
   long step_;
   int stop_signal_ = 0;
+  double allreduce_s_ = 0;  // this session's time in the gradient all-reduce (rank 0's view)
   double valid_loss_ = NAN, valid_bits_ = NAN;  // the last evaluation
 };
 
