@@ -115,7 +115,7 @@ void Graph<T>::backward_node(const Node<T>& nd) {
                                 nd.aux[1]->data, s.n, s.c, s.hw(), fresh);
       else
         PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
-                nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
+                  nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
       break;
     }
     case Op::SoftmaxCE: {

@@ -31,10 +31,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Batch norm is on (the default) in the conditioning network; lr 0.01 so that the parameters move.
+// Batch norm is on (the default) in the conditioning network; lr 0.01 so that the parameters move;
+// held-out evaluation (split over the ranks) at the last step.
 const std::string kTiny =
     " --channels 4 --layers 1 --head 16 --cond-channels 4 --cond-blocks 1 --threads 1 --lr 0.01"
-    " --eval-every 0 --sample-every 0 --print-every 1 --valid-count 4";
+    " --sample-every 0 --print-every 1 --valid-count 8";
 // Open MPI refuses to run as root (CI) without these; set for the child only. --oversubscribe:
 // more ranks than the 2 cores here.
 const std::string kMpirun =
@@ -118,18 +119,21 @@ bool mpi_usable(Sandbox& sb) {
   return true;
 }
 
-// log.csv's loss column, one value per step.
-std::vector<double> losses(const std::string& log_csv) {
+// Column `col` of log.csv (1: loss, 4: valid_loss), one value per row (NaN for an empty cell).
+std::vector<double> column(const std::string& log_csv, int col) {
   std::istringstream in(slurp(log_csv));
   std::vector<double> v;
   std::string line;
   std::getline(in, line);  // header
   while (std::getline(in, line)) {
-    const size_t a = line.find(','), b = line.find(',', a + 1);
-    v.push_back(std::stod(line.substr(a + 1, b - a - 1)));
+    std::istringstream cells(line);
+    std::string cell;
+    for (int i = 0; i <= col; ++i) std::getline(cells, cell, ',');
+    v.push_back(cell.empty() ? NAN : std::stod(cell));
   }
   return v;
 }
+std::vector<double> losses(const std::string& log_csv) { return column(log_csv, 1); }
 
 struct Loaded {
   long step = -1;
@@ -158,6 +162,14 @@ Loaded load(const std::string& path) {
 // breaking it deliberately: batch norm with per-rank statistics 4.9e-3 / 4.2e-2 and losses off by
 // 1e-2; every rank on the same slice 8e-3 / 4e-2). The log's loss has 6 decimals: 1e-5.
 constexpr double kParamTol = 1e-4, kLossTol = 1e-5;
+
+// The held-out loss of the last row (evaluated at the last step).
+void check_same_valid(const std::string& log_a, const std::string& log_b) {
+  const double a = column(log_a, 4).back(), b = column(log_b, 4).back();
+  INFO("valid loss " << a << " vs " << b);
+  CHECK(std::isfinite(a));
+  CHECK(std::fabs(a - b) < kLossTol);
+}
 
 void check_same(const Loaded& a, const Loaded& b) {
   REQUIRE(a.params.size() == b.params.size());
@@ -196,6 +208,7 @@ TEST_CASE("cli mpi: N ranks train what 1 process trains on the global batch (syn
     INFO(sb.out("many" + tag) << sb.err("many" + tag));
     REQUIRE(rc == 0);
     check_same_losses(losses(sb.dir + "/one" + tag + "/log.csv"), losses(sb.dir + "/many" + tag + "/log.csv"));
+    check_same_valid(sb.dir + "/one" + tag + "/log.csv", sb.dir + "/many" + tag + "/log.csv");
     check_same(load(sb.dir + "/one" + tag + "/model.bin"), load(sb.dir + "/many" + tag + "/model.bin"));
   }
 }
@@ -237,6 +250,7 @@ TEST_CASE("cli mpi: a run checkpointed on 2 ranks resumes on 1 rank as if it had
   INFO(sb.out("resume") << sb.err("resume"));
   REQUIRE(rc == 0);
   check_same_losses(losses(sb.dir + "/one/log.csv"), losses(sb.dir + "/two/log.csv"));
+  check_same_valid(sb.dir + "/one/log.csv", sb.dir + "/two/log.csv");
   check_same(load(sb.dir + "/one/model.bin"), load(sb.dir + "/two/model.bin"));
 }
 
@@ -264,8 +278,7 @@ TEST_CASE("cli mpi: a rank killed mid-run ends the job non-zero within seconds; 
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
       std::istringstream st(slurp("/proc/" + name + "/stat"));
       std::string f;
-      for (int i = 0; i < 4 && st >> f; ++i) {
-      }
+      for (int i = 0; i < 4 && st >> f; ++i) {}
       if (f != std::to_string(pid)) continue;  // the 4th field: the parent
       std::string env = slurp("/proc/" + name + "/environ");
       std::replace(env.begin(), env.end(), '\0', '\n');

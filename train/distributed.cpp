@@ -80,7 +80,6 @@ int launcher_size() {
 }
 }  // namespace
 
-
 void init(int*, char***) {
   const int n = launcher_size();
   if (n > 1)

@@ -111,7 +111,7 @@ void poison_output_bias(prsr::Model<float>& model) {
 // SIGINT / SIGTERM (after finishing the step) or at a failed step (a NaN loss).
 class StepLoop {
  public:
-  // `log`, `held_out` and `grids` are null on ranks other than 0.
+  // `log` and `grids` are null on ranks other than 0.
   StepLoop(Run& R, Session& S, LogCsv* log, HeldOut* held_out, SampleGrids* grids, double train_flops)
       : R_(R),
         o_(R.o),
@@ -132,9 +132,9 @@ class StepLoop {
       prsr::StepResult r;
       if (!train_step(r)) return kExitError;
       stop_signal_ = agreed_signal();
-      if (!R_.leader()) continue;  // the other ranks only train
       const bool do_eval = o_.eval_every > 0 && (step_ % o_.eval_every == 0 || step_ == o_.steps);
-      if (do_eval) evaluate();
+      if (do_eval) evaluate();     // split over the ranks
+      if (!R_.leader()) continue;  // the other ranks only train and evaluate
       const std::string line = progress_text(r);
       const bool row_due = step_ % o_.print_every == 0 || step_ == o_.steps || do_eval || stop_signal_;
       progress_.show(line, step_, o_.steps, o_.print_every);
@@ -216,8 +216,8 @@ class StepLoop {
     const double m_loss = f.sum_loss / f.n, m_ms = f.sum_step_s / f.n * 1e3;
     auto cell = [](bool on, double v) { return on ? std::optional<double>(v) : std::nullopt; };
     log_->row(step_, m_loss, cell(pixel_, f.sum_nll / f.n), cell(pixel_, f.sum_cea / f.n), cell(do_eval, valid_loss_),
-             cell(do_eval && pixel_, valid_bits_), o_.batch / (m_ms / 1e3), m_ms,
-             double(S_.trainer.optimizer().lr_at(step_ - 1)), clock_.elapsed());
+              cell(do_eval && pixel_, valid_bits_), o_.batch / (m_ms / 1e3), m_ms,
+              double(S_.trainer.optimizer().lr_at(step_ - 1)), clock_.elapsed());
     figures_.start_row();
   }
 
@@ -266,7 +266,8 @@ class StepLoop {
   StepFigures figures_;
   long step_;
   int stop_signal_ = 0;
-  double allreduce_s_ = 0;  // this session's time in the gradient all-reduce (rank 0's view)
+  // This session's time in the gradient all-reduce (rank 0's view).
+  double allreduce_s_ = 0;
   double valid_loss_ = NAN, valid_bits_ = NAN;  // the last evaluation
 };
 
@@ -286,7 +287,11 @@ int train_main(int argc, char** argv) {
   if (R.ranks > 1 && R.dev != prsr::Device::Cpu)
     throw UsageError("several ranks train on --device cpu only (the NCCL path for --device cuda is not built yet)");
   resolve_run_folder(R);  // checked before any data is read
-  load_data(R);
+  // Rank 0 first: a data set's first load decodes it and writes the cache (an LSUN build resumes
+  // from a shared partial file), which the other ranks then read.
+  if (R.leader()) load_data(R);
+  dist::barrier();
+  if (!R.leader()) load_data(R);
   if (o.resume) check_resume_data(R);
   dist::barrier();  // every rank has checked the run folder before rank 0 writes into it
   if (R.leader()) create_run_folder(R);
@@ -300,7 +305,9 @@ int train_main(int argc, char** argv) {
   const double fwd = S.model.forward_flops_per_image();
   const double train_flops = 3.0 * fwd;  // forward + backward (about 2x forward)
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  g_tty = isatty(fileno(stdout));
+  // Under mpirun stdout is a pseudo-terminal even when mpirun writes to a file (a batch job's
+  // log): plain progress lines then, not a line redrawn with \r.
+  g_tty = isatty(fileno(stdout)) && R.ranks == 1;
   print_banner(R, S.model, fwd, train_flops, threads);
 
   if (R.start_step >= o.steps) {
@@ -308,21 +315,21 @@ int train_main(int argc, char** argv) {
     return kExitOk;
   }
 
-  // Rank 0 only: log.csv, the fixed validation subset and the sample inputs.
+  // The fixed validation subset (every rank evaluates its share); rank 0 only: log.csv and the
+  // sample inputs.
+  HeldOut held_out(R.valid, o.valid_count, R.local_batch(), R.rank, R.ranks, dist::sum);
   std::optional<LogCsv> log;
-  std::optional<HeldOut> held_out;
   std::optional<SampleGrids> grids;
   if (R.leader()) {
     prepare_log(R.log_path, o.resume, R.start_step);
     log.emplace(R.log_path);
-    held_out.emplace(R.valid, o.valid_count, R.local_batch());
     grids.emplace(R.valid, o.model, o.sample_rows, o.seed, R.out);
   }
 
   stop_gracefully_on_signals();
   g_in_loop = true;
-  StepLoop loop(R, S, log ? &*log : nullptr, held_out ? &*held_out : nullptr, grids ? &*grids : nullptr,
-                train_flops);  // the session's clock starts here
+  // The session's clock starts here.
+  StepLoop loop(R, S, log ? &*log : nullptr, &held_out, grids ? &*grids : nullptr, train_flops);
   return loop.run();
 }
 
@@ -355,6 +362,7 @@ int main(int argc, char** argv) {
     const int rc = train_main(argc, argv);
     dist::finalize();
     return rc;
+    // clang-format off
   } catch (const UsageError& e) {
     return fail(kExitUsage, e.what());
   } catch (const Error& e) {
@@ -364,4 +372,5 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail(kExitError, e.what());
   }
+  // clang-format on
 }

@@ -73,7 +73,7 @@ void load_data(Run& R) {
   dopt.cache_dir = o.cache_dir;
   dopt.lsun_category = o.lsun_category;
   dopt.limit = o.limit;
-  dopt.progress = R.leader() && isatty(fileno(stderr));
+  dopt.progress = R.ranks == 1 && isatty(fileno(stderr));  // (mpirun gives every rank a pseudo-terminal)
   R.train = prsr::data::load_dataset(dopt, prsr::data::Split::Train);
   R.valid = prsr::data::load_dataset(dopt, prsr::data::Split::Valid);
 }
