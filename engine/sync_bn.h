@@ -14,6 +14,7 @@
 //             over ranks afterwards (each rank's dy is ranks x the global-loss gradient: its loss is
 //             the mean over its own slice, so the average of the ranks' dgamma is the global one)
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -26,7 +27,11 @@ namespace prsr {
 template <class T>
 void sync_batchnorm_forward(void (*bn_sum)(double*, int), T* y, T* mean, T* invstd, T* running_mean, T* running_var,
                             const T* x, const T* gamma, const T* beta, int n, int c, int hw, T momentum, T eps) {
-  std::vector<double> s(size_t(2 * c + 1), 0.0);  // [sum x (c), sum x^2 (c), count]
+  // [sum x (c), sum x^2 (c), count]; kept between calls, so that a step allocates nothing. (A
+  // plain reference: inside the OpenMP region a thread_local name would be each thread's own.)
+  static thread_local std::vector<double> buf;
+  std::vector<double>& s = buf;
+  s.assign(size_t(2 * c + 1), 0.0);
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
     double s1 = 0, s2 = 0;
@@ -68,7 +73,12 @@ void sync_batchnorm_forward(void (*bn_sum)(double*, int), T* y, T* mean, T* invs
 template <class T>
 void sync_batchnorm_backward(void (*bn_sum)(double*, int), T* dx, T* dgamma, T* dbeta, const T* dy, const T* x,
                              const T* gamma, const T* mean, const T* invstd, int n, int c, int hw, unsigned fresh) {
-  std::vector<double> local(size_t(2 * c + 1), 0.0), s;  // [sum dy (c), sum dy * xhat (c), count]
+  // [sum dy (c), sum dy * xhat (c), count], this rank's and all ranks'; kept between calls
+  // (references, as in the forward).
+  static thread_local std::vector<double> buf_local, buf_all;
+  std::vector<double>& local = buf_local;
+  std::vector<double>& s = buf_all;
+  local.assign(size_t(2 * c + 1), 0.0);
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < c; ++ch) {
     const double mu = double(mean[ch]), is = double(invstd[ch]);

@@ -7,7 +7,8 @@
 
 namespace prsr::train_cli::dist {
 
-// MPI_Init (when built with MPI); rank() and size() after it. Without MPI: throws Error when the
+// MPI_Init when built with MPI and started by a launcher (mpirun, srun; otherwise one rank and
+// MPI stays untouched); rank() and size() after it. Without MPI: throws Error when the
 // environment says this is one of several ranks (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_SIZE,
 // SLURM_STEP_NUM_TASKS under srun), since N copies would each train the whole model alone.
 void init(int* argc, char*** argv);
