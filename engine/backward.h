@@ -6,6 +6,7 @@
 // The switch has no default: a new Op without its case here is a -Wswitch warning.
 #pragma once
 #include "engine/dispatch.h"
+#include "engine/sync_bn.h"
 
 namespace prsr {
 
@@ -109,8 +110,12 @@ void Graph<T>::backward_node(const Node<T>& nd) {
       T* dx = grad_out(in[0], fresh, 1u);
       T* dgamma = grad_out(in[1], fresh, 2u);
       T* dbeta = grad_out(in[2], fresh, 4u);
-      PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
-                nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
+      if (nd.flag && bn_sum)  // training under MPI: global-batch means (engine/sync_bn.h)
+        sync_batchnorm_backward(bn_sum, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
+                                nd.aux[1]->data, s.n, s.c, s.hw(), fresh);
+      else
+        PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
+                  nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
       break;
     }
     case Op::SoftmaxCE: {

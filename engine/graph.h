@@ -83,6 +83,9 @@ class Graph {
   bool grad_enabled = true;
   // When set, every op's forward and backward kernel time is added here.
   OpProfile* profile = nullptr;
+  // Synchronised batch norm (engine/sync_bn.h): when set, training-mode batch norm sums its
+  // per-channel statistics over all ranks with it (in place). Null: single-process kernels.
+  void (*bn_sum)(double* v, int n) = nullptr;
 
   // A fresh activation tensor with uninitialised data from the arena.
   Tensor<T>* tensor(Shape s, bool requires_grad, const char* name = "") {

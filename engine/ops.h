@@ -37,6 +37,7 @@
 #pragma once
 #include "engine/dispatch.h"
 #include "engine/graph.h"
+#include "engine/sync_bn.h"
 
 namespace prsr {
 
@@ -188,7 +189,11 @@ Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* be
   Tensor<T>* mean = g.tensor({1, s.c, 1, 1}, false, "bn_mean");
   Tensor<T>* invstd = g.tensor({1, s.c, 1, 1}, false, "bn_invstd");
   OpTimer timer(g.profile, Op::BatchNorm, true);
-  if (training)
+  if (training && g.bn_sum) {
+    PRSR_CHECK(g.device() != Device::Cuda, "synchronised batch norm runs on host memory (ref, cpu) only");
+    sync_batchnorm_forward(g.bn_sum, y->data, mean->data, invstd->data, running_mean->data, running_var->data, x->data,
+                           gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
+  } else if (training)
     PRSR_CALL(g.device(), batchnorm_forward_train, y->data, mean->data, invstd->data, running_mean->data,
               running_var->data, x->data, gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
   else

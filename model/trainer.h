@@ -43,6 +43,20 @@ class Trainer {
   int batch() const { return batch_; }
   Graph<T>& graph() { return g_; }
 
+  // Data parallel over `ranks` processes (train/distributed.h), each stepping on its own slice of
+  // every global batch: `sum_grad` sums the parameter arena's gradient buffer over all ranks in
+  // place (one call per step), `sum` small vectors of doubles (the step's loss figures, and the
+  // synchronised batch norm's per-channel statistics through Graph::bn_sum). Each rank's loss is
+  // the mean over its slice, so with equal slices the mean of the ranks' gradients (sum / ranks)
+  // is the gradient of the global batch's mean loss. Host-memory backends only.
+  void set_data_parallel(int ranks, void (*sum_grad)(T*, size_t), void (*sum)(double*, int)) {
+    check(m_.device() != Device::Cuda, "data parallel training needs --device cpu (NCCL is not built)");
+    ranks_ = ranks;
+    sum_grad_ = sum_grad;
+    sum_ = sum;
+    g_.bn_sum = ranks > 1 ? sum : nullptr;
+  }
+
   // Forward, backward and one optimiser update on `batch` images (uint8 HWC). Throws Error
   // naming the step when the loss is not finite; the parameters are then left un-updated.
   StepResult step(const uint8_t* const* images, long step) {
@@ -54,21 +68,35 @@ class Trainer {
     const double t1 = now_seconds();
     auto L = forward(g_, batch_, true);
     StepResult r = read(L);
+    if (ranks_ > 1) {  // the global batch's figures, the same on every rank (so is the check below)
+      double v[3] = {r.loss, r.nll_bits, r.ce_a_bits};
+      sum_(v, 3);
+      r = {v[0] / ranks_, v[1] / ranks_, v[2] / ranks_};
+    }
     if (!std::isfinite(r.loss))
       throw Error("the loss is " + std::string(std::isnan(r.loss) ? "NaN" : "infinite") + " at step " +
                   std::to_string(step) + "; stopping (parameters of the last good step are kept)");
     const double t2 = now_seconds();
     g_.backward(L.total);
+    const double t_ar = now_seconds();
+    if (ranks_ > 1) {
+      T* gr = m_.params.grad();
+      const size_t n = m_.params.trainable_count();
+      sum_grad_(gr, n);
+      const T k = T(1) / T(ranks_);
+      for (size_t i = 0; i < n; ++i) gr[i] *= k;
+    }
     const double t3 = now_seconds();
     opt_.step(step);
     const double t4 = now_seconds();
-    times_ = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+    times_ = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, t3 - t_ar};
     return r;
   }
 
   // Wall time of the phases of the last step() (benchmarks).
   struct StepTimes {
     double setup = 0, forward = 0, backward = 0, optimizer = 0;
+    double allreduce = 0;  // of backward: the gradient all-reduce (0 on one rank)
   };
   const StepTimes& last_times() const { return times_; }
 
@@ -121,6 +149,9 @@ class Trainer {
   Optimizer<T> opt_;
   Graph<T> g_, eval_g_;
   int batch_;
+  int ranks_ = 1;
+  void (*sum_grad_)(T*, size_t) = nullptr;
+  void (*sum_)(double*, int) = nullptr;
   std::vector<T> hx_, hy_;
   std::vector<uint8_t> ht_;
   T* dx_ = nullptr;

@@ -39,6 +39,7 @@
 #include "model/trainer.h"
 #include "train/console.h"
 #include "train/data_order.h"
+#include "train/distributed.h"
 #include "train/options.h"
 #include "train/periodic.h"
 #include "train/resume.h"
@@ -52,10 +53,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+bool g_in_loop = false;  // the step loop has started (fail() below)
+
 // The model and its trainer (which owns the optimiser): loaded from the checkpoint on
 // --resume, else initialised from --seed.
 struct Session {
-  explicit Session(const Run& R) : model(R.o.model, R.dev), trainer(model, R.o.optim, R.o.batch) {
+  explicit Session(const Run& R) : model(R.o.model, R.dev), trainer(model, R.o.optim, R.local_batch()) {
     if (R.o.resume) prsr::load_checkpoint(R.ckpt, model, &trainer.optimizer());
     else model.init(R.o.seed);
   }
@@ -108,7 +111,8 @@ void poison_output_bias(prsr::Model<float>& model) {
 // SIGINT / SIGTERM (after finishing the step) or at a failed step (a NaN loss).
 class StepLoop {
  public:
-  StepLoop(Run& R, Session& S, LogCsv& log, HeldOut& held_out, SampleGrids& grids, double train_flops)
+  // `log` and `grids` are null on ranks other than 0.
+  StepLoop(Run& R, Session& S, LogCsv* log, HeldOut* held_out, SampleGrids* grids, double train_flops)
       : R_(R),
         o_(R.o),
         S_(S),
@@ -118,28 +122,30 @@ class StepLoop {
         train_flops_(train_flops),
         pixel_(o_.model.has_prior()),
         order_(o_.seed, R.train.n),
-        batch_(size_t(o_.batch)),
+        batch_(size_t(R.local_batch())),
         clock_(R.elapsed_before),
         step_(R.start_step) {}
 
   // The exit status.
   int run() {
-    while (step_ < o_.steps && !g_signal) {
+    while (step_ < o_.steps && !stop_signal_) {
       prsr::StepResult r;
       if (!train_step(r)) return kExitError;
+      stop_signal_ = agreed_signal();
       const bool do_eval = o_.eval_every > 0 && (step_ % o_.eval_every == 0 || step_ == o_.steps);
-      if (do_eval) evaluate();
+      if (do_eval) evaluate();     // split over the ranks
+      if (!R_.leader()) continue;  // the other ranks only train and evaluate
       const std::string line = progress_text(r);
-      const bool row_due = step_ % o_.print_every == 0 || step_ == o_.steps || do_eval || g_signal;
+      const bool row_due = step_ % o_.print_every == 0 || step_ == o_.steps || do_eval || stop_signal_;
       progress_.show(line, step_, o_.steps, o_.print_every);
       if (row_due) log_row(do_eval);
-      if (o_.sample_every > 0 && (step_ % o_.sample_every == 0 || step_ == o_.steps)) grids_.write(S_.model, step_);
-      if (o_.ckpt_every > 0 && step_ % o_.ckpt_every == 0 && step_ != o_.steps && !g_signal) {
+      if (o_.sample_every > 0 && (step_ % o_.sample_every == 0 || step_ == o_.steps)) grids_->write(S_.model, step_);
+      if (o_.ckpt_every > 0 && step_ % o_.ckpt_every == 0 && step_ != o_.steps && !stop_signal_) {
         save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
         say("checkpoint step %ld: %s", step_, R_.ckpt.c_str());
       }
     }
-    log_.close();
+    if (log_) log_->close();
     return finish();
   }
 
@@ -148,17 +154,19 @@ class StepLoop {
   // NaN or infinite loss) stops the run without saving: the last good checkpoint stays as it is.
   bool train_step(prsr::StepResult& r) {
     if (step_ == o_.debug_nan_at_step) poison_output_bias(S_.model);
-    for (int k = 0; k < o_.batch; ++k)
-      batch_[size_t(k)] = R_.train.image(order_.at(uint64_t(step_) * uint64_t(o_.batch) + uint64_t(k)));
+    // This rank's slice of the global batch: every rank walks the same order.
+    const uint64_t first = uint64_t(step_) * uint64_t(o_.batch) + uint64_t(R_.rank) * batch_.size();
+    for (size_t k = 0; k < batch_.size(); ++k) batch_[k] = R_.train.image(order_.at(first + k));
     const auto t0 = Clock::now();
     try {
       r = S_.trainer.step(batch_.data(), step_);
     } catch (const Error& e) {
-      log_.close();
-      report_failed_step(e);
+      if (log_) log_->close();
+      if (R_.leader()) report_failed_step(e);
       return false;
     }
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    allreduce_s_ += S_.trainer.last_times().allreduce;
     ++step_;
     figures_.add(r, dt);
     return true;
@@ -175,8 +183,8 @@ class StepLoop {
   }
 
   void evaluate() {
-    std::tie(valid_loss_, valid_bits_) = held_out_.evaluate(S_.trainer);
-    const int n_valid = held_out_.count();
+    std::tie(valid_loss_, valid_bits_) = held_out_->evaluate(S_.trainer);
+    const int n_valid = held_out_->count();
     if (pixel_)
       say("eval       step %ld: valid %.4f bits/dim on %d images (loss %.4f)", step_, valid_bits_, n_valid,
           valid_loss_);
@@ -207,32 +215,48 @@ class StepLoop {
     const StepFigures& f = figures_;
     const double m_loss = f.sum_loss / f.n, m_ms = f.sum_step_s / f.n * 1e3;
     auto cell = [](bool on, double v) { return on ? std::optional<double>(v) : std::nullopt; };
-    log_.row(step_, m_loss, cell(pixel_, f.sum_nll / f.n), cell(pixel_, f.sum_cea / f.n), cell(do_eval, valid_loss_),
-             cell(do_eval && pixel_, valid_bits_), o_.batch / (m_ms / 1e3), m_ms,
-             double(S_.trainer.optimizer().lr_at(step_ - 1)), clock_.elapsed());
+    log_->row(step_, m_loss, cell(pixel_, f.sum_nll / f.n), cell(pixel_, f.sum_cea / f.n), cell(do_eval, valid_loss_),
+              cell(do_eval && pixel_, valid_bits_), o_.batch / (m_ms / 1e3), m_ms,
+              double(S_.trainer.optimizer().lr_at(step_ - 1)), clock_.elapsed());
     figures_.start_row();
   }
 
   // A checkpoint at the step the loop stopped at (unless just written), then the last line:
   // done, or how to continue after a signal (exit status 128 + signal).
   int finish() {
+    if (!R_.leader()) return stop_signal_ ? 128 + stop_signal_ : kExitOk;
     if (R_.last_saved_step != step_) save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
     if (g_tty) std::fputs("\n", stdout);
-    if (g_signal) {
+    if (stop_signal_) {
       say("%s at step %ld: checkpoint saved to %s; continue with --resume --ckpt %s",
-          g_signal == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", step_, R_.ckpt.c_str(), R_.ckpt.c_str());
-      return 128 + g_signal;
+          stop_signal_ == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", step_, R_.ckpt.c_str(),
+          R_.ckpt.c_str());
+      return 128 + stop_signal_;
     }
+    if (R_.ranks > 1 && figures_.session_steps > 0)
+      say("allreduce  %.2f MB of gradients per step: %.1f ms per step on rank 0 (%.1f%% of the step time)",
+          double(S_.model.params.trainable_count() * sizeof(float)) / 1e6, allreduce_s_ / figures_.session_steps * 1e3,
+          100.0 * allreduce_s_ / clock_.wall());
     say("done       %ld steps in %s: checkpoint %s", step_, hms(clock_.elapsed()).c_str(), R_.ckpt.c_str());
     return kExitOk;
+  }
+
+  // The first SIGINT / SIGTERM on any rank, agreed by all after every step (one small all-reduce
+  // when there are several ranks), so that every rank stops after the same step.
+  int agreed_signal() const {
+    const int sig = g_signal;
+    if (R_.ranks == 1) return sig;
+    double v[2] = {sig == SIGINT ? 1.0 : 0.0, sig && sig != SIGINT ? 1.0 : 0.0};
+    dist::sum(v, 2);
+    return v[0] > 0 ? SIGINT : v[1] > 0 ? SIGTERM : 0;
   }
 
   Run& R_;
   const Options& o_;
   Session& S_;
-  LogCsv& log_;
-  HeldOut& held_out_;
-  SampleGrids& grids_;
+  LogCsv* log_;
+  HeldOut* held_out_;
+  SampleGrids* grids_;
   const double train_flops_;
   const bool pixel_;
   DataOrder order_;
@@ -241,6 +265,9 @@ class StepLoop {
   ProgressLine progress_;
   StepFigures figures_;
   long step_;
+  int stop_signal_ = 0;
+  // This session's time in the gradient all-reduce (rank 0's view).
+  double allreduce_s_ = 0;
   double valid_loss_ = NAN, valid_bits_ = NAN;  // the last evaluation
 };
 
@@ -251,17 +278,36 @@ int train_main(int argc, char** argv) {
   if (o.help) return kExitOk;
 
   select_device(R);
+  R.rank = dist::rank();
+  R.ranks = dist::size();
   if (o.resume) read_resume_state(R);  // the model, optimiser, data set, seed and batch
-  resolve_run_folder(R);               // checked before any data is read
-  load_data(R);
+  if (o.batch % R.ranks != 0)
+    throw UsageError("--batch " + std::to_string(o.batch) + " is the global batch and must be divisible by the " +
+                     std::to_string(R.ranks) + " ranks (mpirun -np " + std::to_string(R.ranks) + ")");
+  if (R.ranks > 1 && R.dev != prsr::Device::Cpu)
+    throw UsageError("several ranks train on --device cpu only (the NCCL path for --device cuda is not built yet)");
+  resolve_run_folder(R);  // checked before any data is read
+  // Rank 0 first: a data set's first load decodes it and writes the cache (an LSUN build resumes
+  // from a shared partial file), which the other ranks then read.
+  if (R.leader()) load_data(R);
+  dist::barrier();
+  if (!R.leader()) load_data(R);
   if (o.resume) check_resume_data(R);
-  create_run_folder(R);
+  dist::barrier();  // every rank has checked the run folder before rank 0 writes into it
+  if (R.leader()) create_run_folder(R);
 
   Session S(R);
+  if (R.ranks > 1) {
+    // Every rank starts from rank 0's parameters and sums gradients / batch-norm statistics.
+    dist::broadcast_floats(S.model.params.data(), S.model.params.total_count());
+    S.trainer.set_data_parallel(R.ranks, dist::sum_floats, dist::sum);
+  }
   const double fwd = S.model.forward_flops_per_image();
   const double train_flops = 3.0 * fwd;  // forward + backward (about 2x forward)
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  g_tty = isatty(fileno(stdout));
+  // Under mpirun stdout is a pseudo-terminal even when mpirun writes to a file (a batch job's
+  // log): plain progress lines then, not a line redrawn with \r.
+  g_tty = isatty(fileno(stdout)) && R.ranks == 1;
   print_banner(R, S.model, fwd, train_flops, threads);
 
   if (R.start_step >= o.steps) {
@@ -269,15 +315,38 @@ int train_main(int argc, char** argv) {
     return kExitOk;
   }
 
-  prepare_log(R.log_path, o.resume, R.start_step);
-  LogCsv log(R.log_path);
-  // The fixed validation subset and sample inputs.
-  HeldOut held_out(R.valid, o.valid_count, o.batch);
-  SampleGrids grids(R.valid, o.model, o.sample_rows, o.seed, R.out);
+  // The fixed validation subset (every rank evaluates its share); rank 0 only: log.csv and the
+  // sample inputs.
+  HeldOut held_out(R.valid, o.valid_count, R.local_batch(), R.rank, R.ranks, dist::sum);
+  std::optional<LogCsv> log;
+  std::optional<SampleGrids> grids;
+  if (R.leader()) {
+    prepare_log(R.log_path, o.resume, R.start_step);
+    log.emplace(R.log_path);
+    grids.emplace(R.valid, o.model, o.sample_rows, o.seed, R.out);
+  }
 
   stop_gracefully_on_signals();
-  StepLoop loop(R, S, log, held_out, grids, train_flops);  // the session's clock starts here
+  g_in_loop = true;
+  // The session's clock starts here.
+  StepLoop loop(R, S, log ? &*log : nullptr, &held_out, grids ? &*grids : nullptr, train_flops);
   return loop.run();
+}
+
+// An error that ends this process. With several ranks: rank 0 says it; another rank says it only
+// inside the step loop (setup errors come from the flags and files, the same on every rank).
+// Usage errors are found by every rank alike, so they end normally; any other error may be
+// this rank's alone while the others wait in an all-reduce, so it ends every rank (MPI_Abort).
+int fail(int code, const char* what) {
+  std::fflush(stdout);
+  if (dist::rank() == 0 || g_in_loop) {
+    if (g_tty && dist::rank() == 0) std::fputs("\n", stdout);
+    if (dist::size() > 1 && dist::rank() != 0) std::fprintf(stderr, "rank %d: ", dist::rank());
+    std::fprintf(stderr, "error: %s\n", what);
+  }
+  if (code == kExitUsage) dist::finalize();
+  else dist::abort_all(code);
+  return code;
 }
 
 }  // namespace
@@ -287,22 +356,21 @@ int main(int argc, char** argv) {
   // loader's progress bar on stderr in the order things happened.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
-    take_signals_in_one_thread();
-    return train_main(argc, argv);
+    take_signals_in_one_thread();  // before MPI and OpenMP start threads: they inherit the mask
+    dist::init(&argc, &argv);
+    if (dist::rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return kExitError;  // rank 0 prints
+    const int rc = train_main(argc, argv);
+    dist::finalize();
+    return rc;
+    // clang-format off
   } catch (const UsageError& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return kExitUsage;
+    return fail(kExitUsage, e.what());
   } catch (const Error& e) {
-    std::fflush(stdout);
-    if (g_tty) std::fputs("\n", stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return kExitError;
+    return fail(kExitError, e.what());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "error: out of memory\n");
-    return kExitError;
+    return fail(kExitError, "out of memory");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return kExitError;
+    return fail(kExitError, e.what());
   }
+  // clang-format on
 }

@@ -17,19 +17,27 @@ struct SamplingInterrupted {};
 
 }  // namespace
 
-HeldOut::HeldOut(const prsr::data::Dataset& valid, int valid_count, int batch)
-    : valid_(valid), n_(std::min(valid_count, valid.n)), batch_(batch), ptrs_(size_t(batch)) {}
+HeldOut::HeldOut(const prsr::data::Dataset& valid, int valid_count, int batch, int rank, int ranks,
+                 void (*sum)(double*, int))
+    : valid_(valid),
+      n_(std::min(valid_count, valid.n)),
+      batch_(batch),
+      rank_(rank),
+      ranks_(ranks),
+      sum_(sum),
+      ptrs_(size_t(batch)) {}
 
 std::pair<double, double> HeldOut::evaluate(prsr::Trainer<float>& trainer) {
-  double loss = 0, bits = 0;
-  for (int i = 0; i < n_; i += batch_) {
+  double t[2] = {0, 0};  // sums of loss and bits/dim, every batch weighted by its size
+  for (int i = batch_ * rank_; i < n_; i += batch_ * ranks_) {
     const int n = std::min(batch_, n_ - i);
     for (int k = 0; k < n; ++k) ptrs_[size_t(k)] = valid_.image(i + k);
     const prsr::StepResult r = trainer.evaluate(ptrs_.data(), n);
-    loss += r.loss * n;
-    bits += r.nll_bits * n;
+    t[0] += r.loss * n;
+    t[1] += r.nll_bits * n;
   }
-  return std::make_pair(loss / n_, bits / n_);
+  if (ranks_ > 1) sum_(t, 2);
+  return std::make_pair(t[0] / n_, t[1] / n_);
 }
 
 SampleGrids::SampleGrids(const prsr::data::Dataset& valid, const prsr::ModelConfig& m, int sample_rows, uint64_t seed,

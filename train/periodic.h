@@ -19,7 +19,10 @@ namespace prsr::train_cli {
 // The first min(--valid-count, valid.n) validation images, evaluated `batch` at a time.
 class HeldOut {
  public:
-  HeldOut(const prsr::data::Dataset& valid, int valid_count, int batch);
+  // Several ranks (train/distributed.h): rank `rank` of `ranks` evaluates every ranks-th batch
+  // and `sum` (all-reduce, in place) adds the ranks' totals; every rank must call evaluate().
+  HeldOut(const prsr::data::Dataset& valid, int valid_count, int batch, int rank = 0, int ranks = 1,
+          void (*sum)(double*, int) = nullptr);
   int count() const { return n_; }
   // (mean loss, mean bits/dim) over the subset (evaluation-mode batch norm, no gradients),
   // every batch weighted by its size. The loss is MSE for --loss l2 (bits/dim 0 then).
@@ -27,7 +30,8 @@ class HeldOut {
 
  private:
   const prsr::data::Dataset& valid_;
-  int n_, batch_;
+  int n_, batch_, rank_, ranks_;
+  void (*sum_)(double*, int);
   std::vector<const uint8_t*> ptrs_;  // batch_ entries
 };
 

@@ -73,7 +73,7 @@ void load_data(Run& R) {
   dopt.cache_dir = o.cache_dir;
   dopt.lsun_category = o.lsun_category;
   dopt.limit = o.limit;
-  dopt.progress = isatty(fileno(stderr));
+  dopt.progress = R.ranks == 1 && isatty(fileno(stderr));  // (mpirun gives every rank a pseudo-terminal)
   R.train = prsr::data::load_dataset(dopt, prsr::data::Split::Train);
   R.valid = prsr::data::load_dataset(dopt, prsr::data::Split::Valid);
 }
@@ -97,6 +97,9 @@ void print_banner(const Run& R, const prsr::Model<float>& model, double fwd, dou
         "not held out\n",
         prsr::data::kFolderSplitMin);
   std::printf("  device     %s, %d OpenMP thread%s\n", o.device.c_str(), threads, threads == 1 ? "" : "s");
+  if (R.ranks > 1)
+    std::printf("  ranks      %d MPI processes (data parallel, synchronised batch norm): %d images each per step\n",
+                R.ranks, R.local_batch());
   std::printf("  model      %s\n", o.model.to_string().c_str());
   std::printf("  parameters %s\n", with_commas(model.parameter_count()).c_str());
   std::printf("  compute    %.3f GFLOP forward / image, %.3f GFLOP training / image (3x), %.1f GFLOP / step\n",

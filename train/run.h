@@ -25,6 +25,12 @@ struct Run {
   long start_step = 0;
   double elapsed_before = 0;  // seconds trained before this session (from the checkpoint)
   long last_saved_step = -1;
+  // Data parallel (train/distributed.h): this process is rank `rank` of `ranks`; it trains on
+  // images [rank * local_batch(), (rank + 1) * local_batch()) of every global batch of o.batch.
+  // Only rank 0 prints, evaluates, samples and writes the run folder.
+  int rank = 0, ranks = 1;
+  int local_batch() const { return o.batch / ranks; }
+  bool leader() const { return rank == 0; }
 };
 
 // --device (UsageError when CUDA is not available) and --threads.
