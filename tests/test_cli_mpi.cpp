@@ -70,6 +70,30 @@ void write_idx_gz(const std::string& path, int n, unsigned salt) {
   gzclose(gz);
 }
 
+// Every process below `root` (children, their children, ...), from /proc's parent fields.
+std::vector<pid_t> descendants(pid_t root) {
+  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream st("/proc/" + name + "/stat");
+    std::string line;
+    std::getline(st, line);
+    const size_t close = line.rfind(')');  // the command name may hold spaces: fields follow ')'
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    if (rest >> state >> ppid) parent_of.push_back({pid_t(std::stol(name)), pid_t(ppid)});
+  }
+  std::vector<pid_t> out{root};
+  for (size_t i = 0; i < out.size(); ++i)
+    for (const auto& [p, pp] : parent_of)
+      if (pp == out[i]) out.push_back(p);
+  out.erase(out.begin());
+  return out;
+}
+
 bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 
 struct Sandbox {
@@ -274,10 +298,14 @@ TEST_CASE("cli mpi: a rank killed mid-run ends the job non-zero within seconds; 
   const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
   pid_t pid = 0;
   REQUIRE(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
-  struct KillOnExit {  // a failed REQUIRE must not leave the job behind
+  // A failed REQUIRE must not leave the job behind: the ranks (mpirun's children, which a
+  // SIGKILLed mpirun cannot stop itself) are killed first, then mpirun, and it is reaped.
+  struct KillOnExit {
     pid_t& pid;
     ~KillOnExit() {
-      if (pid > 0 && kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
+      if (pid <= 0) return;
+      for (pid_t child : descendants(pid)) kill(child, SIGKILL);
+      if (kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
     }
   } kill_on_exit{pid};
 
