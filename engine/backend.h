@@ -109,6 +109,16 @@ namespace cpu {
 #define PRSR_KERNEL(name, params) void name params;
 #define PRSR_GRAD_KERNEL(name, params) void name PRSR_WITH_FRESH_DEFAULT params;
 #include "engine/kernels.def"
+
+// Opt-in bf16 convolutions (--precision bf16; engine/cpu/isa.cpp, engine/cpu/conv.cpp): every
+// convolution and transposed convolution reads its inputs (activations, weights, output
+// gradients) rounded to bf16 and accumulates in fp32; outputs and gradients are fp32, and the
+// master weights and optimiser state stay fp32. Only where the CPU has AVX512_BF16 or AMX-BF16
+// (detected with cpuid at run time): elsewhere set_bf16(true) throws, it never emulates.
+bool bf16_supported();
+const char* bf16_unsupported_reason();  // why not, naming the missing instruction sets; "" if supported
+void set_bf16(bool enabled);            // throws prsr::Error where !bf16_supported()
+bool bf16_enabled();
 }  // namespace cpu
 
 // The CUDA backend has the same kernels (all pointers are device pointers) plus memory helpers.

@@ -25,6 +25,11 @@ Models load_models(const Args& a) {
     if (!cuda::available()) throw Error(std::string("--device cuda: ") + cuda::unavailable_reason());
     m.dev = Device::Cuda;
   }
+  if (a.precision == "bf16") {
+    if (m.dev != Device::Cpu) throw Error("--precision bf16: implemented on --device cpu only");
+    if (!cpu::bf16_supported()) throw Error(std::string("--precision bf16: ") + cpu::bf16_unsupported_reason());
+    cpu::set_bf16(true);
+  }
   m.main = load_model(a.ckpt, m.dev);
   const ModelConfig& cfg = m.main.info.model;
   const int C = cfg.colors, size = cfg.size, low = cfg.low();

@@ -41,6 +41,8 @@ void print_help() {
       "  --batch B                images sampled at once (default: 16)\n"
       "  --naive                  use the naive sampler (whole prior per sub-pixel; slow, same images)\n"
       "  --device cpu|cuda        where the model runs (default: cpu)\n"
+      "  --precision fp32|bf16    convolutions of the graph (conditioning network, --naive, --nll) in bf16 with\n"
+      "                           fp32 accumulation; CPUs with AVX512_BF16 or AMX-BF16 only (default: fp32)\n"
       "  --threads N              OpenMP threads (default: 0 = all cores)\n"
       "output\n"
       "  --out PATH               the PNG grid (default: samples.png; eval.png with --eval)\n"
@@ -122,7 +124,8 @@ Args parse_args(int argc, char** argv) {
                                                  "--count",    "--temperature",   "--samples-per-input",
                                                  "--mode",     "--out",           "--out-dir",
                                                  "--device",   "--seed",          "--batch",
-                                                 "--tile",     "--baseline-ckpt", "--threads"};
+                                                 "--tile",     "--baseline-ckpt", "--threads",
+                                                 "--precision"};
     if (!valued.count(f) && f != "--lsun-category" && f != "--limit")
       throw Error("unknown flag '" + f + "' (see --help)");
     if (i + 1 >= argc) throw Error(f + ": missing value");
@@ -164,6 +167,10 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--lsun-category") a.lsun_category = v;
     else if (f == "--limit") a.limit = parse_int(f, v, 0, 1000000000000L);
     else if (f == "--threads") a.threads = int(parse_int(f, v, 0, 4096));
+    else if (f == "--precision") {
+      if (v != "fp32" && v != "bf16") throw Error("--precision: expected fp32 or bf16, got '" + v + "'");
+      a.precision = v;
+    }
   }
   if (a.help) return a;
   if (a.ckpt.empty()) throw Error("--ckpt is required (see --help)");

@@ -24,6 +24,7 @@ struct Args {
   std::string out;  // default samples.png (eval.png with --eval)
   std::string out_dir = "samples";
   std::string device = "cpu";
+  std::string precision = "fp32";  // fp32 | bf16 (CPU convolutions, AVX512_BF16 / AMX-BF16 only)
   uint64_t seed = 0;
   int batch = 16;
   int tile = 64;

@@ -590,3 +590,81 @@ TEST_CASE(PARITY("rmsprop and adam, several steps") * doctest::skip(!backend_ok(
     expect_close("adam v" + sz, v.get(), vr, 1e-7, 1e-6);
   }
 }
+
+#if !PRSR_PARITY_ON_CUDA
+// Opt-in bf16 convolutions (cpu::set_bf16): inputs rounded to bf16, fp32 accumulation. Every
+// output is compared with the double reference within the rounding bound of bf16 inputs: each
+// rounded input carries a relative error of at most u = 2^-8 (8 significant bits, round to
+// nearest), so each product w*x is off by at most (2u + u^2) |w||x| < 2^-7 |w||x|, and the
+// fp32 sum of K products adds at most K 2^-24 sum |w||x|. The bound per element is therefore
+// (2^-7 + K 2^-23) * S, with S = sum |w||x| the same convolution run on absolute values (by the
+// reference), plus 1e-6. Where the CPU has neither AVX512_BF16 nor AMX-BF16 the case says so
+// and checks that bf16 is refused with that reason (no emulation).
+namespace {
+
+void expect_within(const std::string& what, const Vec& got, const DVec& ref, const DVec& abs_ref, long k) {
+  const double rel = std::ldexp(1.0, -7) + double(k) * std::ldexp(1.0, -23);
+  long bad = 0;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(double(got[i]) - ref[i]), bound = rel * abs_ref[i] + 1e-6;
+    if (!(err <= bound)) ++bad;
+    worst = std::max(worst, err / bound);
+  }
+  INFO(what << ": " << bad << " of " << got.size() << " elements outside the bf16 bound; worst err/bound " << worst);
+  CHECK(bad == 0);
+}
+
+DVec absd(const Vec& v) {
+  DVec r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = std::abs(double(v[i]));
+  return r;
+}
+
+void bf16_conv_case(const ConvGeom& g) {
+  const size_t nx = size_t(g.n) * g.ci * g.h * g.w, nw = size_t(g.co) * g.ci * g.kh * g.kw;
+  const size_t ny = size_t(g.n) * g.co * g.ho() * g.wo();
+  const Vec x = rnd(nx), w = rnd(nw), b = rnd(g.co), dy = rnd(ny);
+  const DVec xd = to_d(x), wd = to_d(w), bd = to_d(b), dyd = to_d(dy), xa = absd(x), wa = absd(w), dya = absd(dy);
+  const DVec ba = absd(b);
+  const FBuf X(x), W(w), B(b), DY(dy);
+  const std::string tag = str(g);
+  FBuf y(rnd(ny, 5, 6)), dx(Vec(nx, NAN)), dw(Vec(nw, NAN)), db(Vec(size_t(g.co), NAN));
+  be::conv2d_forward(y.p, X.p, W.p, B.p, g);
+  be::conv2d_backward(dx.p, dw.p, db.p, DY.p, X.p, W.p, g, 7u);  // all three fresh
+  DVec y_ref(ny), y_abs(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0), db_ref(size_t(g.co), 0.0), dx_abs(nx, 0.0),
+      dw_abs(nw, 0.0), db_abs(size_t(g.co), 0.0);
+  ref::conv2d_forward<double>(y_ref.data(), xd.data(), wd.data(), bd.data(), g);
+  ref::conv2d_forward<double>(y_abs.data(), xa.data(), wa.data(), ba.data(), g);
+  ref::conv2d_backward<double>(dx_ref.data(), dw_ref.data(), db_ref.data(), dyd.data(), xd.data(), wd.data(), g);
+  ref::conv2d_backward<double>(dx_abs.data(), dw_abs.data(), db_abs.data(), dya.data(), xa.data(), wa.data(), g);
+  expect_within("bf16 conv2d_forward " + tag, y.get(), y_ref, y_abs, long(g.ci) * g.kh * g.kw);
+  expect_within("bf16 conv2d_backward dx " + tag, dx.get(), dx_ref, dx_abs, long(g.co) * g.kh * g.kw);
+  expect_within("bf16 conv2d_backward dw " + tag, dw.get(), dw_ref, dw_abs, long(g.n) * g.ho() * g.wo());
+  // the bias gradient sums dy, which is rounded to bf16 too: relative bound on sum |dy|
+  expect_within("bf16 conv2d_backward db " + tag, db.get(), db_ref, db_abs, long(g.n) * g.ho() * g.wo());
+}
+
+}  // namespace
+
+TEST_CASE(PARITY("bf16 convolutions within the bf16 rounding bound (CPUs with AVX512_BF16 or AMX-BF16)")) {
+  if (!cpu::bf16_supported()) {
+    MESSAGE(
+        "skipped: bf16 convolutions are not supported on this CPU: " << std::string(cpu::bf16_unsupported_reason()));
+    // refused with that reason, and fp32 left in force
+    CHECK_THROWS_WITH_AS(cpu::set_bf16(true), doctest::Contains("AVX512_BF16"), Error);
+    CHECK_FALSE(cpu::bf16_enabled());
+    return;
+  }
+  cpu::set_bf16(true);
+  // {n, ci, h, w, co, kh, kw, pad_t, pad_b, pad_l, pad_r}: the model's kernel shapes
+  const std::vector<ConvGeom> geoms = {
+      {2, 5, 9, 7, 4, 3, 3, 1, 1, 1, 1},   {2, 3, 9, 7, 5, 4, 7, 3, 0, 3, 3},   {2, 16, 16, 16, 32, 3, 5, 2, 0, 2, 2},
+      {1, 5, 9, 7, 10, 1, 3, 0, 0, 2, 0},  {2, 32, 8, 8, 64, 1, 1, 0, 0, 0, 0}, {1, 24, 5, 3, 300, 1, 1, 0, 0, 0, 0},
+      {2, 300, 3, 5, 7, 1, 1, 0, 0, 0, 0},
+  };
+  for (const auto& g : geoms) bf16_conv_case(g);
+  cpu::set_bf16(false);
+  CHECK_FALSE(cpu::bf16_enabled());
+}
+#endif

@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
           "usage: bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]\n"
           "                   [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024]\n"
           "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n"
-          "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive)\n");
+          "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive)\n"
+          "                   [--precision fp32|bf16]  (bf16: CPUs with AVX512_BF16 or AMX-BF16 only)\n");
       return 0;
     }
   const int batch = int_arg(argc, argv, "--batch", 32), steps = int_arg(argc, argv, "--steps", 5);
@@ -127,6 +128,22 @@ int main(int argc, char** argv) {
   OptimConfig oc;
   oc.kind = str_arg(argc, argv, "--optimizer", "rmsprop");
   const Device dev = dev_name == "cuda" ? Device::Cuda : Device::Cpu;
+  const std::string precision = str_arg(argc, argv, "--precision", "fp32");
+  if (precision != "fp32" && precision != "bf16") {
+    std::printf("--precision: expected fp32 or bf16, got '%s'\n", precision.c_str());
+    return 2;
+  }
+  if (precision == "bf16") {
+    if (dev != Device::Cpu) {
+      std::printf("bf16: implemented on the CPU only\n");
+      return 1;
+    }
+    if (!cpu::bf16_supported()) {
+      std::printf("bf16: not supported on this CPU: %s\n", cpu::bf16_unsupported_reason());
+      return 1;
+    }
+    cpu::set_bf16(true);
+  }
   if (dev == Device::Cuda && !cuda::available()) {
     std::printf("cuda: %s\n", cuda::unavailable_reason());
     return 1;
@@ -208,7 +225,8 @@ int main(int argc, char** argv) {
     peak = std::max(peak, peak2);
   }
   const double gflops = 3 * fwd * batch / med / 1e9;
-  std::printf("\nbatch %d, %d threads, device %s, %d timed steps (median):\n", batch, threads, dev_name.c_str(), steps);
+  std::printf("\nbatch %d, %d threads, device %s, %s, %d timed steps (median):\n", batch, threads, dev_name.c_str(),
+              precision == "bf16" ? "bf16 convolutions (fp32 accumulation)" : "fp32", steps);
   std::printf("  %.1f images/s   %.0f ms/step   %.1f GFLOP/s achieved", batch / med, med * 1e3, gflops);
   if (peak > 0) std::printf("   %.0f%% of the conv peak (%.1f)", 100 * gflops / peak, peak);
   std::printf("\n  fastest step %.0f ms (%.1f images/s)", times.front() * 1e3, batch / times.front());
@@ -236,5 +254,9 @@ int main(int argc, char** argv) {
   std::printf("  %-12s %9.1f  (mean step time not in ops or optimizer: batch upload, graph, zeroing)\n", "other",
               mean_step * 1e3 - total * 1e3 / steps - opt_s * 1e3);
   if (conv_prof && dev == Device::Cpu) cpu::detail::print_conv_profile(steps);
+  if (dev == Device::Cpu && precision == "fp32") {
+    if (cpu::bf16_supported()) std::printf("\nbf16: supported on this CPU: measure it with --precision bf16\n");
+    else std::printf("\nbf16: not supported on this CPU: %s\n", cpu::bf16_unsupported_reason());
+  }
   return 0;
 }

@@ -88,6 +88,13 @@ std::vector<Flag> make_flags(Options& o) {
                  o.device = v;
                },
                false, G});
+  f.push_back({"--precision", "fp32|bf16",
+               "convolution inputs in bf16 with fp32 accumulation (CPUs with AVX512_BF16 or AMX-BF16)", "fp32",
+               [&o](const std::string& v) {
+                 if (v != "fp32" && v != "bf16") throw UsageError("--precision: '" + v + "' is not fp32 or bf16");
+                 o.precision = v;
+               },
+               false, G});
   I("--steps", "N", "train until this many steps are done (in total, also with --resume)", &o.steps, 0, kMax, G);
   I("--batch", "N", "images per step", &o.batch, 1, 65536, G);
   S("--out", "DIR", "run folder: log.csv, sample grids, checkpoint", &o.out, "runs/<data>", G);

@@ -30,6 +30,7 @@ struct Options {
   std::string lsun_category = "bedroom";  // --data lsun: <category>_{train,val}_lmdb
   long limit = 0;                         // --data lsun: only the first N train records (0 = all)
   std::string device = "cpu";
+  std::string precision = "fp32";  // fp32 | bf16 (CPU convolutions, AVX512_BF16 / AMX-BF16 only)
   long steps = 200000;
   int batch = 32;
   std::string out;   // "" = runs/<data name>

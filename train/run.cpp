@@ -24,6 +24,12 @@ void select_device(Run& R) {
     R.dev = prsr::Device::Cuda;
   }
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  if (o.precision == "bf16") {
+    if (R.dev != prsr::Device::Cpu) throw UsageError("--precision bf16: implemented on --device cpu only");
+    if (!prsr::cpu::bf16_supported())
+      throw UsageError(std::string("--precision bf16: ") + prsr::cpu::bf16_unsupported_reason());
+    prsr::cpu::set_bf16(true);
+  }
 }
 
 void resolve_run_folder(Run& R) {
@@ -96,7 +102,8 @@ void print_banner(const Run& R, const prsr::Model<float>& model, double fwd, dou
         "  note       fewer than %d images: every image is in every split, so the valid figures are "
         "not held out\n",
         prsr::data::kFolderSplitMin);
-  std::printf("  device     %s, %d OpenMP thread%s\n", o.device.c_str(), threads, threads == 1 ? "" : "s");
+  std::printf("  device     %s, %d OpenMP thread%s%s\n", o.device.c_str(), threads, threads == 1 ? "" : "s",
+              o.precision == "bf16" ? ", bf16 convolutions (fp32 accumulation and master weights)" : "");
   if (R.ranks > 1)
     std::printf("  ranks      %d MPI processes (data parallel, synchronised batch norm): %d images each per step\n",
                 R.ranks, R.local_batch());

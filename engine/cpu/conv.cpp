@@ -16,6 +16,12 @@
 // A fresh gradient (backend.h) takes a second reorder without the sum: it never reads the
 // caller's buffer.
 //
+// Precision. fp32 by default (exact: direct convolutions, no Winograd). With set_bf16(true)
+// (--precision bf16, CPUs with AVX512_BF16 or AMX-BF16 only: engine/cpu/isa.cpp) every primitive
+// reads src / weights / diff_dst in bf16 and writes fp32 outputs and gradients; the reorders from
+// the caller's fp32 buffers into the primitive's blocked layout are also the conversions. The
+// 1x1 GEMM path below is fp32 only: in bf16 every convolution runs through oneDNN (densely).
+//
 // Threads. libdnnl here is built on OpenMP (libgomp), like our loops: one thread pool, no
 // oversubscription. One global engine and stream; a mutex serialises calls (the cached memory
 // objects are shared state).
@@ -60,6 +66,7 @@ struct Global {
   std::mutex mu;
   ConvLayout layout = ConvLayout::Default;
   bool profile = false;  // time every entry's phases (detail::set_conv_profile)
+  bool bf16 = false;     // inputs in bf16, fp32 accumulation and outputs (set_bf16)
 };
 Global& global() {
   static Global g;
@@ -196,7 +203,10 @@ std::map<Key, std::unique_ptr<Entry>>& cache() {
 //     plain. They are plain GEMMs (no im2col) that run at the same speed in either layout, and
 //     blocked would add reorders and private copies of 100 MB tensors.
 //   - smaller 1x1 convolutions (link 64->64, res 32->32): blocked (jit_1x1), 10-40% faster.
+// bf16: always blocked (oneDNN's bf16 kernels work on blocked layouts; the reorders into them
+// are also the fp32 -> bf16 conversions).
 bool use_blocked(Kind kind, int ci, int co, int kh, int kw) {
+  if (global().bf16) return true;
   const ConvLayout l = global().layout;
   if (l != ConvLayout::Default) return l == ConvLayout::Any;
   if (kind == Kind::DeconvFwd || kind == Kind::DeconvBwdData || kind == Kind::DeconvBwdWeights) return true;
@@ -205,7 +215,12 @@ bool use_blocked(Kind kind, int ci, int co, int kh, int kw) {
   return true;
 }
 
-memory::desc md(memory::dims dims, tag plain, bool any) { return memory::desc(dims, dt::f32, any ? tag::any : plain); }
+memory::desc md(memory::dims dims, tag plain, bool any, dt type = dt::f32) {
+  return memory::desc(dims, type, any ? tag::any : plain);
+}
+// The data type the primitives read their inputs in (src, weights, diff_dst): bf16 with
+// set_bf16(true), otherwise fp32. Outputs and gradients are always fp32 (fp32 accumulation).
+dt input_type() { return global().bf16 ? dt::bf16 : dt::f32; }
 memory::desc plain_md(memory::dims dims, tag plain) { return memory::desc(dims, dt::f32, plain); }
 
 dnnl::primitive_attr user_scratchpad() {
@@ -230,8 +245,8 @@ struct ConvDims {
 };
 
 Key conv_key(Kind k, bool bias, bool any, const ConvGeom& g) {
-  return Key{int(k), int(bias), int(any), g.n,     g.ci,    g.h,     g.w, g.co,
-             g.kh,   g.kw,      g.pad_t,  g.pad_b, g.pad_l, g.pad_r, 0,   0};
+  return Key{int(k),  int(bias), int(any),           g.n, g.ci, g.h, g.w, g.co, g.kh, g.kw, g.pad_t, g.pad_b,
+             g.pad_l, g.pad_r,   int(global().bf16), 0};
 }
 
 // The oneDNN primitive families of a convolution and of a transposed convolution: the same
@@ -254,8 +269,8 @@ enum class Direction { Fwd, BwdData, BwdWeights };
 template <class P, class Dims>
 typename P::Fwd::primitive_desc fwd_pd(const Dims& d, bool bias, bool any, const dnnl::primitive_attr& attr) {
   using F = typename P::Fwd;
-  const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any), dst = md(d.dst, tag::nchw, any),
-             b = plain_md(d.bias, tag::x);
+  const auto src = md(d.src, tag::nchw, any, input_type()), wei = md(d.wei, tag::oihw, any, input_type()),
+             dst = md(d.dst, tag::nchw, any), b = plain_md(d.bias, tag::x);
   const auto desc =
       bias ? typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
            : typename F::desc(dnnl::prop_kind::forward_training, P::alg, src, wei, dst, d.strides, d.pad_l, d.pad_r);
@@ -281,8 +296,8 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
   } else if (dir == Direction::BwdData) {
     using B = typename P::BwdData;
     const auto hint = fwd_pd<P>(d, false, any, dnnl::primitive_attr());
-    const typename B::desc desc(P::alg, md(d.src, tag::nchw, any), md(d.wei, tag::oihw, any), md(d.dst, tag::nchw, any),
-                                d.strides, d.pad_l, d.pad_r);
+    const typename B::desc desc(P::alg, md(d.src, tag::nchw, any), md(d.wei, tag::oihw, any, input_type()),
+                                md(d.dst, tag::nchw, any, input_type()), d.strides, d.pad_l, d.pad_r);
     const typename B::primitive_desc pd(desc, attr, global().eng, hint);
     e->add(DNNL_ARG_DIFF_DST, Role::In, pd.diff_dst_desc(), u_dst);
     e->add(DNNL_ARG_WEIGHTS, Role::In, pd.weights_desc(), u_wei);
@@ -292,8 +307,8 @@ std::unique_ptr<Entry> build_entry(Direction dir, bool bias, bool any, const Dim
   } else {
     using B = typename P::BwdWeights;
     const auto hint = fwd_pd<P>(d, bias, any, dnnl::primitive_attr());
-    const auto src = md(d.src, tag::nchw, any), wei = md(d.wei, tag::oihw, any), dst = md(d.dst, tag::nchw, any),
-               b = plain_md(d.bias, tag::x);
+    const auto src = md(d.src, tag::nchw, any, input_type()), wei = md(d.wei, tag::oihw, any),
+               dst = md(d.dst, tag::nchw, any, input_type()), b = plain_md(d.bias, tag::x);
     const auto desc = bias ? typename B::desc(P::alg, src, wei, b, dst, d.strides, d.pad_l, d.pad_r)
                            : typename B::desc(P::alg, src, wei, dst, d.strides, d.pad_l, d.pad_r);
     const typename B::primitive_desc pd(desc, attr, global().eng, hint);
@@ -332,7 +347,8 @@ struct DeconvDims {
 };
 
 Key deconv_key(Kind k, bool bias, bool any, const DeconvGeom& g) {
-  return Key{int(k), int(bias), int(any), g.n, g.ci, g.h, g.w, g.co, g.k, g.stride, g.pad, g.out_pad, 0, 0, 0, 0};
+  return Key{int(k), int(bias), int(any),           g.n, g.ci, g.h, g.w, g.co, g.k, g.stride, g.pad, g.out_pad,
+             0,      0,         int(global().bf16), 0};
 }
 
 std::unique_ptr<Entry> build_deconv(Kind kind, bool bias, bool any, const DeconvGeom& g) {
@@ -364,7 +380,7 @@ Entry& lookup(Kind kind, bool bias, bool any, const Geom& g, KeyFn key_fn, Build
     e->name = std::string(kind_names[int(kind)]) + " n" + std::to_string(g.n) + " " + std::to_string(g.ci) + "->" +
               std::to_string(g.co) + " " + std::to_string(g.h) + "x" + std::to_string(g.w) + " k" +
               std::to_string(key[8]) + "x" + std::to_string(key[9]) + (any ? " blocked" : " plain") +
-              (bias ? " +b" : "");
+              (bias ? " +b" : "") + (global().bf16 ? " bf16" : "");
     return *c.emplace(key, std::move(e)).first->second;
   } catch (const dnnl::error& err) {
     throw Error(std::string("oneDNN: cannot create a convolution primitive: ") + err.what());
@@ -409,8 +425,8 @@ void bias_grad(float* db, const float* dy, int n, int co, int hw, bool fresh) {
 // blocks let the GEMMs skip the masked third of the weights (head2 1024->768: dense, oneDNN was
 // as fast as sgemm there). The small link/res convs stay on oneDNN, which is faster there.
 bool gemm_1x1(Kind kind, const ConvGeom& g) {
-  if (global().layout != ConvLayout::Default || g.kh != 1 || g.kw != 1 || g.pad_t || g.pad_b || g.pad_l || g.pad_r ||
-      std::max(g.ci, g.co) < 256)
+  if (global().layout != ConvLayout::Default || global().bf16 || g.kh != 1 || g.kw != 1 || g.pad_t || g.pad_b ||
+      g.pad_l || g.pad_r || std::max(g.ci, g.co) < 256)
     return false;
   return kind == Kind::ConvFwd || g.ci < 256 || g.colors > 0;
 }
@@ -580,6 +596,17 @@ int conv_cache_size() {
 }  // namespace prsr::cpu
 
 namespace prsr {
+
+void cpu::set_bf16(bool enabled) {
+  if (enabled && !bf16_supported()) throw Error(std::string("bf16 convolutions: ") + bf16_unsupported_reason());
+  std::lock_guard<std::mutex> lock(global().mu);
+  global().bf16 = enabled;  // cached primitives are keyed by it: fp32 and bf16 entries coexist
+}
+
+bool cpu::bf16_enabled() {
+  std::lock_guard<std::mutex> lock(global().mu);
+  return global().bf16;
+}
 
 void cpu::conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
