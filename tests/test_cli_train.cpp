@@ -140,42 +140,14 @@ TEST_CASE("cli train: --help lists every flag; bad flags, values and numbers are
   Sandbox sb;
   CHECK(sb.train("--help") == 0);
   const std::string help = sb.out();
-  for (const char* flag : {"--data",
-                           "--data-dir",
-                           "--cache-dir",
-                           "--device",
-                           "--steps",
-                           "--batch",
-                           "--out",
-                           "--ckpt",
-                           "--resume",
-                           "--overwrite",
-                           "--seed",
-                           "--threads",
-                           "--eval-every",
-                           "--sample-every",
-                           "--ckpt-every",
-                           "--print-every",
-                           "--valid-count",
-                           "--sample-rows",
-                           "--channels",
-                           "--layers",
-                           "--kernel",
-                           "--first-kernel",
-                           "--head",
-                           "--cond-channels",
-                           "--cond-blocks",
-                           "--no-batch-norm",
-                           "--loss",
-                           "--optimizer",
-                           "--lr",
-                           "--decay",
-                           "--momentum",
-                           "--eps",
-                           "--beta1",
-                           "--beta2",
-                           "--lr-halve-every",
-                           "--help"}) {
+  for (const char* flag :
+       {"--data",          "--data-dir",    "--cache-dir",     "--device",     "--precision",    "--steps",
+        "--batch",         "--out",         "--ckpt",          "--resume",     "--overwrite",    "--seed",
+        "--threads",       "--eval-every",  "--sample-every",  "--ckpt-every", "--print-every",  "--valid-count",
+        "--sample-rows",   "--channels",    "--layers",        "--kernel",     "--first-kernel", "--head",
+        "--cond-channels", "--cond-blocks", "--no-batch-norm", "--loss",       "--optimizer",    "--lr",
+        "--decay",         "--momentum",    "--eps",           "--beta1",      "--beta2",        "--lr-halve-every",
+        "--help"}) {
     INFO(std::string(flag));
     const size_t at = help.find(std::string("\n  ") + flag);
     REQUIRE(at != std::string::npos);
@@ -195,6 +167,7 @@ TEST_CASE("cli train: --help lists every flag; bad flags, values and numbers are
                                        {"--lr 1e-3x", "'1e-3x' is not a number"},
                                        {"--batch 0", "out of range"},
                                        {"--device tpu", "'tpu' is not cpu or cuda"},
+                                       {"--precision fp16", "'fp16' is not fp32 or bf16"},
                                        {"--loss l1", "'l1' is not pixel or l2"},
                                        {"--kernel 4", "--kernel must be odd"},
                                        {"--data mnist", "unknown data set 'mnist'"},
@@ -210,6 +183,16 @@ TEST_CASE("cli train: --help lists every flag; bad flags, values and numbers are
     CHECK(sb.train("--device cuda" + sb.data_flags() + out) == 2);
     check_one_error_line(sb.err());
     CHECK(sb.err().find("CUDA") != std::string::npos);
+  }
+  // bf16 where the CPU lacks the instructions: one line naming them, nothing created
+  if (!prsr::cpu::bf16_supported()) {
+    CHECK(sb.train("--precision bf16" + sb.data_flags() + out) == 2);
+    check_one_error_line(sb.err());
+    CHECK(sb.err().find("AVX512_BF16") != std::string::npos);
+    CHECK(sb.err().find("AMX-BF16") != std::string::npos);
+    CHECK(!fs::exists(sb.dir + "/o"));
+  } else {
+    MESSAGE("this CPU has bf16 instructions: the refusal of --precision bf16 is not tested here");
   }
 }
 

@@ -645,6 +645,30 @@ void bf16_conv_case(const ConvGeom& g) {
   expect_within("bf16 conv2d_backward db " + tag, db.get(), db_ref, db_abs, long(g.n) * g.ho() * g.wo());
 }
 
+void bf16_deconv_case(const DeconvGeom& g) {
+  const size_t nx = size_t(g.n) * g.ci * g.h * g.w, nw = size_t(g.co) * g.ci * g.k * g.k;
+  const size_t ny = size_t(g.n) * g.co * g.ho() * g.wo();
+  const Vec x = rnd(nx), w = rnd(nw), b = rnd(g.co), dy = rnd(ny);
+  const DVec xd = to_d(x), wd = to_d(w), bd = to_d(b), dyd = to_d(dy), xa = absd(x), wa = absd(w), dya = absd(dy),
+             ba = absd(b);
+  const FBuf X(x), W(w), B(b), DY(dy);
+  const std::string tag = str(g);
+  FBuf y(rnd(ny, 5, 6)), dx(Vec(nx, NAN)), dw(Vec(nw, NAN)), db(Vec(size_t(g.co), NAN));
+  be::deconv2d_forward(y.p, X.p, W.p, B.p, g);
+  be::deconv2d_backward(dx.p, dw.p, db.p, DY.p, X.p, W.p, g, 7u);
+  DVec y_ref(ny), y_abs(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0), db_ref(size_t(g.co), 0.0), dx_abs(nx, 0.0),
+      dw_abs(nw, 0.0), db_abs(size_t(g.co), 0.0);
+  ref::deconv2d_forward<double>(y_ref.data(), xd.data(), wd.data(), bd.data(), g);
+  ref::deconv2d_forward<double>(y_abs.data(), xa.data(), wa.data(), ba.data(), g);
+  ref::deconv2d_backward<double>(dx_ref.data(), dw_ref.data(), db_ref.data(), dyd.data(), xd.data(), wd.data(), g);
+  ref::deconv2d_backward<double>(dx_abs.data(), dw_abs.data(), db_abs.data(), dya.data(), xa.data(), wa.data(), g);
+  const long kk = long(g.k) * g.k;
+  expect_within("bf16 deconv2d_forward " + tag, y.get(), y_ref, y_abs, long(g.ci) * kk);
+  expect_within("bf16 deconv2d_backward dx " + tag, dx.get(), dx_ref, dx_abs, long(g.co) * kk);
+  expect_within("bf16 deconv2d_backward dw " + tag, dw.get(), dw_ref, dw_abs, long(g.n) * g.h * g.w);
+  expect_within("bf16 deconv2d_backward db " + tag, db.get(), db_ref, db_abs, long(g.n) * g.ho() * g.wo());
+}
+
 }  // namespace
 
 TEST_CASE(PARITY("bf16 convolutions within the bf16 rounding bound (CPUs with AVX512_BF16 or AMX-BF16)")) {
@@ -656,15 +680,22 @@ TEST_CASE(PARITY("bf16 convolutions within the bf16 rounding bound (CPUs with AV
     CHECK_FALSE(cpu::bf16_enabled());
     return;
   }
-  cpu::set_bf16(true);
-  // {n, ci, h, w, co, kh, kw, pad_t, pad_b, pad_l, pad_r}: the model's kernel shapes
-  const std::vector<ConvGeom> geoms = {
-      {2, 5, 9, 7, 4, 3, 3, 1, 1, 1, 1},   {2, 3, 9, 7, 5, 4, 7, 3, 0, 3, 3},   {2, 16, 16, 16, 32, 3, 5, 2, 0, 2, 2},
-      {1, 5, 9, 7, 10, 1, 3, 0, 0, 2, 0},  {2, 32, 8, 8, 64, 1, 1, 0, 0, 0, 0}, {1, 24, 5, 3, 300, 1, 1, 0, 0, 0, 0},
-      {2, 300, 3, 5, 7, 1, 1, 0, 0, 0, 0},
+  struct Bf16On {  // back to fp32 however the case ends (the later cases run in fp32)
+    Bf16On() { cpu::set_bf16(true); }
+    ~Bf16On() { cpu::set_bf16(false); }
   };
-  for (const auto& g : geoms) bf16_conv_case(g);
-  cpu::set_bf16(false);
+  {
+    const Bf16On on;
+    CHECK(cpu::bf16_enabled());
+    // {n, ci, h, w, co, kh, kw, pad_t, pad_b, pad_l, pad_r}: the model's kernel shapes
+    const std::vector<ConvGeom> geoms = {
+        {2, 5, 9, 7, 4, 3, 3, 1, 1, 1, 1},   {2, 3, 9, 7, 5, 4, 7, 3, 0, 3, 3},   {2, 16, 16, 16, 32, 3, 5, 2, 0, 2, 2},
+        {1, 5, 9, 7, 10, 1, 3, 0, 0, 2, 0},  {2, 32, 8, 8, 64, 1, 1, 0, 0, 0, 0}, {1, 24, 5, 3, 300, 1, 1, 0, 0, 0, 0},
+        {2, 300, 3, 5, 7, 1, 1, 0, 0, 0, 0},
+    };
+    for (const auto& g : geoms) bf16_conv_case(g);
+    bf16_deconv_case(DeconvGeom{2, 5, 4, 3, 6, 3, 2, 1, 1});  // the conditioning net's upsampling
+  }
   CHECK_FALSE(cpu::bf16_enabled());
 }
 #endif
