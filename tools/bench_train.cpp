@@ -4,6 +4,10 @@
 //
 //   build/bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]
 //                     [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024] ...
+//                     [--precision fp32|bf16]
+// bf16 (convolutions in bf16, fp32 accumulation) needs AVX512_BF16 or AMX-BF16: elsewhere
+// --precision bf16 prints "bf16: not supported on this CPU: ..." and exits 1, and an fp32 run
+// ends with the same line, so that every report says whether bf16 could be measured.
 #include <omp.h>
 #include <sys/resource.h>
 #include <time.h>
