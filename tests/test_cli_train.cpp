@@ -140,20 +140,49 @@ TEST_CASE("cli train: --help lists every flag; bad flags, values and numbers are
   Sandbox sb;
   CHECK(sb.train("--help") == 0);
   const std::string help = sb.out();
-  for (const char* flag :
-       {"--data",          "--data-dir",    "--cache-dir",     "--device",     "--precision",    "--steps",
-        "--batch",         "--out",         "--ckpt",          "--resume",     "--overwrite",    "--seed",
-        "--threads",       "--eval-every",  "--sample-every",  "--ckpt-every", "--print-every",  "--valid-count",
-        "--sample-rows",   "--channels",    "--layers",        "--kernel",     "--first-kernel", "--head",
-        "--cond-channels", "--cond-blocks", "--no-batch-norm", "--loss",       "--optimizer",    "--lr",
-        "--decay",         "--momentum",    "--eps",           "--beta1",      "--beta2",        "--lr-halve-every",
-        "--help"}) {
+  for (const char* flag : {"--data",
+                           "--data-dir",
+                           "--cache-dir",
+                           "--device",
+                           "--steps",
+                           "--batch",
+                           "--out",
+                           "--ckpt",
+                           "--resume",
+                           "--overwrite",
+                           "--seed",
+                           "--threads",
+                           "--eval-every",
+                           "--sample-every",
+                           "--ckpt-every",
+                           "--print-every",
+                           "--valid-count",
+                           "--sample-rows",
+                           "--channels",
+                           "--layers",
+                           "--kernel",
+                           "--first-kernel",
+                           "--head",
+                           "--cond-channels",
+                           "--cond-blocks",
+                           "--no-batch-norm",
+                           "--loss",
+                           "--optimizer",
+                           "--lr",
+                           "--decay",
+                           "--momentum",
+                           "--eps",
+                           "--beta1",
+                           "--beta2",
+                           "--lr-halve-every",
+                           "--help"}) {
     INFO(std::string(flag));
     const size_t at = help.find(std::string("\n  ") + flag);
     REQUIRE(at != std::string::npos);
     const char next = help[at + 3 + std::strlen(flag)];
     CHECK((next == ' ' || next == ','));
   }
+  CHECK(help.find("\n  --precision fp32|bf16") != std::string::npos);
   CHECK(help.find("[default: 32]") != std::string::npos);
   CHECK(help.find("[default: 0.0004]") != std::string::npos);
 
