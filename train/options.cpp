@@ -100,6 +100,10 @@ std::vector<Flag> make_flags(Options& o) {
   f.push_back({"--seed", "S", "initialisation, data order and sample seed", "1",
                [&o](const std::string& v) { o.seed = parse_u64("--seed", v); }, false, G});
   I("--threads", "N", "OpenMP threads (0 = all cores)", &o.threads, 0, 4096, G);
+  I("--rank-timeout", "S",
+    "under mpirun: end the job when a rank waits S seconds in one all-reduce (a rank hung or stopped; 0 = wait "
+    "forever)",
+    &o.rank_timeout, 0, kMax, G);
 
   G = "schedule";
   I("--eval-every", "N", "held-out bits/dim every N steps (0 = never)", &o.eval_every, 0, kMax, G);
