@@ -240,8 +240,12 @@ class StepLoop {
   // A checkpoint at the step the loop stopped at (unless just written), then the last line:
   // done, or how to continue after a signal (exit status 128 + signal).
   int finish() {
+    if (R_.leader() && R_.last_saved_step != step_)
+      save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
+    // The other ranks wait for that write: one that ended first with 128 + signal would make mpirun
+    // end the job (rank 0 included) in the middle of it.
+    dist::barrier("the wait for rank 0 to write the last checkpoint", true);
     if (!R_.leader()) return stop_signal_ ? 128 + stop_signal_ : kExitOk;
-    if (R_.last_saved_step != step_) save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
     if (g_tty) std::fputs("\n", stdout);
     if (stop_signal_) {
       say("%s at step %ld: checkpoint saved to %s; continue with --resume --ckpt %s",
