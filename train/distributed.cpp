@@ -241,8 +241,8 @@ void use_device(Device dev) {
   CUDA_RT_CHECK(cudaGetDeviceCount(&gpus));
   if (gpus < local_size)
     throw Error("--device cuda under mpirun takes one GPU per rank, but this node runs " + std::to_string(local_size) +
-                " ranks and has " + std::to_string(gpus) + " GPU" + (gpus == 1 ? "" : "s") + " (start at most " +
-                std::to_string(gpus) + " ranks per node: mpirun -np N --map-by ppr:" + std::to_string(gpus) + ":node)");
+                " ranks and has " + std::to_string(gpus) + " GPU" + (gpus == 1 ? "" : "s") +
+                " (start one rank per GPU, e.g. mpirun -np N --map-by ppr:" + std::to_string(gpus) + ":node)");
   CUDA_RT_CHECK(cudaSetDevice(local_rank));
   ncclUniqueId id;
   if (g_rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
