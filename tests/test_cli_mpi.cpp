@@ -490,6 +490,35 @@ TEST_CASE("cli mpi: SIGTERM to mpirun during long steps saves one checkpoint and
   CHECK(wait_gone(rank1, 10) == 0);
 }
 
+TEST_CASE("cli mpi: SIGUSR1 to mpirun (forwarded, no SIGKILL) stops every rank after a long step and saves") {
+  Sandbox sb;
+  if (!mpi_usable(sb)) return;
+  const std::string o = sb.dir + "/o";
+  // Steps of ~1-2 s (about 150 x the tiny model's): longer than the 1 s Open MPI grants after a
+  // SIGTERM, with its defaults. SIGUSR1 is forwarded to the ranks and nothing follows it.
+  Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 0 --channels 32 --layers 8 --cond-channels 16 --out " + o,
+          "u");
+  const pid_t rank0 = job.wait_rows(o, 1, 0, 60), rank1 = job.find_rank(1);
+  INFO(job.log());
+  REQUIRE(rank0 > 0);
+  REQUIRE(rank1 > 0);
+  job.also_kill(rank0);
+  job.also_kill(rank1);
+  REQUIRE(kill(job.pid, SIGUSR1) == 0);
+  int st = 0;
+  REQUIRE(job.wait_end(60, &st));
+  CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGUSR1));  // mpirun passes the ranks' 138 on
+  const std::string out = sb.out("u");
+  const size_t at = out.find("stopped (SIGUSR1) at step ");
+  REQUIRE(at != std::string::npos);
+  const Loaded L = load(o + "/model.bin");
+  CHECK(L.step == std::stol(out.substr(at + 26)));
+  CHECK(L.step >= 2);
+  CHECK(losses(o + "/log.csv").size() == size_t(L.step));
+  CHECK(wait_gone(rank0, 10) == 0);
+  CHECK(wait_gone(rank1, 10) == 0);
+}
+
 namespace {
 
 // Two "ranks" as two threads: bn_sum for engine/sync_bn.h that adds the two threads' vectors

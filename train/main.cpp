@@ -5,7 +5,7 @@
 //   loop:   one Trainer::step per batch; a progress line; every --eval-every steps held-out
 //           bits/dim, every --sample-every steps a PNG grid, every --ckpt-every steps a
 //           checkpoint; a row of figures in OUT/log.csv every --print-every steps.
-//   end:    a checkpoint at the last step, on Ctrl-C (SIGINT / SIGTERM), never after a NaN.
+//   end:    a checkpoint at the last step, on Ctrl-C (SIGINT / SIGTERM / SIGUSR1), never after a NaN.
 //
 // The data order is a pure function of (seed, number of training images, batch, step): image
 // k of step s is the ((s * batch + k) mod n)-th entry of the permutation of epoch
@@ -117,7 +117,7 @@ void note_checkpoint(const Run& R) {
 
 // The step loop and what it does after every step, in this order: held-out evaluation, the
 // progress line, a log.csv row, a sample grid, a checkpoint. It ends at --steps, at the first
-// SIGINT / SIGTERM (after finishing the step) or at a failed step (a NaN loss).
+// SIGINT / SIGTERM / SIGUSR1 (after finishing the step) or at a failed step (a NaN loss).
 class StepLoop {
  public:
   // `log` and `grids` are null on ranks other than 0.
@@ -249,8 +249,10 @@ class StepLoop {
     if (g_tty) std::fputs("\n", stdout);
     if (stop_signal_) {
       say("%s at step %ld: checkpoint saved to %s; continue with --resume --ckpt %s",
-          stop_signal_ == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", step_, R_.ckpt.c_str(),
-          R_.ckpt.c_str());
+          stop_signal_ == SIGINT    ? "interrupted (SIGINT)"
+          : stop_signal_ == SIGTERM ? "stopped (SIGTERM)"
+                                    : "stopped (SIGUSR1)",
+          step_, R_.ckpt.c_str(), R_.ckpt.c_str());
       return 128 + stop_signal_;
     }
     if (R_.ranks > 1 && figures_.session_steps > 0)
@@ -261,14 +263,19 @@ class StepLoop {
     return kExitOk;
   }
 
-  // The first SIGINT / SIGTERM on any rank, agreed by all after every step (one small all-reduce
-  // when there are several ranks), so that every rank stops after the same step.
+  // The first SIGINT / SIGTERM / SIGUSR1 on any rank, agreed by all after every step (one small
+  // all-reduce when there are several ranks), so that every rank stops after the same step. When
+  // ranks got different signals, the first of SIGINT, SIGTERM, SIGUSR1 is the one reported.
   int agreed_signal() const {
     const int sig = g_signal;
     if (R_.ranks == 1) return sig;
-    double v[2] = {sig == SIGINT ? 1.0 : 0.0, sig && sig != SIGINT ? 1.0 : 0.0};
-    dist::sum(v, 2);
-    return v[0] > 0 ? SIGINT : v[1] > 0 ? SIGTERM : 0;
+    const int kinds[3] = {SIGINT, SIGTERM, SIGUSR1};
+    double v[3];
+    for (int k = 0; k < 3; ++k) v[k] = sig == kinds[k] ? 1.0 : 0.0;
+    dist::sum(v, 3);
+    for (int k = 0; k < 3; ++k)
+      if (v[k] > 0) return kinds[k];
+    return 0;
   }
 
   Run& R_;

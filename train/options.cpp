@@ -173,7 +173,7 @@ void print_help(const std::vector<Flag>& flags) {
   std::printf("%-32s %s\n", "  --help, -h", "this text");
   std::printf(
       "\nExit status: 0 done, 1 error (data, checkpoint, I/O, NaN loss), 2 usage error,\n"
-      "130 / 143 stopped by SIGINT / SIGTERM after saving the checkpoint. See docs/train.md.\n");
+      "130 / 143 / 138 stopped by SIGINT / SIGTERM / SIGUSR1 after saving the checkpoint. See docs/train.md.\n");
 }
 
 Options parse_args(int argc, char** argv) {
