@@ -144,8 +144,9 @@ class StepLoop {
       const bool do_eval = o_.eval_every > 0 && (step_ % o_.eval_every == 0 || step_ == o_.steps);
       if (do_eval) evaluate();  // split over the ranks
       if (!R_.leader()) {       // the other ranks only train and evaluate
-        // Rank 0 now samples alone, for as long as that takes: the other ranks' next wait is not timed.
-        if (o_.sample_every > 0 && step_ % o_.sample_every == 0 && step_ != o_.steps)
+        // Rank 0 now samples alone, for as long as that takes: the other ranks' next wait (the next
+        // step's first collective, or the one in finish()) is not timed.
+        if (o_.sample_every > 0 && (step_ % o_.sample_every == 0 || step_ == o_.steps))
           dist::excuse_next_wait("rank 0 writing sample grids");
         continue;
       }
