@@ -132,6 +132,18 @@ void copy_to_host(void* dst, const void* src, size_t bytes);
 void copy_device(void* dst, const void* src, size_t bytes);
 void synchronize();
 void set_tf32(bool enabled);  // opt-in TF32 tensor-core math for the GEMMs; off by default
+void* stream_handle();        // the backend's one stream (a cudaStream_t): NCCL calls join it
+
+// Synchronised batch norm in training mode on device memory (engine/sync_bn.h has the semantics
+// and the host version): per-channel sums in double on the device, `bn_sum` adds them over all
+// ranks in place (device memory: NCCL, train/distributed.cpp), then the same block-per-channel
+// kernels finish. Not in kernels.def: the host backends share engine/sync_bn.h instead.
+void sync_batchnorm_forward(void (*bn_sum)(double*, int), float* y, float* mean, float* invstd, float* running_mean,
+                            float* running_var, const float* x, const float* gamma, const float* beta, int n, int c,
+                            int hw, float momentum, float eps);
+void sync_batchnorm_backward(void (*bn_sum)(double*, int), float* dx, float* dgamma, float* dbeta, const float* dy,
+                             const float* x, const float* gamma, const float* mean, const float* invstd, int n, int c,
+                             int hw, unsigned fresh);
 
 #define PRSR_KERNEL(name, params) void name params;
 #define PRSR_GRAD_KERNEL(name, params) void name PRSR_WITH_FRESH_DEFAULT params;

@@ -110,10 +110,19 @@ void Graph<T>::backward_node(const Node<T>& nd) {
       T* dx = grad_out(in[0], fresh, 1u);
       T* dgamma = grad_out(in[1], fresh, 2u);
       T* dbeta = grad_out(in[2], fresh, 4u);
-      if (nd.flag && bn_sum)  // training under MPI: global-batch means (engine/sync_bn.h)
-        sync_batchnorm_backward(bn_sum, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
-                                nd.aux[1]->data, s.n, s.c, s.hw(), fresh);
-      else
+      if (nd.flag && bn_sum) {  // training over several ranks: global-batch means (engine/sync_bn.h)
+        bool on_device = false;
+        if constexpr (std::is_same_v<T, float>) {
+          if (dev_ == Device::Cuda) {
+            cuda::sync_batchnorm_backward(bn_sum, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
+                                          nd.aux[1]->data, s.n, s.c, s.hw(), fresh);
+            on_device = true;
+          }
+        }
+        if (!on_device)
+          sync_batchnorm_backward(bn_sum, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
+                                  nd.aux[1]->data, s.n, s.c, s.hw(), fresh);
+      } else
         PRSR_CALL(dev_, batchnorm_backward, dx, dgamma, dbeta, dy, in[0]->data, in[1]->data, nd.aux[0]->data,
                   nd.aux[1]->data, s.n, s.c, s.hw(), nd.flag, fresh);
       break;

@@ -84,7 +84,8 @@ class Graph {
   // When set, every op's forward and backward kernel time is added here.
   OpProfile* profile = nullptr;
   // Synchronised batch norm (engine/sync_bn.h): when set, training-mode batch norm sums its
-  // per-channel statistics over all ranks with it (in place). Null: single-process kernels.
+  // per-channel statistics over all ranks with it (in place; v is in the graph's device memory:
+  // host for ref / cpu, GPU for cuda, engine/cuda/sync_bn.cu). Null: single-process kernels.
   void (*bn_sum)(double* v, int n) = nullptr;
 
   // A fresh activation tensor with uninitialised data from the arena.

@@ -189,10 +189,20 @@ Tensor<T>* batch_norm(Graph<T>& g, Tensor<T>* x, Tensor<T>* gamma, Tensor<T>* be
   Tensor<T>* mean = g.tensor({1, s.c, 1, 1}, false, "bn_mean");
   Tensor<T>* invstd = g.tensor({1, s.c, 1, 1}, false, "bn_invstd");
   OpTimer timer(g.profile, Op::BatchNorm, true);
-  if (training && g.bn_sum) {
-    PRSR_CHECK(g.device() != Device::Cuda, "synchronised batch norm runs on host memory (ref, cpu) only");
-    sync_batchnorm_forward(g.bn_sum, y->data, mean->data, invstd->data, running_mean->data, running_var->data, x->data,
-                           gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
+  if (training && g.bn_sum) {  // training over several ranks: engine/sync_bn.h (host), engine/cuda/sync_bn.cu
+    if constexpr (std::is_same_v<T, float>) {
+      if (g.device() == Device::Cuda) {
+        cuda::sync_batchnorm_forward(g.bn_sum, y->data, mean->data, invstd->data, running_mean->data, running_var->data,
+                                     x->data, gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
+      } else {
+        sync_batchnorm_forward(g.bn_sum, y->data, mean->data, invstd->data, running_mean->data, running_var->data,
+                               x->data, gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
+      }
+    } else {
+      PRSR_CHECK(g.device() != Device::Cuda, "the cuda backend runs in float32 only");
+      sync_batchnorm_forward(g.bn_sum, y->data, mean->data, invstd->data, running_mean->data, running_var->data,
+                             x->data, gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);
+    }
   } else if (training)
     PRSR_CALL(g.device(), batchnorm_forward_train, y->data, mean->data, invstd->data, running_mean->data,
               running_var->data, x->data, gamma->data, beta->data, s.n, s.c, s.hw(), momentum, eps);

@@ -44,17 +44,19 @@ class Trainer {
   Graph<T>& graph() { return g_; }
 
   // Data parallel over `ranks` processes (train/distributed.h), each stepping on its own slice of
-  // every global batch: `sum_grad` sums the parameter arena's gradient buffer over all ranks in
-  // place (one call per step), `sum` small vectors of doubles (the step's loss figures, and the
-  // synchronised batch norm's per-channel statistics through Graph::bn_sum). Each rank's loss is
-  // the mean over its slice, so with equal slices the mean of the ranks' gradients (sum / ranks)
-  // is the gradient of the global batch's mean loss. Host-memory backends only.
-  void set_data_parallel(int ranks, void (*sum_grad)(T*, size_t), void (*sum)(double*, int)) {
-    check(m_.device() != Device::Cuda, "data parallel training needs --device cpu (NCCL is not built)");
+  // every global batch: `mean_grad` replaces the parameter arena's gradient buffer by its mean
+  // over all ranks, in place, in the model's device memory (one call per step); `sum` sums small
+  // host vectors of doubles (the step's loss figures); `sum_device` sums vectors of doubles in the
+  // device's memory (the synchronised batch norm's per-channel statistics, Graph::bn_sum). Each
+  // rank's loss is the mean over its slice, so with equal slices the mean of the ranks' gradients
+  // is the gradient of the global batch's mean loss. `ranks` may be 1 (one GPU rank under
+  // mpirun -np 1 runs the NCCL path).
+  void set_data_parallel(int ranks, void (*mean_grad)(T*, size_t), void (*sum)(double*, int),
+                         void (*sum_device)(double*, int)) {
     ranks_ = ranks;
-    sum_grad_ = sum_grad;
+    mean_grad_ = mean_grad;
     sum_ = sum;
-    g_.bn_sum = ranks > 1 ? sum : nullptr;
+    g_.bn_sum = sum_device;
   }
 
   // Forward, backward and one optimiser update on `batch` images (uint8 HWC). Throws Error
@@ -68,7 +70,7 @@ class Trainer {
     const double t1 = now_seconds();
     auto L = forward(g_, batch_, true);
     StepResult r = read(L);
-    if (ranks_ > 1) {  // the global batch's figures, the same on every rank (so is the check below)
+    if (mean_grad_) {  // the global batch's figures, the same on every rank (so is the check below)
       double v[3] = {r.loss, r.nll_bits, r.ce_a_bits};
       sum_(v, 3);
       r = {v[0] / ranks_, v[1] / ranks_, v[2] / ranks_};
@@ -79,13 +81,7 @@ class Trainer {
     const double t2 = now_seconds();
     g_.backward(L.total);
     const double t_ar = now_seconds();
-    if (ranks_ > 1) {
-      T* gr = m_.params.grad();
-      const size_t n = m_.params.trainable_count();
-      sum_grad_(gr, n);
-      const T k = T(1) / T(ranks_);
-      for (size_t i = 0; i < n; ++i) gr[i] *= k;
-    }
+    if (mean_grad_) mean_grad_(m_.params.grad(), m_.params.trainable_count());
     const double t3 = now_seconds();
     opt_.step(step);
     const double t4 = now_seconds();
@@ -150,7 +146,7 @@ class Trainer {
   Graph<T> g_, eval_g_;
   int batch_;
   int ranks_ = 1;
-  void (*sum_grad_)(T*, size_t) = nullptr;
+  void (*mean_grad_)(T*, size_t) = nullptr;  // set: data parallel (set_data_parallel)
   void (*sum_)(double*, int) = nullptr;
   std::vector<T> hx_, hy_;
   std::vector<uint8_t> ht_;

@@ -288,29 +288,39 @@ TEST_CASE("cli mpi: a run checkpointed on 2 ranks resumes on 1 rank as if it had
   check_same(load(sb.dir + "/one/model.bin"), load(sb.dir + "/two/model.bin"));
 }
 
-TEST_CASE("cli mpi: a rank killed mid-run ends the job non-zero within seconds; the last checkpoint loads") {
-  Sandbox sb;
-  if (!mpi_usable(sb)) return;
-  const std::string o = sb.dir + "/o";
-  const std::string cmd = "exec env " + kMpirun + " -np 2 " + PRSR_TRAIN_BIN + sb.data_flags() + kTiny +
-                          " --batch 4 --steps 1000000 --ckpt-every 2 --out " + o + " >" + sb.dir + "/k.out 2>" +
-                          sb.dir + "/k.err </dev/null";
-  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
-  pid_t pid = 0;
-  REQUIRE(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
-  // A failed REQUIRE must not leave the job behind: the ranks (mpirun's children, which a
-  // SIGKILLed mpirun cannot stop itself) are killed first, then mpirun, and it is reaped.
-  struct KillOnExit {
-    pid_t& pid;
-    ~KillOnExit() {
-      if (pid <= 0) return;
-      for (pid_t child : descendants(pid)) kill(child, SIGKILL);
-      if (kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
-    }
-  } kill_on_exit{pid};
+namespace {
 
-  // Rank 1: the child of mpirun whose environment says OMPI_COMM_WORLD_RANK=1.
-  auto find_rank1 = [&]() -> pid_t {
+// One mpirun job started in the background (stdout / stderr to <dir>/<tag>.out / .err), for the
+// fault tests. On destruction (a failed REQUIRE included) nothing is left behind: mpirun's ranks
+// (which a SIGKILLed mpirun cannot stop itself) and any process handed to also_kill() are killed
+// first (SIGKILL ends stopped processes too), then mpirun, and it is reaped.
+struct Job {
+  Sandbox& sb;
+  std::string tag;
+  pid_t pid = 0;
+  std::vector<pid_t> extra;
+  Job(Sandbox& sb, int ranks, const std::string& args, const std::string& tag, const std::string& env = "")
+      : sb(sb), tag(tag) {
+    const std::string cmd = "exec env " + env + " " + kMpirun + " -np " + std::to_string(ranks) + " " + PRSR_TRAIN_BIN +
+                            sb.data_flags() + kTiny + " " + args + " >" + sb.dir + "/" + tag + ".out 2>" + sb.dir +
+                            "/" + tag + ".err </dev/null";
+    const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+    REQUIRE(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
+  }
+  ~Job() {
+    std::vector<pid_t> victims = extra;
+    if (pid > 0)
+      for (pid_t child : descendants(pid)) victims.push_back(child);
+    for (pid_t v : victims) kill(v, SIGKILL);
+    if (pid > 0 && kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
+  }
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+  void also_kill(pid_t p) { extra.push_back(p); }
+  std::string log() const { return sb.out(tag) + sb.err(tag); }
+
+  // Rank r: the child of mpirun whose environment says OMPI_COMM_WORLD_RANK=r.
+  pid_t find_rank(int r) const {
     for (const auto& e : fs::directory_iterator("/proc")) {
       const std::string name = e.path().filename().string();
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
@@ -320,47 +330,193 @@ TEST_CASE("cli mpi: a rank killed mid-run ends the job non-zero within seconds; 
       if (f != std::to_string(pid)) continue;  // the 4th field: the parent
       std::string env = slurp("/proc/" + name + "/environ");
       std::replace(env.begin(), env.end(), '\0', '\n');
-      if (("\n" + env).find("\nOMPI_COMM_WORLD_RANK=1\n") != std::string::npos) return pid_t(std::stoi(name));
+      if (("\n" + env).find("\nOMPI_COMM_WORLD_RANK=" + std::to_string(r) + "\n") != std::string::npos)
+        return pid_t(std::stoi(name));
     }
     return 0;
-  };
-  // Wait for a checkpoint and a few more steps (30 s at most), then kill rank 1.
-  pid_t victim = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
-    const std::string log = slurp(o + "/log.csv");
-    if (fs::exists(o + "/model.bin") && std::count(log.begin(), log.end(), '\n') >= 6)
-      if ((victim = find_rank1()) > 0) break;
-    int st = 0;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      pid = 0;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  INFO(slurp(sb.dir + "/k.out") << slurp(sb.dir + "/k.err"));
-  REQUIRE(pid != 0);
+
+  // Waits (at most `seconds`) until `out`/model.bin exists and log.csv has `rows` rows; returns
+  // rank r's pid then, 0 when the time ran out or the job ended first.
+  pid_t wait_running(const std::string& out, long rows, int r, int seconds) {
+    return wait_for(out, rows, true, r, seconds);
+  }
+  // The same without waiting for a checkpoint.
+  pid_t wait_rows(const std::string& out, long rows, int r, int seconds) {
+    return wait_for(out, rows, false, r, seconds);
+  }
+  pid_t wait_for(const std::string& out, long rows, bool ckpt, int r, int seconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds)) {
+      const std::string log = slurp(out + "/log.csv");
+      if ((!ckpt || fs::exists(out + "/model.bin")) && std::count(log.begin(), log.end(), '\n') >= rows + 1)
+        if (pid_t p = find_rank(r)) return p;
+      if (ended_now(nullptr)) return 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return 0;
+  }
+
+  // True (and the status in *st) when mpirun has ended within `seconds`.
+  bool wait_end(int seconds, int* st) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds)) {
+      if (ended_now(st)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+ private:
+  bool ended_now(int* st) {
+    int s = 0;
+    if (pid <= 0 || waitpid(pid, &s, WNOHANG) != pid) return false;
+    pid = 0;
+    if (st) *st = s;
+    return true;
+  }
+};
+
+// A process that is still there and not a zombie ('Z') or dead ('X'): its state letter, else 0.
+char live_state(pid_t p) {
+  const std::string stat = slurp("/proc/" + std::to_string(p) + "/stat");
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return 0;
+  const char state = stat[close + 2];
+  return state == 'Z' || state == 'X' ? 0 : state;
+}
+
+// Waits up to `seconds` for p to be gone (or a zombie); its last state letter otherwise.
+char wait_gone(pid_t p, int seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  char st = live_state(p);
+  while (st && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    st = live_state(p);
+  }
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("cli mpi: a rank killed mid-run ends the job non-zero within seconds; the last checkpoint loads") {
+  Sandbox sb;
+  if (!mpi_usable(sb)) return;
+  const std::string o = sb.dir + "/o";
+  Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 2 --out " + o, "k");
+  // Wait for a checkpoint and a few more steps (30 s at most), then kill rank 1.
+  const pid_t victim = job.wait_running(o, 5, 1, 30);
+  INFO(job.log());
   REQUIRE(victim > 0);
   REQUIRE(kill(victim, SIGKILL) == 0);
   // The job must end by itself, non-zero, within 30 s (mpirun tears down the other rank).
   int st = 0;
-  bool ended = false;
-  const auto t1 = std::chrono::steady_clock::now();
-  while (std::chrono::steady_clock::now() - t1 < std::chrono::seconds(30)) {
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      ended = true;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  REQUIRE(ended);
-  pid = 0;
+  REQUIRE(job.wait_end(30, &st));
   CHECK((WIFSIGNALED(st) || WEXITSTATUS(st) != 0));
-  const std::string err = slurp(sb.dir + "/k.err");
-  CHECK(err.find("signal 9") != std::string::npos);  // mpirun names the killed rank and its signal
+  CHECK(sb.err("k").find("signal 9") != std::string::npos);  // mpirun names the killed rank and its signal
   const Loaded L = load(o + "/model.bin");
   CHECK(L.step >= 2);
   CHECK(L.step % 2 == 0);
+}
+
+TEST_CASE("cli mpi: a hung rank (SIGSTOP) ends the job within --rank-timeout with a message; resume loses nothing") {
+  Sandbox sb;
+  if (!mpi_usable(sb)) return;
+  const std::string o = sb.dir + "/o";
+  // --rank-timeout 3: far above a step of this model (~10 ms) even on a loaded machine.
+  Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 2 --rank-timeout 3 --out " + o, "h");
+  const pid_t victim = job.wait_running(o, 5, 1, 30);
+  INFO(job.log());
+  REQUIRE(victim > 0);
+  job.also_kill(victim);  // reparented once mpirun is gone: killed by pid on a failed check
+  // Rank 1 stops without dying: mpirun sees nothing wrong, rank 0 waits in its next all-reduce.
+  REQUIRE(kill(victim, SIGSTOP) == 0);
+  int st = 0;
+  REQUIRE(job.wait_end(30, &st));  // 3 s of waiting, then MPI_Abort
+  CHECK((WIFSIGNALED(st) || WEXITSTATUS(st) != 0));
+  const std::string err = sb.err("h");
+  CHECK(err.find("rank 0: error: no progress for ") != std::string::npos);
+  CHECK(err.find("(--rank-timeout 3): another rank is hung, stopped or far slower") != std::string::npos);
+  CHECK(err.find("all-reduce") != std::string::npos);  // what it waited in
+  CHECK(err.find("last checkpoint: " + o + "/model.bin (step ") != std::string::npos);
+  CHECK(wait_gone(victim, 10) == 0);  // the stopped rank was ended too (SIGKILL ends a stopped process)
+
+  // The last checkpoint loads and a resumed run (1 rank) continues it as if nothing had happened:
+  // equal to one process that trained the same number of steps without a stop.
+  const Loaded L = load(o + "/model.bin");
+  REQUIRE(L.step >= 2);
+  CHECK(L.step % 2 == 0);
+  const std::string steps = " --steps " + std::to_string(L.step + 2);
+  const int rc = sb.train(1, "--batch 4 --resume" + steps + " --out " + o, "resume");
+  INFO(sb.out("resume") << sb.err("resume"));
+  REQUIRE(rc == 0);
+  REQUIRE(sb.train(1, "--batch 4" + steps + " --out " + sb.dir + "/ref", "ref") == 0);
+  check_same_losses(losses(sb.dir + "/ref/log.csv"), losses(o + "/log.csv"));
+  check_same(load(sb.dir + "/ref/model.bin"), load(o + "/model.bin"));
+}
+
+TEST_CASE("cli mpi: SIGTERM to mpirun during long steps saves one checkpoint and stops every rank") {
+  Sandbox sb;
+  if (!mpi_usable(sb)) return;
+  const std::string o = sb.dir + "/o";
+  // Open MPI 4.1's mpirun, on SIGTERM, sends the ranks SIGCONT, then SIGTERM odls_base_sigkill_timeout
+  // seconds later (default 1), then SIGKILL as long again after that (docs/distributed.md#faults): the
+  // ranks have that long to finish their step and save. 4 s here; a step of this model takes ~0.5 s
+  // (about 50 x the tiny one's), so the signal lands inside a step.
+  const int grace = 4;
+  Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 0 --channels 16 --layers 6 --cond-channels 16 --out " + o, "t",
+          "OMPI_MCA_odls_base_sigkill_timeout=" + std::to_string(grace));
+  const pid_t rank0 = job.wait_rows(o, 2, 0, 30), rank1 = job.find_rank(1);
+  INFO(job.log());
+  REQUIRE(rank0 > 0);
+  REQUIRE(rank1 > 0);
+  job.also_kill(rank0);
+  job.also_kill(rank1);
+  REQUIRE(kill(job.pid, SIGTERM) == 0);
+  int st = 0;
+  REQUIRE(job.wait_end(2 * grace + 20, &st));
+  // Ranks end with 128 + 15 after saving; mpirun reports a non-zero status.
+  CHECK((WIFSIGNALED(st) || WEXITSTATUS(st) != 0));
+  const std::string out = sb.out("t");
+  const size_t at = out.find("stopped (SIGTERM) at step ");
+  REQUIRE(at != std::string::npos);
+  const long stopped = std::stol(out.substr(at + 26));
+  CHECK(out.find("checkpoint saved to " + o + "/model.bin") != std::string::npos);
+  const Loaded L = load(o + "/model.bin");
+  CHECK(L.step == stopped);
+  CHECK(L.step >= 2);
+  CHECK(losses(o + "/log.csv").size() == size_t(L.step));  // a row for every step, the last included
+  CHECK(wait_gone(rank0, 10) == 0);
+  CHECK(wait_gone(rank1, 10) == 0);
+}
+
+TEST_CASE("cli mpi: SIGUSR1 to mpirun (forwarded, no SIGKILL) stops every rank after a long step and saves") {
+  Sandbox sb;
+  if (!mpi_usable(sb)) return;
+  const std::string o = sb.dir + "/o";
+  // Steps of ~1-2 s (about 150 x the tiny model's): longer than the 1 s Open MPI grants after a
+  // SIGTERM, with its defaults. SIGUSR1 is forwarded to the ranks and nothing follows it.
+  Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 0 --channels 32 --layers 8 --cond-channels 16 --out " + o,
+          "u");
+  const pid_t rank0 = job.wait_rows(o, 1, 0, 60), rank1 = job.find_rank(1);
+  INFO(job.log());
+  REQUIRE(rank0 > 0);
+  REQUIRE(rank1 > 0);
+  job.also_kill(rank0);
+  job.also_kill(rank1);
+  REQUIRE(kill(job.pid, SIGUSR1) == 0);
+  int st = 0;
+  REQUIRE(job.wait_end(60, &st));
+  CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGUSR1));  // mpirun passes the ranks' 138 on
+  const std::string out = sb.out("u");
+  const size_t at = out.find("stopped (SIGUSR1) at step ");
+  REQUIRE(at != std::string::npos);
+  const Loaded L = load(o + "/model.bin");
+  CHECK(L.step == std::stol(out.substr(at + 26)));
+  CHECK(L.step >= 2);
+  CHECK(losses(o + "/log.csv").size() == size_t(L.step));
+  CHECK(wait_gone(rank0, 10) == 0);
+  CHECK(wait_gone(rank1, 10) == 0);
 }
 
 namespace {

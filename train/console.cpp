@@ -19,7 +19,7 @@ namespace {
 
 std::atomic<bool> g_graceful{false};  // the step loop has started: a first signal asks it to stop
 
-// The only thread that receives SIGINT / SIGTERM (every other thread blocks them).
+// The only thread that receives SIGINT / SIGTERM / SIGUSR1 (every other thread blocks them).
 void wait_for_signals(sigset_t set) {
   for (;;) {
     int sig = 0;
@@ -47,6 +47,7 @@ void take_signals_in_one_thread() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);                   // mpirun forwards it to every rank at once (docs/distributed.md#faults)
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created from here on
   std::thread(wait_for_signals, set).detach();
 }

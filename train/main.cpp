@@ -5,7 +5,7 @@
 //   loop:   one Trainer::step per batch; a progress line; every --eval-every steps held-out
 //           bits/dim, every --sample-every steps a PNG grid, every --ckpt-every steps a
 //           checkpoint; a row of figures in OUT/log.csv every --print-every steps.
-//   end:    a checkpoint at the last step, on Ctrl-C (SIGINT / SIGTERM), never after a NaN.
+//   end:    a checkpoint at the last step, on Ctrl-C (SIGINT / SIGTERM / SIGUSR1), never after a NaN.
 //
 // The data order is a pure function of (seed, number of training images, batch, step): image
 // k of step s is the ((s * batch + k) mod n)-th entry of the permutation of epoch
@@ -106,9 +106,18 @@ void poison_output_bias(prsr::Model<float>& model) {
   model.params.upload(p);
 }
 
+// What the watchdog (train/distributed.h) adds to its message on rank 0: the checkpoint that a
+// job it ends leaves behind.
+void note_checkpoint(const Run& R) {
+  const long step = R.last_saved_step >= 0 ? R.last_saved_step : R.o.resume ? R.start_step : -1;
+  dist::set_note(step < 0 ? "no checkpoint was written yet"
+                          : "last checkpoint: " + R.ckpt + " (step " + std::to_string(step) +
+                                "); continue with --resume --ckpt " + R.ckpt);
+}
+
 // The step loop and what it does after every step, in this order: held-out evaluation, the
 // progress line, a log.csv row, a sample grid, a checkpoint. It ends at --steps, at the first
-// SIGINT / SIGTERM (after finishing the step) or at a failed step (a NaN loss).
+// SIGINT / SIGTERM / SIGUSR1 (after finishing the step) or at a failed step (a NaN loss).
 class StepLoop {
  public:
   // `log` and `grids` are null on ranks other than 0.
@@ -133,8 +142,14 @@ class StepLoop {
       if (!train_step(r)) return kExitError;
       stop_signal_ = agreed_signal();
       const bool do_eval = o_.eval_every > 0 && (step_ % o_.eval_every == 0 || step_ == o_.steps);
-      if (do_eval) evaluate();     // split over the ranks
-      if (!R_.leader()) continue;  // the other ranks only train and evaluate
+      if (do_eval) evaluate();  // split over the ranks
+      if (!R_.leader()) {       // the other ranks only train and evaluate
+        // Rank 0 now samples alone, for as long as that takes: the other ranks' next wait (the next
+        // step's first collective, or the one in finish()) is not timed.
+        if (o_.sample_every > 0 && (step_ % o_.sample_every == 0 || step_ == o_.steps))
+          dist::excuse_next_wait("rank 0 writing sample grids");
+        continue;
+      }
       const std::string line = progress_text(r);
       const bool row_due = step_ % o_.print_every == 0 || step_ == o_.steps || do_eval || stop_signal_;
       progress_.show(line, step_, o_.steps, o_.print_every);
@@ -143,6 +158,7 @@ class StepLoop {
       if (o_.ckpt_every > 0 && step_ % o_.ckpt_every == 0 && step_ != o_.steps && !stop_signal_) {
         save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
         say("checkpoint step %ld: %s", step_, R_.ckpt.c_str());
+        note_checkpoint(R_);
       }
     }
     if (log_) log_->close();
@@ -154,6 +170,7 @@ class StepLoop {
   // NaN or infinite loss) stops the run without saving: the last good checkpoint stays as it is.
   bool train_step(prsr::StepResult& r) {
     if (step_ == o_.debug_nan_at_step) poison_output_bias(S_.model);
+    dist::set_step(step_ + 1);
     // This rank's slice of the global batch: every rank walks the same order.
     const uint64_t first = uint64_t(step_) * uint64_t(o_.batch) + uint64_t(R_.rank) * batch_.size();
     for (size_t k = 0; k < batch_.size(); ++k) batch_[k] = R_.train.image(order_.at(first + k));
@@ -224,13 +241,19 @@ class StepLoop {
   // A checkpoint at the step the loop stopped at (unless just written), then the last line:
   // done, or how to continue after a signal (exit status 128 + signal).
   int finish() {
+    if (R_.leader() && R_.last_saved_step != step_)
+      save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
+    // The other ranks wait for that write: one that ended first with 128 + signal would make mpirun
+    // end the job (rank 0 included) in the middle of it.
+    dist::barrier("the wait for rank 0 to write the last checkpoint", true);
     if (!R_.leader()) return stop_signal_ ? 128 + stop_signal_ : kExitOk;
-    if (R_.last_saved_step != step_) save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
     if (g_tty) std::fputs("\n", stdout);
     if (stop_signal_) {
       say("%s at step %ld: checkpoint saved to %s; continue with --resume --ckpt %s",
-          stop_signal_ == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", step_, R_.ckpt.c_str(),
-          R_.ckpt.c_str());
+          stop_signal_ == SIGINT    ? "interrupted (SIGINT)"
+          : stop_signal_ == SIGTERM ? "stopped (SIGTERM)"
+                                    : "stopped (SIGUSR1)",
+          step_, R_.ckpt.c_str(), R_.ckpt.c_str());
       return 128 + stop_signal_;
     }
     if (R_.ranks > 1 && figures_.session_steps > 0)
@@ -241,14 +264,19 @@ class StepLoop {
     return kExitOk;
   }
 
-  // The first SIGINT / SIGTERM on any rank, agreed by all after every step (one small all-reduce
-  // when there are several ranks), so that every rank stops after the same step.
+  // The first SIGINT / SIGTERM / SIGUSR1 on any rank, agreed by all after every step (one small
+  // all-reduce when there are several ranks), so that every rank stops after the same step. When
+  // ranks got different signals, the first of SIGINT, SIGTERM, SIGUSR1 is the one reported.
   int agreed_signal() const {
     const int sig = g_signal;
     if (R_.ranks == 1) return sig;
-    double v[2] = {sig == SIGINT ? 1.0 : 0.0, sig && sig != SIGINT ? 1.0 : 0.0};
-    dist::sum(v, 2);
-    return v[0] > 0 ? SIGINT : v[1] > 0 ? SIGTERM : 0;
+    const int kinds[3] = {SIGINT, SIGTERM, SIGUSR1};
+    double v[3];
+    for (int k = 0; k < 3; ++k) v[k] = sig == kinds[k] ? 1.0 : 0.0;
+    dist::sum(v, 3);
+    for (int k = 0; k < 3; ++k)
+      if (v[k] > 0) return kinds[k];
+    return 0;
   }
 
   Run& R_;
@@ -277,6 +305,8 @@ int train_main(int argc, char** argv) {
   o = parse_args(argc, argv);
   if (o.help) return kExitOk;
 
+  // A collective that waits longer than this ends the job (train/distributed.h).
+  dist::start_watchdog(double(o.rank_timeout), kExitError);
   select_device(R);
   R.rank = dist::rank();
   R.ranks = dist::size();
@@ -284,23 +314,30 @@ int train_main(int argc, char** argv) {
   if (o.batch % R.ranks != 0)
     throw UsageError("--batch " + std::to_string(o.batch) + " is the global batch and must be divisible by the " +
                      std::to_string(R.ranks) + " ranks (mpirun -np " + std::to_string(R.ranks) + ")");
-  if (R.ranks > 1 && R.dev != prsr::Device::Cpu)
-    throw UsageError("several ranks train on --device cpu only (the NCCL path for --device cuda is not built yet)");
+  R.data_parallel = R.ranks > 1 || (dist::launched() && R.dev == prsr::Device::Cuda);
+  if (R.data_parallel && R.dev == prsr::Device::Cuda && !dist::compiled_with_nccl())
+    throw UsageError(
+        std::string("--device cuda under mpirun needs NCCL, and this train was built without ") +
+        (dist::compiled_with_mpi() ? "it (no libnccl / nccl.h beside the CUDA toolkit at configure time)" : "MPI") +
+        "; use --device cpu, or run one process without mpirun");
   resolve_run_folder(R);  // checked before any data is read
+  // One GPU per rank and the NCCL communicator, before anything is allocated on the device.
+  if (R.data_parallel) dist::use_device(R.dev);
   // Rank 0 first: a data set's first load decodes it and writes the cache (an LSUN build resumes
-  // from a shared partial file), which the other ranks then read.
+  // from a shared partial file), which the other ranks then read. Neither wait is timed: decoding
+  // a large data set takes as long as it takes.
   if (R.leader()) load_data(R);
-  dist::barrier();
+  dist::barrier("the wait for rank 0 to load the data set", false);
   if (!R.leader()) load_data(R);
   if (o.resume) check_resume_data(R);
-  dist::barrier();  // every rank has checked the run folder before rank 0 writes into it
+  dist::barrier("the wait for every rank to load the data set", false);  // before rank 0 writes the run folder
   if (R.leader()) create_run_folder(R);
 
   Session S(R);
-  if (R.ranks > 1) {
-    // Every rank starts from rank 0's parameters and sums gradients / batch-norm statistics.
-    dist::broadcast_floats(S.model.params.data(), S.model.params.total_count());
-    S.trainer.set_data_parallel(R.ranks, dist::sum_floats, dist::sum);
+  if (R.data_parallel) {
+    // Every rank starts from rank 0's parameters and averages gradients / sums batch-norm statistics.
+    dist::broadcast_params(S.model.params.data(), S.model.params.total_count());
+    S.trainer.set_data_parallel(R.ranks, dist::mean_grads, dist::sum, dist::sum_device);
   }
   const double fwd = S.model.forward_flops_per_image();
   const double train_flops = 3.0 * fwd;  // forward + backward (about 2x forward)
@@ -326,6 +363,7 @@ int train_main(int argc, char** argv) {
     grids.emplace(R.valid, o.model, o.sample_rows, o.seed, R.out);
   }
 
+  if (R.leader()) note_checkpoint(R);
   stop_gracefully_on_signals();
   g_in_loop = true;
   // The session's clock starts here.

@@ -107,6 +107,10 @@ std::vector<Flag> make_flags(Options& o) {
   f.push_back({"--seed", "S", "initialisation, data order and sample seed", "1",
                [&o](const std::string& v) { o.seed = parse_u64("--seed", v); }, false, G});
   I("--threads", "N", "OpenMP threads (0 = all cores)", &o.threads, 0, 4096, G);
+  I("--rank-timeout", "S",
+    "under mpirun: end the job when a rank waits S seconds in one all-reduce (a rank hung or stopped; 0 = wait "
+    "forever)",
+    &o.rank_timeout, 0, kMax, G);
 
   G = "schedule";
   I("--eval-every", "N", "held-out bits/dim every N steps (0 = never)", &o.eval_every, 0, kMax, G);
@@ -176,7 +180,7 @@ void print_help(const std::vector<Flag>& flags) {
   std::printf("%-32s %s\n", "  --help, -h", "this text");
   std::printf(
       "\nExit status: 0 done, 1 error (data, checkpoint, I/O, NaN loss), 2 usage error,\n"
-      "130 / 143 stopped by SIGINT / SIGTERM after saving the checkpoint. See docs/train.md.\n");
+      "130 / 143 / 138 stopped by SIGINT / SIGTERM / SIGUSR1 after saving the checkpoint. See docs/train.md.\n");
 }
 
 Options parse_args(int argc, char** argv) {

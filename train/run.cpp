@@ -104,9 +104,10 @@ void print_banner(const Run& R, const prsr::Model<float>& model, double fwd, dou
         prsr::data::kFolderSplitMin);
   std::printf("  device     %s, %d OpenMP thread%s%s\n", o.device.c_str(), threads, threads == 1 ? "" : "s",
               o.precision == "bf16" ? ", bf16 convolutions (fp32 accumulation and master weights)" : "");
-  if (R.ranks > 1)
-    std::printf("  ranks      %d MPI processes (data parallel, synchronised batch norm): %d images each per step\n",
-                R.ranks, R.local_batch());
+  if (R.data_parallel)
+    std::printf("  ranks      %d MPI process%s (data parallel, synchronised batch norm%s): %d images each per step\n",
+                R.ranks, R.ranks == 1 ? "" : "es", R.dev == prsr::Device::Cuda ? ", NCCL on one GPU per rank" : "",
+                R.local_batch());
   std::printf("  model      %s\n", o.model.to_string().c_str());
   std::printf("  parameters %s\n", with_commas(model.parameter_count()).c_str());
   std::printf("  compute    %.3f GFLOP forward / image, %.3f GFLOP training / image (3x), %.1f GFLOP / step\n",

@@ -29,6 +29,9 @@ struct Run {
   // images [rank * local_batch(), (rank + 1) * local_batch()) of every global batch of o.batch.
   // Only rank 0 prints, evaluates, samples and writes the run folder.
   int rank = 0, ranks = 1;
+  // Gradients and batch-norm statistics go through train/distributed.h: several ranks, or one GPU
+  // rank under a launcher (mpirun -np 1 --device cuda runs the NCCL path on one GPU).
+  bool data_parallel = false;
   int local_batch() const { return o.batch / ranks; }
   bool leader() const { return rank == 0; }
 };

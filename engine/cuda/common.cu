@@ -84,6 +84,7 @@ const char* cuda::unavailable_reason() { return probe().reason.c_str(); }
 
 cudaStream_t cuda::stream() { return context().stream; }
 cublasHandle_t cuda::cublas() { return context().handle; }
+void* cuda::stream_handle() { return stream(); }
 
 void cuda::set_tf32(bool enabled) {
   g_tf32 = enabled;

@@ -55,7 +55,7 @@ inline unsigned grid_for(size_t n) {
 // seen and is then reused. After the first call with the largest shape, no op allocates. Growing
 // synchronises the stream before freeing the old buffer. Slots are distinct so one op can hold
 // several at once; two ops never overlap because all work is on one stream.
-enum class Slot { Columns, WeightsT, WeightGrad, Reduce, Count };
+enum class Slot { Columns, WeightsT, WeightGrad, Reduce, SyncBn, Count };
 void* workspace(Slot slot, size_t bytes);
 template <class T>
 T* workspace_as(Slot slot, size_t count) {

@@ -23,6 +23,15 @@ void cuda::copy_to_host(void*, const void*, size_t) { unavailable(); }
 void cuda::copy_device(void*, const void*, size_t) { unavailable(); }
 void cuda::synchronize() { unavailable(); }
 void cuda::set_tf32(bool) { unavailable(); }
+void* cuda::stream_handle() { unavailable(); }
+void cuda::sync_batchnorm_forward(void (*)(double*, int), float*, float*, float*, float*, float*, const float*,
+                                  const float*, const float*, int, int, int, float, float) {
+  unavailable();
+}
+void cuda::sync_batchnorm_backward(void (*)(double*, int), float*, float*, float*, const float*, const float*,
+                                   const float*, const float*, const float*, int, int, int, unsigned) {
+  unavailable();
+}
 
 #define PRSR_KERNEL(name, params) \
   void cuda::name params { unavailable(); }
