@@ -90,21 +90,32 @@ void check_cacheable(const Model<float>& m) {
 namespace {
 
 // One level from 256 logits (A + B) and u, a uniform in [0, 1). One 53-bit uniform is taken per
-// sub-pixel in every mode, so the random stream does not depend on the mode.
-int draw(const float* logits, DecodeMode mode, float tau, double u) {
+// sub-pixel in every mode, so the random stream does not depend on the mode. In three steps so
+// that a team of threads can share the exp calls (level_probs over disjoint ranges) and one
+// thread add them up in level order (pick_level): the same bits as one thread doing all three.
+int best_level(const float* logits) {
   int best = 0;
   for (int l = 1; l < kLevels; ++l)
     if (logits[l] > logits[best]) best = l;
-  if (mode == DecodeMode::Argmax) return best;
+  return best;
+}
+
+// p[l] for l in [l0, l1): exp((logits[l] - logits[best]) / t) in double, t = the temperature
+// (Sample) or 1 (Mean). exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping
+// the call gives the same bits and avoids libm's slow underflow path (an untrained model's
+// logits span thousands; that path made the draw 5x slower).
+void level_probs(const float* logits, int best, DecodeMode mode, float tau, int l0, int l1, double* p) {
   const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
-  double p[kLevels], sum = 0;
-  // exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping the call gives the
-  // same bits and avoids libm's slow underflow path (an untrained model's logits span
-  // thousands; that path made the draw 5x slower).
-  for (int l = 0; l < kLevels; ++l) {
+  for (int l = l0; l < l1; ++l) {
     const double z = (double(logits[l]) - logits[best]) / t;
-    sum += p[l] = z < -746.0 ? 0.0 : std::exp(z);
+    p[l] = z < -746.0 ? 0.0 : std::exp(z);
   }
+}
+
+// The level from the 256 p[l] (summed in level order).
+int pick_level(const double* p, int best, DecodeMode mode, double u) {
+  double sum = 0;
+  for (int l = 0; l < kLevels; ++l) sum += p[l];
   if (mode == DecodeMode::Mean) {
     double m = 0;
     for (int l = 0; l < kLevels; ++l) m += p[l] * l;
@@ -117,6 +128,14 @@ int draw(const float* logits, DecodeMode mode, float tau, double u) {
     if (cum > target) return l;
   }
   return best;  // u * sum rounded up to the total: the last non-zero level is as good
+}
+
+int draw(const float* logits, DecodeMode mode, float tau, double u) {
+  const int best = best_level(logits);
+  if (mode == DecodeMode::Argmax) return best;
+  double p[kLevels];
+  level_probs(logits, best, mode, tau, 0, kLevels, p);
+  return pick_level(p, best, mode, u);
 }
 
 uint8_t to_byte(float v) {  // [-1, 1] -> 0..255, rounded half up
@@ -271,6 +290,30 @@ class CachedSampler {
     head2_ = pack_by_colour(h2, C_);
     p_ = m.first_h.co();
     H1_ = m.head1.co();
+    threads_ = std::max(1, threads);
+    split_ = n >= threads_;
+    // A team (fewer images than threads): head2's product for colour c is cut at klo = colour
+    // c - 1's input prefix. Its rows [0, klo) read head1's outputs of the colours < c, which are
+    // final before colour c starts: the team's other threads run that part while thread 0 runs
+    // the chain up to head1 (head2_low_). The rows [klo, K) read colour c's own head1 outputs:
+    // shared by the whole team after head1 (head2_own_). Needs head1's outputs of the colours
+    // >= c to lie past klo (groups are channel ranges in order); otherwise klo = 0: one product.
+    head2_klo_.assign(size_t(C_), 0);
+    if (!split_ && threads_ > 1) {
+      bool ranges = true;
+      for (int c = 1; c < C_; ++c)
+        for (int c2 = c; c2 < C_; ++c2)
+          for (int o : head1_[size_t(c2)].outs) ranges &= o >= head2_[size_t(c) - 1].B.K;
+      for (int c = 1; ranges && c < C_; ++c) head2_klo_[size_t(c)] = head2_[size_t(c) - 1].B.K;
+      for (int c = 0; c < C_; ++c) {
+        const ColourProduct& P = head2_[size_t(c)];
+        const int klo = head2_klo_[size_t(c)];
+        auto w = [&](int k0) { return [&, k0](int k, int n) { return h2.weight(P.outs[size_t(n)], k0 + k); }; };
+        head2_low_.push_back(sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; }));
+        head2_own_.push_back(sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
+                                                [&](int n) { return h2.b[size_t(P.outs[size_t(n)])]; }));
+      }
+    }
     const int S = S_, p = p_, L = int(v_.size());
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
@@ -299,9 +342,8 @@ class CachedSampler {
     }
     head1_cur_.init(n, 1, 1, H1_);
     logits_.assign(size_t(n) * kLevels, 0.f);
+    logits_low_.assign(size_t(n) * kLevels, 0.f);
     // Workers and their scratch (nothing is allocated per step).
-    threads_ = std::max(1, threads);
-    split_ = n >= threads_;
     const int W = split_ ? std::min(threads_, n) : 1;
     if (split_) threads_ = W;
     int kmax = first_v_.K, nmax = first_v_.N;
@@ -320,6 +362,8 @@ class CachedSampler {
       wk.relu.assign(size_t(M) * p, 0.f);
       wk.compact.assign(size_t(M) * H1_, 0.f);
       wk.kidx.assign(size_t(H1_), 0);
+      wk.low_compact.assign(size_t(M) * H1_, 0.f);
+      wk.low_kidx.assign(size_t(H1_), 0);
       workers_.push_back(std::move(wk));
     }
   }
@@ -329,16 +373,19 @@ class CachedSampler {
   int end_image(int w) const { return workers_[size_t(w)].b1; }
   int workers() const { return int(workers_.size()); }
   bool shared() const { return !split_; }  // all threads on all images
+  void team_barrier(int nt) { sync(nt); }  // see sync
 
   // The normalised value of a drawn sub-pixel goes into the y ring (first_v and first_h read it).
   void set_y(int b, int i, int j, int c, float v) { yring_.at(b, i % yring_.rows, ypl_ + j)[c] = v; }
 
-  // Prior logits B for colour c at (i, j), images [b0, b1): logits_[b][256]. Run by every thread
-  // of the worker's team (tid of nt); in a team the logits are complete when it returns.
+  // Prior logits B for colour c at (i, j), images [b0, b1): logits(b) + logits_low(b) (the
+  // latter: nullptr when there is no low part). Run by every thread of the worker's team (tid of
+  // nt); in a team the logits are complete when it returns.
   void pixel_logits(int w, int i, int j, int c, int tid, int nt, SamplerProfile* prof) {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, p = p_, L = int(h_.size());
-    const ColourProduct& h2 = head2_[size_t(c)];
+    const int klo = head2_klo_[size_t(c)], khi = head2_[size_t(c)].B.K;
+    const Packed& own = klo > 0 ? head2_own_[size_t(c)] : head2_[size_t(c)].B;
     Clock clk(tid == 0 ? prof : nullptr);
     if (tid == 0) {
       // h_0 = first_h(y) at (i, j): the padded row i from column j - pad_l, every colour.
@@ -389,37 +436,30 @@ class CachedSampler {
         const float* t = wk.tmp.data() + size_t(m) * wide(H1);
         for (size_t k = 0; k < H1.outs.size(); ++k) o[H1.outs[k]] = std::max(0.f, t[k]);
       }
-      // head2's inputs are ReLU outputs: with few images many are zero in every image, and
-      // those rows of the product are left out (exactly: adding 0 * w changes no sum).
-      wk.nk = -1;
-      if (M <= 4) {
-        int nk = 0;
-        for (int k = 0; k < h2.B.K; ++k) {
-          bool any = false;
-          for (int m = 0; m < M; ++m) any |= head1_cur_.at(b0 + m, 0, 0)[k] != 0.f;
-          if (any) wk.kidx[size_t(nk++)] = k;
-        }
-        if (nk < h2.B.K * 3 / 4) {
-          for (int m = 0; m < M; ++m)
-            for (int q = 0; q < nk; ++q)
-              wk.compact[size_t(m) * H1_ + q] = head1_cur_.at(b0 + m, 0, 0)[wk.kidx[size_t(q)]];
-          wk.nk = nk;
-        }
-      }
+      wk.nk = nonzero_inputs(b0, M, klo, khi, wk.kidx.data(), wk.compact.data());
       clk.lap(&SamplerProfile::head);
+    } else if (tid == 1 && klo > 0) {
+      // Meanwhile, head2's rows of the inputs final before colour c (head1's colours < c; thread 0
+      // writes only colour c's): the low part, on this thread alone.
+      const int nk = nonzero_inputs(b0, M, 0, klo, wk.low_kidx.data(), wk.low_compact.data());
+      float* out = logits_low_.data() + size_t(b0) * kLevels;
+      if (nk >= 0)
+        gemm(wk.low_compact.data(), H1_, M, head2_low_[size_t(c)], out, kLevels, 0, 1, wk.low_kidx.data(), nk);
+      else gemm(head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, head2_low_[size_t(c)], out, kLevels);
     }
     sync(nt);
-    if (wk.nk >= 0)
-      gemm(wk.compact.data(), H1_, M, h2.B, logits_.data() + size_t(b0) * kLevels, kLevels, tid, nt, wk.kidx.data(),
-           wk.nk);
-    else
-      gemm(head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, h2.B, logits_.data() + size_t(b0) * kLevels, kLevels,
-           tid, nt);
+    float* out = logits_.data() + size_t(b0) * kLevels;
+    if (wk.nk >= 0) gemm(wk.compact.data(), H1_, M, own, out, kLevels, tid, nt, wk.kidx.data(), wk.nk);
+    else gemm(head1_cur_.at(b0, 0, 0) + klo, head1_cur_.image_stride(), M, own, out, kLevels, tid, nt);
     sync(nt);
     clk.lap(&SamplerProfile::head);
   }
 
   const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
+  // head2's low part of the last pixel_logits call (a team, colours > 0), or nullptr.
+  const float* logits_low(int b, int c) const {
+    return head2_klo_[size_t(c)] > 0 ? logits_low_.data() + size_t(b) * kLevels : nullptr;
+  }
 
   // After row i is complete: the vertical stack for row i, and link(v_pre) of each layer for row
   // i + 1.
@@ -486,7 +526,9 @@ class CachedSampler {
     int b0 = 0, b1 = 0;  // images [b0, b1)
     std::vector<float> patch, vout, tmp, tmp2, relu, compact;
     std::vector<int> kidx;
-    int nk = -1;  // head2: columns kept (kidx), or -1: all
+    int nk = -1;                     // head2: columns kept (kidx), or -1: all
+    std::vector<float> low_compact;  // the same for head2_low_ (the team's thread 1)
+    std::vector<int> low_kidx;
   };
   // Adds the seconds since the last lap to one field of the profile (thread 0 only).
   struct Clock {
@@ -517,6 +559,24 @@ class CachedSampler {
       if (spin > 2000) std::this_thread::yield();
   }
   std::atomic<int> barrier_count_{0}, barrier_gen_{0};
+
+  // head2's inputs are ReLU outputs: with few images many are zero in every image, and those
+  // rows of the product are left out (exactly: adding 0 * w changes no sum). Inputs [k0, k1) of
+  // images [b0, b0 + M): when few enough are non-zero in some image, their positions less k0
+  // go to kidx, their values to compact [M][H1_], and their count is returned; else -1 (all).
+  int nonzero_inputs(int b0, int M, int k0, int k1, int* kidx, float* compact) {
+    if (M > 4) return -1;
+    int nk = 0;
+    for (int k = k0; k < k1; ++k) {
+      bool any = false;
+      for (int m = 0; m < M; ++m) any |= head1_cur_.at(b0 + m, 0, 0)[k] != 0.f;
+      if (any) kidx[nk++] = k - k0;
+    }
+    if (nk >= (k1 - k0) * 3 / 4) return -1;
+    for (int m = 0; m < M; ++m)
+      for (int q = 0; q < nk; ++q) compact[size_t(m) * H1_ + q] = head1_cur_.at(b0 + m, 0, 0)[k0 + kidx[q]];
+    return nk;
+  }
   static int wide(const ColourProduct& P) { return P.B.panels() * sampler_gemm::kNR; }
 
   // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
@@ -556,7 +616,9 @@ class CachedSampler {
   std::vector<std::vector<ColourProduct>> h_, res_;
   ImageBuf yring_, head1_cur_;
   std::vector<ImageBuf> vring_, hrow_, linkrow_, gate_;
-  std::vector<float> logits_;
+  std::vector<float> logits_, logits_low_;  // head2's product (own rows), its low rows (team)
+  std::vector<int> head2_klo_;              // per colour: head2's rows [0, klo) run as head2_low_
+  std::vector<Packed> head2_low_, head2_own_;
   std::vector<Worker> workers_;
 };
 
@@ -596,13 +658,25 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   std::vector<double> U(size_t(HW) * C * n);
   for (double& u : U) u = double(rng() >> 11) * 0x1.0p-53;
   if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
-  // Combine B + A for (pixel, colour) of image b, draw, record.
-  auto draw_one = [&](int b, int p, int c, const float* B, float* l) -> int {
+  // The logits l = B (+ Blow) + A of (pixel, colour) of image b.
+  auto combine = [&](int b, int p, int c, const float* B, const float* Blow, float* l) {
     const float* a = Arow.data() + (size_t(b) * S + size_t(p % S)) * CK + size_t(c) * kLevels;
-    for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
+    if (Blow)
+      for (int k = 0; k < kLevels; ++k) l[k] = (B[k] + Blow[k]) + a[k];
+    else
+      for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
+  };
+  // Record the logits l and the drawn level v.
+  auto record = [&](int b, int p, int c, const float* l, int v) {
     if (opt.logits_out) std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
-    const int v = draw(l, opt.mode, opt.temperature, U[(size_t(p) * C + c) * n + b]);
     out[(size_t(b) * HW + p) * C + c] = uint8_t(v);
+  };
+  auto uniform = [&](int b, int p, int c) { return U[(size_t(p) * C + c) * n + b]; };
+  // Combine B + A for (pixel, colour) of image b, draw, record.
+  auto draw_one = [&](int b, int p, int c, const float* B, const float* Blow, float* l) -> int {
+    combine(b, p, c, B, Blow, l);
+    const int v = draw(l, opt.mode, opt.temperature, uniform(b, p, c));
+    record(b, p, c, l, v);
     return v;
   };
   const long limit = opt.stop_after < 0 ? long(HW) * C : opt.stop_after;
@@ -611,6 +685,12 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
     CachedSampler cs(m, n, omp_get_max_threads());
     SamplerProfile* prof = opt.profile;
     bool stopped = false;
+    // A team's draw: every thread combines the logits and finds the best level (the same
+    // result on each), computes p for its share of the levels into P; thread 0 adds them up in
+    // level order (pick_level: the bits of draw on one thread).
+    std::vector<double> P(cs.shared() ? size_t(n) * kLevels : 0);
+    std::vector<float> Lt0(cs.shared() ? size_t(n) * kLevels : 0);
+    std::vector<int> best(cs.shared() ? size_t(n) : 0);
     for (int i = 0; i < S && !stopped; ++i) {
 #pragma omp parallel num_threads(cs.threads())
       {
@@ -628,14 +708,35 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
               break;
             }
             cs.pixel_logits(w, i, j, c, tid, nt, pr);
-            if (tid == 0) {
-              const double t0 = pr ? now_seconds() : 0;
+            const double t0 = pr ? now_seconds() : 0;
+            const int px = i * S + j;
+            if (nt > 1) {
+              const int l0 = kLevels * tid / nt, l1 = kLevels * (tid + 1) / nt;
+              for (int b = 0; b < n; ++b) {
+                float* lb = tid == 0 ? Lt0.data() + size_t(b) * kLevels : l;
+                combine(b, px, c, cs.logits(b), cs.logits_low(b, c), lb);
+                const int bl = best_level(lb);
+                if (tid == 0) best[size_t(b)] = bl;
+                if (opt.mode != DecodeMode::Argmax)
+                  level_probs(lb, bl, opt.mode, opt.temperature, l0, l1, P.data() + size_t(b) * kLevels);
+              }
+              cs.team_barrier(nt);
+              if (tid == 0)
+                for (int b = 0; b < n; ++b) {
+                  const int bl = best[size_t(b)];
+                  const int v = opt.mode == DecodeMode::Argmax
+                                    ? bl
+                                    : pick_level(P.data() + size_t(b) * kLevels, bl, opt.mode, uniform(b, px, c));
+                  record(b, px, c, Lt0.data() + size_t(b) * kLevels, v);
+                  cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
+                }
+            } else {
               for (int b = cs.first_image(w); b < cs.end_image(w); ++b) {
-                const int v = draw_one(b, i * S + j, c, cs.logits(b), l);
+                const int v = draw_one(b, px, c, cs.logits(b), nullptr, l);
                 cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
               }
-              if (pr) pr->draw += now_seconds() - t0;
             }
+            if (pr) pr->draw += now_seconds() - t0;
           }
         if (!stop) cs.finish_row(w, i, tid, nt, pr);
 #pragma omp master
@@ -663,7 +764,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
       device_download(m.device(), B.data(), b->data, B.size() * sizeof(float));
       for (int img = 0; img < n; ++img) {
         for (int k = 0; k < kLevels; ++k) Bp[size_t(k)] = B[((size_t(img) * C + c) * kLevels + k) * HW + p];
-        const int v = draw_one(img, p, c, Bp.data(), l.data());
+        const int v = draw_one(img, p, c, Bp.data(), nullptr, l.data());
         yn[(size_t(img) * C + c) * HW + p] = float(v) / 127.5f - 1.f;
       }
     }
