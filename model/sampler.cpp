@@ -184,6 +184,7 @@ std::vector<float> conditioning_logits(Model<float>& m, const std::vector<float>
 // has K = that prefix. The link (unmasked, reading the row above) is done per row.
 
 using sampler_gemm::gemm;
+using sampler_gemm::gemm_panel;
 using sampler_gemm::Packed;
 
 // A prior layer's applied weights, read in the channel-last input order k = (ky*kw + kx)*ci + i.
@@ -438,19 +439,52 @@ class CachedSampler {
       }
       wk.nk = nonzero_inputs(b0, M, klo, khi, wk.kidx.data(), wk.compact.data());
       clk.lap(&SamplerProfile::head);
-    } else if (tid == 1 && klo > 0) {
-      // Meanwhile, head2's rows of the inputs final before colour c (head1's colours < c; thread 0
-      // writes only colour c's): the low part, on this thread alone.
-      const int nk = nonzero_inputs(b0, M, 0, klo, wk.low_kidx.data(), wk.low_compact.data());
-      float* out = logits_low_.data() + size_t(b0) * kLevels;
-      if (nk >= 0)
-        gemm(wk.low_compact.data(), H1_, M, head2_low_[size_t(c)], out, kLevels, 0, 1, wk.low_kidx.data(), nk);
-      else gemm(head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, head2_low_[size_t(c)], out, kLevels);
     }
-    sync(nt);
     float* out = logits_.data() + size_t(b0) * kLevels;
-    if (wk.nk >= 0) gemm(wk.compact.data(), H1_, M, own, out, kLevels, tid, nt, wk.kidx.data(), wk.nk);
-    else gemm(head1_cur_.at(b0, 0, 0) + klo, head1_cur_.image_stride(), M, own, out, kLevels, tid, nt);
+    auto own_panel = [&](int q) {
+      if (wk.nk >= 0) gemm_panel(q, wk.compact.data(), H1_, M, own, out, kLevels, wk.kidx.data(), wk.nk);
+      else gemm_panel(q, head1_cur_.at(b0, 0, 0) + klo, head1_cur_.image_stride(), M, own, out, kLevels);
+    };
+    if (nt == 1) {  // a worker alone
+      for (int q = 0; q < own.panels(); ++q) own_panel(q);
+      clk.lap(&SamplerProfile::head);
+      return;
+    }
+    // A team: head2's panels are claimed one at a time from two lists. The low part (rows of the
+    // inputs final before colour c: head1's colours < c, which thread 0 does not write now) is
+    // open from the start: thread 1 gathers its non-zero inputs and opens it while thread 0 runs
+    // the chain. The own part opens when thread 0 has gathered colour c's head1 outputs. Every
+    // thread takes what is open, so neither waits for the other's share.
+    const long step = (long(i) * S_ + j) * C_ + c + 1;  // this call's number (flags start at 0)
+    float* low_out = logits_low_.data() + size_t(b0) * kLevels;
+    const Packed& low = head2_low_.empty() ? own : head2_low_[size_t(c)];
+    auto low_panel = [&](int q) {
+      if (low_nk_ >= 0)
+        gemm_panel(q, wk.low_compact.data(), H1_, M, low, low_out, kLevels, wk.low_kidx.data(), low_nk_);
+      else gemm_panel(q, head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, low, low_out, kLevels);
+    };
+    auto take = [](std::atomic<int>& next, int panels, auto&& run) {
+      for (int q; (q = next.fetch_add(1, std::memory_order_relaxed)) < panels;) run(q);
+    };
+    if (tid == 0) {
+      own_next_.store(0, std::memory_order_relaxed);
+      own_open_.store(step, std::memory_order_release);
+      take(own_next_, own.panels(), own_panel);
+      if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
+    } else {
+      if (klo > 0) {
+        if (tid == 1) {
+          low_nk_ = nonzero_inputs(b0, M, 0, klo, wk.low_kidx.data(), wk.low_compact.data());
+          low_next_.store(0, std::memory_order_relaxed);
+          low_open_.store(step, std::memory_order_release);
+        } else {
+          wait_for(low_open_, step);
+        }
+        take(low_next_, low.panels(), low_panel);
+      }
+      wait_for(own_open_, step);
+      take(own_next_, own.panels(), own_panel);
+    }
     sync(nt);
     clk.lap(&SamplerProfile::head);
   }
@@ -559,6 +593,16 @@ class CachedSampler {
       if (spin > 2000) std::this_thread::yield();
   }
   std::atomic<int> barrier_count_{0}, barrier_gen_{0};
+  // head2's panel lists in a team (pixel_logits): the call number that opened each, the next
+  // panel to claim, the low part's non-zero input count (written by thread 1 before it opens).
+  std::atomic<long> own_open_{0}, low_open_{0};
+  std::atomic<int> own_next_{0}, low_next_{0};
+  int low_nk_ = -1;
+  // Spins briefly, then yields (as sync), until flag == value.
+  static void wait_for(const std::atomic<long>& flag, long value) {
+    for (int spin = 0; flag.load(std::memory_order_acquire) != value; ++spin)
+      if (spin > 2000) std::this_thread::yield();
+  }
 
   // head2's inputs are ReLU outputs: with few images many are zero in every image, and those
   // rows of the product are left out (exactly: adding 0 * w changes no sum). Inputs [k0, k1) of
