@@ -496,46 +496,48 @@ class CachedSampler {
   }
 
   // After row i is complete: the vertical stack for row i, and link(v_pre) of each layer for row
-  // i + 1.
+  // i + 1. A team shares the row's positions (image, column): each thread runs every product of
+  // its own positions (weights read by each thread), so one barrier per layer is enough (the next
+  // layer's patches read the neighbours' columns).
   void finish_row(int w, int i, int tid, int nt, SamplerProfile* prof) {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, S = S_, p = p_, L = int(v_.size()), rows = M * S;
     Clock clk(tid == 0 ? prof : nullptr);
     sync(nt);                                                    // thread 0 has drawn the row's last sub-pixel
     const int r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;  // this thread's share of rows
+    const int mr = r1 - r0;
     // v_0 = first_v(y) at row i.
     im2col(yring_, *first_v_def_, ypl_, i, b0, r0, r1, first_v_.K, wk.patch.data());
-    sync(nt);
-    gemm(wk.patch.data(), first_v_.K, rows, first_v_, wk.vout.data(), first_v_.N, tid, nt);
-    sync(nt);
+    float* vout = wk.vout.data();
+    gemm(wk.patch.data() + size_t(r0) * first_v_.K, first_v_.K, mr, first_v_, vout + size_t(r0) * first_v_.N,
+         first_v_.N);
     if (L > 0)
       for (int r = r0; r < r1; ++r)
-        std::copy_n(wk.vout.data() + size_t(r) * first_v_.N, p,
-                    vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
+        std::copy_n(vout + size_t(r) * first_v_.N, p, vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
     sync(nt);
     clk.lap(&SamplerProfile::vertical);
     for (int l = 0; l < L; ++l) {
       const Packed& V = v_[size_t(l)];
       im2col(vring_[size_t(l)], *v_def_[size_t(l)], vpl_, i, b0, r0, r1, V.K, wk.patch.data());
-      sync(nt);
-      gemm(wk.patch.data(), V.K, rows, V, wk.vout.data(), V.N, tid, nt);  // v_pre: [rows][2p]
-      sync(nt);
+      gemm(wk.patch.data() + size_t(r0) * V.K, V.K, mr, V, vout + size_t(r0) * V.N, V.N);  // v_pre: [rows][2p]
       clk.lap(&SamplerProfile::vertical);
       // link(v_pre) for row i + 1: [rows][2p] into linkrow.
       const Packed& LK = link_[size_t(l)];
       ImageBuf& lr = linkrow_[size_t(l)];
-      gemm(wk.vout.data(), V.N, rows, LK, lr.at(b0, 0, 0), LK.N, tid, nt);
+      gemm(vout + size_t(r0) * V.N, V.N, mr, LK, lr.at(b0, 0, 0) + size_t(r0) * LK.N, LK.N);
       clk.lap(&SamplerProfile::link_res);
-      if (l + 1 < L)  // v = gate(v_pre): the next layer's input row
+      if (l + 1 < L) {  // v = gate(v_pre): the next layer's input row
         for (int r = r0; r < r1; ++r) {
-          const float* z = wk.vout.data() + size_t(r) * V.N;
+          const float* z = vout + size_t(r) * V.N;
           float* o = vring_[size_t(l) + 1].at(b0 + r / S, i % vring_[size_t(l) + 1].rows, vpl_ + r % S);
 #pragma omp simd
           for (int k = 0; k < p; ++k) o[k] = tanh_f(z[k]) * sigmoid_f(z[p + k]);
         }
-      sync(nt);
+        sync(nt);
+      }
       clk.lap(&SamplerProfile::vertical);
     }
+    sync(nt);  // linkrow complete before the next row's pixels
   }
 
   // FLOPs per image of the products above (2 per multiply-add; K = the prefixes, N = the

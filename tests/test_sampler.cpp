@@ -154,6 +154,53 @@ TEST_CASE("sampler: cached == naive on 1, 2 and 3 threads: images shared out, or
   omp_set_num_threads(saved);
 }
 
+TEST_CASE("sampler: a team (fewer images than threads) == naive in every decoding mode") {
+  // A team splits head2 into the rows of the earlier colours' head1 outputs (thread 1, while
+  // thread 0 runs the chain) and colour c's own rows, claims both by panels, shares the draw's
+  // exp calls (thread 0 adds them up in order) and shares the vertical stack by positions.
+  // 1 image on 2 and 3 threads (head2's inputs gathered: the zero-skipping path), 5 images on 6
+  // threads (all inputs: the dense path).
+  ModelConfig cfg = sampler_config(3, 8, 3);
+  cfg.head = 40;
+  Model<float> m(cfg, Device::Cpu);
+  m.init(17);
+  scale_params(m, 0.85f);
+  const int saved = omp_get_max_threads();
+  struct Run {
+    int n;
+    std::vector<int> threads;
+  };
+  for (const Run& run : {Run{1, {2, 3}}, Run{5, {6}}}) {
+    const auto x = random_low(run.n, cfg.low(), 3, 60 + run.n);
+    for (DecodeMode mode : {DecodeMode::Sample, DecodeMode::Mean, DecodeMode::Argmax}) {
+      SampleOptions o;
+      o.seed = 11;
+      o.temperature = 0.8f;
+      o.mode = mode;
+      o.cached = false;
+      std::vector<float> ln, lc;
+      o.logits_out = &ln;
+      omp_set_num_threads(1);
+      const auto naive = sample_images(m, x.data(), run.n, o);
+      o.cached = true;
+      o.logits_out = &lc;
+      for (int threads : run.threads) {
+        omp_set_num_threads(threads);
+        INFO("images " << run.n << ", threads " << threads << ", mode " << decode_mode_name(mode));
+        CHECK(sample_images(m, x.data(), run.n, o) == naive);
+        REQUIRE(lc.size() == ln.size());
+        double max_err = 0, max_abs = 0;
+        for (size_t i = 0; i < lc.size(); ++i) {
+          max_err = std::max(max_err, double(std::fabs(lc[i] - ln[i])));
+          max_abs = std::max(max_abs, double(std::fabs(ln[i])));
+        }
+        CHECK(max_err <= 2e-5 * std::max(1.0, max_abs));
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler cannot run") {
   ModelConfig cfg = sampler_config(3, 8, 3);
   const auto x = random_low(1, cfg.low(), 3, 1);
