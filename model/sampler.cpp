@@ -316,6 +316,29 @@ class CachedSampler {
       }
     }
     const int S = S_, p = p_, L = int(v_.size());
+    // A team, colours > 0: each h layer's product is cut at the current pixel's tap. Its left
+    // taps (columns j - pad_l .. j - 1, final when pixel j starts) run on thread 1 while thread 0
+    // runs colour 0 (h_left_, bias included, into hpre_); thread 0 then runs only the current
+    // tap's rows (h_cur_) and adds hpre_.
+    if (!split_ && threads_ > 1 && C_ > 1) {
+      h_left_.resize(size_t(L));
+      h_cur_.resize(size_t(L));
+      hpre_.resize(size_t(L));
+      for (int l = 0; l < L; ++l) {
+        const LayerWeights hw(*h_def_[size_t(l)], P, M);
+        const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
+        for (int c = 0; c < C_; ++c) {
+          const ColourProduct& H = h_[size_t(l)][size_t(c)];
+          auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
+          const int N = int(H.outs.size());
+          h_left_[size_t(l)].push_back(sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
+                                                          [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; }));
+          h_cur_[size_t(l)].push_back(
+              sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; }));
+          hpre_[size_t(l)].emplace_back(size_t(n) * wide(H), 0.f);
+        }
+      }
+    }
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
     yring_.init(n, m.first_v.kh(), ypl_ + S + m.first_v.pad_r, C_, 0.f);
@@ -396,17 +419,28 @@ class CachedSampler {
         gemm(A, yring_.image_stride(), M, P.B, wk.tmp.data(), wide(P));
         scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
       }
+      const bool pre = c > 0 && !h_cur_.empty();  // the left taps' sums are in hpre_
+      if (pre) wait_for(hpre_open_, long(i) * S_ + j + 1);
       for (int l = 0; l < L; ++l) {
         // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
-        const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
-        gemm(A, hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(), wide(H));
+        const int pad = h_def_[size_t(l)]->pad_l;
+        if (pre)  // the current tap only
+          gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)],
+               wk.tmp.data(), wide(H));
+        else
+          gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j - pad), hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(),
+               wide(H));
         const int q = int(H.outs.size()) / 2;
         const int* outs = H.outs.data();
         for (int m = 0; m < M; ++m) {
           float* z = wk.tmp.data() + size_t(m) * wide(H);
           const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j);
           float* g = wk.tmp2.data();
+          if (pre) {
+            const float* hp = hpre_[size_t(l)][size_t(c)].data() + size_t(m) * wide(H);
+            for (int k = 0; k < 2 * q; ++k) z[k] += hp[k];
+          }
           for (int k = 0; k < 2 * q; ++k) z[k] += lk[outs[k]];
 #pragma omp simd
           for (int k = 0; k < q; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
@@ -472,6 +506,16 @@ class CachedSampler {
       take(own_next_, own.panels(), own_panel);
       if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
     } else {
+      if (c == 0 && tid == 1 && !h_cur_.empty()) {
+        // While thread 0 runs colour 0: the left taps' sums of every h layer for colours > 0.
+        for (int l = 0; l < L; ++l) {
+          const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
+          for (int c2 = 1; c2 < C_; ++c2)
+            gemm(A, hrow_[size_t(l)].image_stride(), M, h_left_[size_t(l)][size_t(c2)],
+                 hpre_[size_t(l)][size_t(c2)].data(), wide(h_[size_t(l)][size_t(c2)]));
+        }
+        hpre_open_.store(long(i) * S_ + j + 1, std::memory_order_release);
+      }
       if (klo > 0) {
         if (tid == 1) {
           low_nk_ = nonzero_inputs(b0, M, 0, klo, wk.low_kidx.data(), wk.low_compact.data());
@@ -665,6 +709,11 @@ class CachedSampler {
   std::vector<float> logits_, logits_low_;  // head2's product (own rows), its low rows (team)
   std::vector<int> head2_klo_;              // per colour: head2's rows [0, klo) run as head2_low_
   std::vector<Packed> head2_low_, head2_own_;
+  // Team, colours > 0: h layers cut at the current tap ([layer][colour]); the left taps' sums
+  // ([layer][colour]: [n][wide]), written by thread 1 at colour 0 of each pixel.
+  std::vector<std::vector<Packed>> h_left_, h_cur_;
+  std::vector<std::vector<std::vector<float>>> hpre_;
+  std::atomic<long> hpre_open_{0};  // the pixel (i * S + j + 1) whose hpre_ is complete
   std::vector<Worker> workers_;
 };
 
