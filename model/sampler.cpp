@@ -90,32 +90,21 @@ void check_cacheable(const Model<float>& m) {
 namespace {
 
 // One level from 256 logits (A + B) and u, a uniform in [0, 1). One 53-bit uniform is taken per
-// sub-pixel in every mode, so the random stream does not depend on the mode. In three steps so
-// that a team of threads can share the exp calls (level_probs over disjoint ranges) and one
-// thread add them up in level order (pick_level): the same bits as one thread doing all three.
-int best_level(const float* logits) {
+// sub-pixel in every mode, so the random stream does not depend on the mode.
+int draw(const float* logits, DecodeMode mode, float tau, double u) {
   int best = 0;
   for (int l = 1; l < kLevels; ++l)
     if (logits[l] > logits[best]) best = l;
-  return best;
-}
-
-// p[l] for l in [l0, l1): exp((logits[l] - logits[best]) / t) in double, t = the temperature
-// (Sample) or 1 (Mean). exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping
-// the call gives the same bits and avoids libm's slow underflow path (an untrained model's
-// logits span thousands; that path made the draw 5x slower).
-void level_probs(const float* logits, int best, DecodeMode mode, float tau, int l0, int l1, double* p) {
+  if (mode == DecodeMode::Argmax) return best;
   const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
-  for (int l = l0; l < l1; ++l) {
+  double p[kLevels], sum = 0;
+  // exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping the call gives the
+  // same bits and avoids libm's slow underflow path (an untrained model's logits span
+  // thousands; that path made the draw 5x slower).
+  for (int l = 0; l < kLevels; ++l) {
     const double z = (double(logits[l]) - logits[best]) / t;
-    p[l] = z < -746.0 ? 0.0 : std::exp(z);
+    sum += p[l] = z < -746.0 ? 0.0 : std::exp(z);
   }
-}
-
-// The level from the 256 p[l] (summed in level order).
-int pick_level(const double* p, int best, DecodeMode mode, double u) {
-  double sum = 0;
-  for (int l = 0; l < kLevels; ++l) sum += p[l];
   if (mode == DecodeMode::Mean) {
     double m = 0;
     for (int l = 0; l < kLevels; ++l) m += p[l] * l;
@@ -128,14 +117,6 @@ int pick_level(const double* p, int best, DecodeMode mode, double u) {
     if (cum > target) return l;
   }
   return best;  // u * sum rounded up to the total: the last non-zero level is as good
-}
-
-int draw(const float* logits, DecodeMode mode, float tau, double u) {
-  const int best = best_level(logits);
-  if (mode == DecodeMode::Argmax) return best;
-  double p[kLevels];
-  level_probs(logits, best, mode, tau, 0, kLevels, p);
-  return pick_level(p, best, mode, u);
 }
 
 uint8_t to_byte(float v) {  // [-1, 1] -> 0..255, rounded half up
@@ -366,7 +347,7 @@ class CachedSampler {
     }
     head1_cur_.init(n, 1, 1, H1_);
     logits_.assign(size_t(n) * kLevels, 0.f);
-    logits_low_.assign(size_t(n) * kLevels, 0.f);
+    logits_low_.assign(2 * size_t(n) * kLevels, 0.f);
     // Workers and their scratch (nothing is allocated per step).
     const int W = split_ ? std::min(threads_, n) : 1;
     if (split_) threads_ = W;
@@ -397,7 +378,6 @@ class CachedSampler {
   int end_image(int w) const { return workers_[size_t(w)].b1; }
   int workers() const { return int(workers_.size()); }
   bool shared() const { return !split_; }  // all threads on all images
-  void team_barrier(int nt) { sync(nt); }  // see sync
 
   // The normalised value of a drawn sub-pixel goes into the y ring (first_v and first_h read it).
   void set_y(int b, int i, int j, int c, float v) { yring_.at(b, i % yring_.rows, ypl_ + j)[c] = v; }
@@ -490,7 +470,7 @@ class CachedSampler {
     // the chain. The own part opens when thread 0 has gathered colour c's head1 outputs. Every
     // thread takes what is open, so neither waits for the other's share.
     const long step = (long(i) * S_ + j) * C_ + c + 1;  // this call's number (flags start at 0)
-    float* low_out = logits_low_.data() + size_t(b0) * kLevels;
+    float* low_out = logits_low_.data() + (size_t(step & 1) * n_ + size_t(b0)) * kLevels;
     const Packed& low = head2_low_.empty() ? own : head2_low_[size_t(c)];
     auto low_panel = [&](int q) {
       if (low_nk_ >= 0)
@@ -535,8 +515,11 @@ class CachedSampler {
 
   const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
   // head2's low part of the last pixel_logits call (a team, colours > 0), or nullptr.
-  const float* logits_low(int b, int c) const {
-    return head2_klo_[size_t(c)] > 0 ? logits_low_.data() + size_t(b) * kLevels : nullptr;
+  // Two buffers, by the call's parity: thread 1 may start the next call's low part while thread
+  // 0 still draws from this one (no barrier after the draw).
+  const float* logits_low(int b, int i, int j, int c) const {
+    const long step = (long(i) * S_ + j) * C_ + c + 1;
+    return head2_klo_[size_t(c)] > 0 ? logits_low_.data() + (size_t(step & 1) * n_ + size_t(b)) * kLevels : nullptr;
   }
 
   // After row i is complete: the vertical stack for row i, and link(v_pre) of each layer for row
@@ -780,12 +763,6 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
     CachedSampler cs(m, n, omp_get_max_threads());
     SamplerProfile* prof = opt.profile;
     bool stopped = false;
-    // A team's draw: every thread combines the logits and finds the best level (the same
-    // result on each), computes p for its share of the levels into P; thread 0 adds them up in
-    // level order (pick_level: the bits of draw on one thread).
-    std::vector<double> P(cs.shared() ? size_t(n) * kLevels : 0);
-    std::vector<float> Lt0(cs.shared() ? size_t(n) * kLevels : 0);
-    std::vector<int> best(cs.shared() ? size_t(n) : 0);
     for (int i = 0; i < S && !stopped; ++i) {
 #pragma omp parallel num_threads(cs.threads())
       {
@@ -805,32 +782,11 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
             cs.pixel_logits(w, i, j, c, tid, nt, pr);
             const double t0 = pr ? now_seconds() : 0;
             const int px = i * S + j;
-            if (nt > 1) {
-              const int l0 = kLevels * tid / nt, l1 = kLevels * (tid + 1) / nt;
-              for (int b = 0; b < n; ++b) {
-                float* lb = tid == 0 ? Lt0.data() + size_t(b) * kLevels : l;
-                combine(b, px, c, cs.logits(b), cs.logits_low(b, c), lb);
-                const int bl = best_level(lb);
-                if (tid == 0) best[size_t(b)] = bl;
-                if (opt.mode != DecodeMode::Argmax)
-                  level_probs(lb, bl, opt.mode, opt.temperature, l0, l1, P.data() + size_t(b) * kLevels);
-              }
-              cs.team_barrier(nt);
-              if (tid == 0)
-                for (int b = 0; b < n; ++b) {
-                  const int bl = best[size_t(b)];
-                  const int v = opt.mode == DecodeMode::Argmax
-                                    ? bl
-                                    : pick_level(P.data() + size_t(b) * kLevels, bl, opt.mode, uniform(b, px, c));
-                  record(b, px, c, Lt0.data() + size_t(b) * kLevels, v);
-                  cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
-                }
-            } else {
+            if (tid == 0)  // the team's other threads go on to the next call's work meanwhile
               for (int b = cs.first_image(w); b < cs.end_image(w); ++b) {
-                const int v = draw_one(b, px, c, cs.logits(b), nullptr, l);
+                const int v = draw_one(b, px, c, cs.logits(b), cs.logits_low(b, i, j, c), l);
                 cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
               }
-            }
             if (pr) pr->draw += now_seconds() - t0;
           }
         if (!stop) cs.finish_row(w, i, tid, nt, pr);

@@ -156,10 +156,9 @@ TEST_CASE("sampler: cached == naive on 1, 2 and 3 threads: images shared out, or
 
 TEST_CASE("sampler: a team (fewer images than threads) == naive in every decoding mode") {
   // A team splits head2 into the rows of the earlier colours' head1 outputs (thread 1, while
-  // thread 0 runs the chain) and colour c's own rows, claims both by panels, shares the draw's
-  // exp calls (thread 0 adds them up in order), shares the vertical stack by positions, and at
-  // colours > 0 runs each h layer's left taps on thread 1 (during colour 0) and only the current
-  // tap on thread 0.
+  // thread 0 runs the chain) and colour c's own rows, claims both by panels, shares the vertical
+  // stack by positions, at colours > 0 runs each h layer's left taps on thread 1 (during colour
+  // 0) and only the current tap on thread 0, and draws on thread 0 while thread 1 goes on.
   // 1 image on 2 and 3 threads (head2's inputs gathered: the zero-skipping path), 5 images on 6
   // threads (all inputs: the dense path).
   ModelConfig cfg = sampler_config(3, 8, 3);
