@@ -239,9 +239,12 @@ float tanh_f(float x) { return cpu::simd::tanh(x); }
 // (check_cacheable has checked the geometry); p is the stacks' width, first_h.co().
 //
 // Threads: with n >= threads, every thread owns a run of images and works alone (no barrier
-// within a row). With fewer images than threads (batch 1), all threads work on all images: one
-// runs the chain of small products, then all share the large ones (head2, the vertical stack's
-// rows) by output panels, with barriers between.
+// within a row). With fewer images than threads (batch 1), all threads work on all images (a
+// team): thread 0 runs the chain of small products and the draw; thread 1 meanwhile runs the
+// parts whose inputs are already final (head2's rows of the earlier colours' head1 outputs,
+// the h layers' left taps for colours > 0); head2's panels are claimed one at a time by
+// whichever thread is free (one barrier per sub-pixel), and the vertical stack is shared by
+// positions (one barrier per layer).
 class CachedSampler {
  public:
   CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
