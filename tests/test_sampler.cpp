@@ -167,6 +167,24 @@ TEST_CASE("sampler: a team (fewer images than threads) == naive in every decodin
   m.init(17);
   scale_params(m, 0.85f);
   const int saved = omp_get_max_threads();
+  // C = 1 (no low part, no left taps' sums) and no gated layers, 1 image on 2 threads.
+  for (int layers : {2, 0}) {
+    ModelConfig c1 = sampler_config(layers == 2 ? 1 : 3, 8, 3);
+    c1.prior_layers = layers;
+    Model<float> m1(c1, Device::Cpu);
+    m1.init(19);
+    scale_params(m1, 0.85f);
+    const auto x = random_low(1, c1.low(), c1.colors, 70);
+    SampleOptions o;
+    o.seed = 13;
+    o.cached = false;
+    omp_set_num_threads(1);
+    const auto naive = sample_images(m1, x.data(), 1, o);
+    o.cached = true;
+    omp_set_num_threads(2);
+    INFO("C=" << c1.colors << " layers " << layers);
+    CHECK(sample_images(m1, x.data(), 1, o) == naive);
+  }
   struct Run {
     int n;
     std::vector<int> threads;
