@@ -165,6 +165,7 @@ std::vector<float> conditioning_logits(Model<float>& m, const std::vector<float>
 // has K = that prefix. The link (unmasked, reading the row above) is done per row.
 
 using sampler_gemm::gemm;
+using sampler_gemm::gemm_panel;
 using sampler_gemm::Packed;
 
 // A prior layer's applied weights, read in the channel-last input order k = (ky*kw + kx)*ci + i.
@@ -238,9 +239,12 @@ float tanh_f(float x) { return cpu::simd::tanh(x); }
 // (check_cacheable has checked the geometry); p is the stacks' width, first_h.co().
 //
 // Threads: with n >= threads, every thread owns a run of images and works alone (no barrier
-// within a row). With fewer images than threads (batch 1), all threads work on all images: one
-// runs the chain of small products, then all share the large ones (head2, the vertical stack's
-// rows) by output panels, with barriers between.
+// within a row). With fewer images than threads (batch 1), all threads work on all images (a
+// team): thread 0 runs the chain of small products and the draw; thread 1 meanwhile runs the
+// parts whose inputs are already final (head2's rows of the earlier colours' head1 outputs,
+// the h layers' left taps for colours > 0); head2's panels are claimed one at a time by
+// whichever thread is free (one barrier per sub-pixel), and the vertical stack is shared by
+// positions (one barrier per layer).
 class CachedSampler {
  public:
   CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
@@ -271,7 +275,54 @@ class CachedSampler {
     head2_ = pack_by_colour(h2, C_);
     p_ = m.first_h.co();
     H1_ = m.head1.co();
+    threads_ = std::max(1, threads);
+    split_ = n >= threads_;
+    // A team (fewer images than threads): head2's product for colour c is cut at klo = colour
+    // c - 1's input prefix. Its rows [0, klo) read head1's outputs of the colours < c, which are
+    // final before colour c starts: the team's other threads run that part while thread 0 runs
+    // the chain up to head1 (head2_low_). The rows [klo, K) read colour c's own head1 outputs:
+    // shared by the whole team after head1 (head2_own_). Needs head1's outputs of the colours
+    // >= c to lie past klo (groups are channel ranges in order); otherwise klo = 0: one product.
+    head2_klo_.assign(size_t(C_), 0);
+    if (!split_ && threads_ > 1) {
+      bool ranges = true;
+      for (int c = 1; c < C_; ++c)
+        for (int c2 = c; c2 < C_; ++c2)
+          for (int o : head1_[size_t(c2)].outs) ranges &= o >= head2_[size_t(c) - 1].B.K;
+      for (int c = 1; ranges && c < C_; ++c) head2_klo_[size_t(c)] = head2_[size_t(c) - 1].B.K;
+      for (int c = 0; c < C_; ++c) {
+        const ColourProduct& P = head2_[size_t(c)];
+        const int klo = head2_klo_[size_t(c)];
+        auto w = [&](int k0) { return [&, k0](int k, int n) { return h2.weight(P.outs[size_t(n)], k0 + k); }; };
+        head2_low_.push_back(sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; }));
+        head2_own_.push_back(sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
+                                                [&](int n) { return h2.b[size_t(P.outs[size_t(n)])]; }));
+      }
+    }
     const int S = S_, p = p_, L = int(v_.size());
+    // A team, colours > 0: each h layer's product is cut at the current pixel's tap. Its left
+    // taps (columns j - pad_l .. j - 1, final when pixel j starts) run on thread 1 while thread 0
+    // runs colour 0 (h_left_, bias included, into hpre_); thread 0 then runs only the current
+    // tap's rows (h_cur_) and adds hpre_.
+    if (!split_ && threads_ > 1 && C_ > 1) {
+      h_left_.resize(size_t(L));
+      h_cur_.resize(size_t(L));
+      hpre_.resize(size_t(L));
+      for (int l = 0; l < L; ++l) {
+        const LayerWeights hw(*h_def_[size_t(l)], P, M);
+        const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
+        for (int c = 0; c < C_; ++c) {
+          const ColourProduct& H = h_[size_t(l)][size_t(c)];
+          auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
+          const int N = int(H.outs.size());
+          h_left_[size_t(l)].push_back(sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
+                                                          [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; }));
+          h_cur_[size_t(l)].push_back(
+              sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; }));
+          hpre_[size_t(l)].emplace_back(size_t(n) * wide(H), 0.f);
+        }
+      }
+    }
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
     yring_.init(n, m.first_v.kh(), ypl_ + S + m.first_v.pad_r, C_, 0.f);
@@ -299,9 +350,8 @@ class CachedSampler {
     }
     head1_cur_.init(n, 1, 1, H1_);
     logits_.assign(size_t(n) * kLevels, 0.f);
+    logits_low_.assign(2 * size_t(n) * kLevels, 0.f);
     // Workers and their scratch (nothing is allocated per step).
-    threads_ = std::max(1, threads);
-    split_ = n >= threads_;
     const int W = split_ ? std::min(threads_, n) : 1;
     if (split_) threads_ = W;
     int kmax = first_v_.K, nmax = first_v_.N;
@@ -320,6 +370,8 @@ class CachedSampler {
       wk.relu.assign(size_t(M) * p, 0.f);
       wk.compact.assign(size_t(M) * H1_, 0.f);
       wk.kidx.assign(size_t(H1_), 0);
+      wk.low_compact.assign(size_t(M) * H1_, 0.f);
+      wk.low_kidx.assign(size_t(H1_), 0);
       workers_.push_back(std::move(wk));
     }
   }
@@ -333,12 +385,14 @@ class CachedSampler {
   // The normalised value of a drawn sub-pixel goes into the y ring (first_v and first_h read it).
   void set_y(int b, int i, int j, int c, float v) { yring_.at(b, i % yring_.rows, ypl_ + j)[c] = v; }
 
-  // Prior logits B for colour c at (i, j), images [b0, b1): logits_[b][256]. Run by every thread
-  // of the worker's team (tid of nt); in a team the logits are complete when it returns.
+  // Prior logits B for colour c at (i, j), images [b0, b1): logits(b) + logits_low(b) (the
+  // latter: nullptr when there is no low part). Run by every thread of the worker's team (tid of
+  // nt); in a team the logits are complete when it returns.
   void pixel_logits(int w, int i, int j, int c, int tid, int nt, SamplerProfile* prof) {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, p = p_, L = int(h_.size());
-    const ColourProduct& h2 = head2_[size_t(c)];
+    const int klo = head2_klo_[size_t(c)], khi = head2_[size_t(c)].B.K;
+    const Packed& own = klo > 0 ? head2_own_[size_t(c)] : head2_[size_t(c)].B;
     Clock clk(tid == 0 ? prof : nullptr);
     if (tid == 0) {
       // h_0 = first_h(y) at (i, j): the padded row i from column j - pad_l, every colour.
@@ -348,17 +402,28 @@ class CachedSampler {
         gemm(A, yring_.image_stride(), M, P.B, wk.tmp.data(), wide(P));
         scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
       }
+      const bool pre = c > 0 && !h_cur_.empty();  // the left taps' sums are in hpre_
+      if (pre) wait_for(hpre_open_, long(i) * S_ + j + 1);
       for (int l = 0; l < L; ++l) {
         // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
-        const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
-        gemm(A, hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(), wide(H));
+        const int pad = h_def_[size_t(l)]->pad_l;
+        if (pre)  // the current tap only
+          gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)],
+               wk.tmp.data(), wide(H));
+        else
+          gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j - pad), hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(),
+               wide(H));
         const int q = int(H.outs.size()) / 2;
         const int* outs = H.outs.data();
         for (int m = 0; m < M; ++m) {
           float* z = wk.tmp.data() + size_t(m) * wide(H);
           const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j);
           float* g = wk.tmp2.data();
+          if (pre) {
+            const float* hp = hpre_[size_t(l)][size_t(c)].data() + size_t(m) * wide(H);
+            for (int k = 0; k < 2 * q; ++k) z[k] += hp[k];
+          }
           for (int k = 0; k < 2 * q; ++k) z[k] += lk[outs[k]];
 #pragma omp simd
           for (int k = 0; k < q; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
@@ -389,79 +454,120 @@ class CachedSampler {
         const float* t = wk.tmp.data() + size_t(m) * wide(H1);
         for (size_t k = 0; k < H1.outs.size(); ++k) o[H1.outs[k]] = std::max(0.f, t[k]);
       }
-      // head2's inputs are ReLU outputs: with few images many are zero in every image, and
-      // those rows of the product are left out (exactly: adding 0 * w changes no sum).
-      wk.nk = -1;
-      if (M <= 4) {
-        int nk = 0;
-        for (int k = 0; k < h2.B.K; ++k) {
-          bool any = false;
-          for (int m = 0; m < M; ++m) any |= head1_cur_.at(b0 + m, 0, 0)[k] != 0.f;
-          if (any) wk.kidx[size_t(nk++)] = k;
-        }
-        if (nk < h2.B.K * 3 / 4) {
-          for (int m = 0; m < M; ++m)
-            for (int q = 0; q < nk; ++q)
-              wk.compact[size_t(m) * H1_ + q] = head1_cur_.at(b0 + m, 0, 0)[wk.kidx[size_t(q)]];
-          wk.nk = nk;
-        }
-      }
+      wk.nk = nonzero_inputs(b0, M, klo, khi, wk.kidx.data(), wk.compact.data());
       clk.lap(&SamplerProfile::head);
     }
-    sync(nt);
-    if (wk.nk >= 0)
-      gemm(wk.compact.data(), H1_, M, h2.B, logits_.data() + size_t(b0) * kLevels, kLevels, tid, nt, wk.kidx.data(),
-           wk.nk);
-    else
-      gemm(head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, h2.B, logits_.data() + size_t(b0) * kLevels, kLevels,
-           tid, nt);
+    float* out = logits_.data() + size_t(b0) * kLevels;
+    auto own_panel = [&](int q) {
+      if (wk.nk >= 0) gemm_panel(q, wk.compact.data(), H1_, M, own, out, kLevels, wk.kidx.data(), wk.nk);
+      else gemm_panel(q, head1_cur_.at(b0, 0, 0) + klo, head1_cur_.image_stride(), M, own, out, kLevels);
+    };
+    if (nt == 1) {  // a worker alone
+      for (int q = 0; q < own.panels(); ++q) own_panel(q);
+      clk.lap(&SamplerProfile::head);
+      return;
+    }
+    // A team: head2's panels are claimed one at a time from two lists. The low part (rows of the
+    // inputs final before colour c: head1's colours < c, which thread 0 does not write now) is
+    // open from the start: thread 1 gathers its non-zero inputs and opens it while thread 0 runs
+    // the chain. The own part opens when thread 0 has gathered colour c's head1 outputs. Every
+    // thread takes what is open, so neither waits for the other's share.
+    const long step = (long(i) * S_ + j) * C_ + c + 1;  // this call's number (flags start at 0)
+    float* low_out = logits_low_.data() + (size_t(step & 1) * n_ + size_t(b0)) * kLevels;
+    const Packed& low = head2_low_.empty() ? own : head2_low_[size_t(c)];
+    auto low_panel = [&](int q) {
+      if (low_nk_ >= 0)
+        gemm_panel(q, wk.low_compact.data(), H1_, M, low, low_out, kLevels, wk.low_kidx.data(), low_nk_);
+      else gemm_panel(q, head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, low, low_out, kLevels);
+    };
+    auto take = [](std::atomic<int>& next, int panels, auto&& run) {
+      for (int q; (q = next.fetch_add(1, std::memory_order_relaxed)) < panels;) run(q);
+    };
+    if (tid == 0) {
+      own_next_.store(0, std::memory_order_relaxed);
+      own_open_.store(step, std::memory_order_release);
+      take(own_next_, own.panels(), own_panel);
+      if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
+    } else {
+      if (c == 0 && tid == 1 && !h_cur_.empty()) {
+        // While thread 0 runs colour 0: the left taps' sums of every h layer for colours > 0.
+        for (int l = 0; l < L; ++l) {
+          const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
+          for (int c2 = 1; c2 < C_; ++c2)
+            gemm(A, hrow_[size_t(l)].image_stride(), M, h_left_[size_t(l)][size_t(c2)],
+                 hpre_[size_t(l)][size_t(c2)].data(), wide(h_[size_t(l)][size_t(c2)]));
+        }
+        hpre_open_.store(long(i) * S_ + j + 1, std::memory_order_release);
+      }
+      if (klo > 0) {
+        if (tid == 1) {
+          low_nk_ = nonzero_inputs(b0, M, 0, klo, wk.low_kidx.data(), wk.low_compact.data());
+          low_next_.store(0, std::memory_order_relaxed);
+          low_open_.store(step, std::memory_order_release);
+        } else {
+          wait_for(low_open_, step);
+        }
+        take(low_next_, low.panels(), low_panel);
+      }
+      wait_for(own_open_, step);
+      take(own_next_, own.panels(), own_panel);
+    }
     sync(nt);
     clk.lap(&SamplerProfile::head);
   }
 
   const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
+  // head2's low part of the last pixel_logits call (a team, colours > 0), or nullptr.
+  // Two buffers, by the call's parity: thread 1 may start the next call's low part while thread
+  // 0 still draws from this one (no barrier after the draw).
+  const float* logits_low(int b, int i, int j, int c) const {
+    const long step = (long(i) * S_ + j) * C_ + c + 1;
+    return head2_klo_[size_t(c)] > 0 ? logits_low_.data() + (size_t(step & 1) * n_ + size_t(b)) * kLevels : nullptr;
+  }
 
   // After row i is complete: the vertical stack for row i, and link(v_pre) of each layer for row
-  // i + 1.
+  // i + 1. A team shares the row's positions (image, column): each thread runs every product of
+  // its own positions (weights read by each thread), so one barrier per layer is enough (the next
+  // layer's patches read the neighbours' columns).
   void finish_row(int w, int i, int tid, int nt, SamplerProfile* prof) {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, S = S_, p = p_, L = int(v_.size()), rows = M * S;
     Clock clk(tid == 0 ? prof : nullptr);
     sync(nt);                                                    // thread 0 has drawn the row's last sub-pixel
     const int r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;  // this thread's share of rows
+    const int mr = r1 - r0;
     // v_0 = first_v(y) at row i.
     im2col(yring_, *first_v_def_, ypl_, i, b0, r0, r1, first_v_.K, wk.patch.data());
-    sync(nt);
-    gemm(wk.patch.data(), first_v_.K, rows, first_v_, wk.vout.data(), first_v_.N, tid, nt);
-    sync(nt);
+    float* vout = wk.vout.data();
+    gemm(wk.patch.data() + size_t(r0) * first_v_.K, first_v_.K, mr, first_v_, vout + size_t(r0) * first_v_.N,
+         first_v_.N);
     if (L > 0)
       for (int r = r0; r < r1; ++r)
-        std::copy_n(wk.vout.data() + size_t(r) * first_v_.N, p,
-                    vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
+        std::copy_n(vout + size_t(r) * first_v_.N, p, vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
     sync(nt);
     clk.lap(&SamplerProfile::vertical);
     for (int l = 0; l < L; ++l) {
       const Packed& V = v_[size_t(l)];
       im2col(vring_[size_t(l)], *v_def_[size_t(l)], vpl_, i, b0, r0, r1, V.K, wk.patch.data());
-      sync(nt);
-      gemm(wk.patch.data(), V.K, rows, V, wk.vout.data(), V.N, tid, nt);  // v_pre: [rows][2p]
-      sync(nt);
+      gemm(wk.patch.data() + size_t(r0) * V.K, V.K, mr, V, vout + size_t(r0) * V.N, V.N);  // v_pre: [rows][2p]
       clk.lap(&SamplerProfile::vertical);
       // link(v_pre) for row i + 1: [rows][2p] into linkrow.
       const Packed& LK = link_[size_t(l)];
       ImageBuf& lr = linkrow_[size_t(l)];
-      gemm(wk.vout.data(), V.N, rows, LK, lr.at(b0, 0, 0), LK.N, tid, nt);
+      gemm(vout + size_t(r0) * V.N, V.N, mr, LK, lr.at(b0, 0, 0) + size_t(r0) * LK.N, LK.N);
       clk.lap(&SamplerProfile::link_res);
-      if (l + 1 < L)  // v = gate(v_pre): the next layer's input row
+      if (l + 1 < L) {  // v = gate(v_pre): the next layer's input row
         for (int r = r0; r < r1; ++r) {
-          const float* z = wk.vout.data() + size_t(r) * V.N;
+          const float* z = vout + size_t(r) * V.N;
           float* o = vring_[size_t(l) + 1].at(b0 + r / S, i % vring_[size_t(l) + 1].rows, vpl_ + r % S);
 #pragma omp simd
           for (int k = 0; k < p; ++k) o[k] = tanh_f(z[k]) * sigmoid_f(z[p + k]);
         }
-      sync(nt);
+        sync(nt);
+      }
       clk.lap(&SamplerProfile::vertical);
     }
+    sync(nt);  // linkrow complete before the next row's pixels
   }
 
   // FLOPs per image of the products above (2 per multiply-add; K = the prefixes, N = the
@@ -486,7 +592,9 @@ class CachedSampler {
     int b0 = 0, b1 = 0;  // images [b0, b1)
     std::vector<float> patch, vout, tmp, tmp2, relu, compact;
     std::vector<int> kidx;
-    int nk = -1;  // head2: columns kept (kidx), or -1: all
+    int nk = -1;                     // head2: columns kept (kidx), or -1: all
+    std::vector<float> low_compact;  // the same for head2_low_ (the team's thread 1)
+    std::vector<int> low_kidx;
   };
   // Adds the seconds since the last lap to one field of the profile (thread 0 only).
   struct Clock {
@@ -517,6 +625,34 @@ class CachedSampler {
       if (spin > 2000) std::this_thread::yield();
   }
   std::atomic<int> barrier_count_{0}, barrier_gen_{0};
+  // head2's panel lists in a team (pixel_logits): the call number that opened each, the next
+  // panel to claim, the low part's non-zero input count (written by thread 1 before it opens).
+  std::atomic<long> own_open_{0}, low_open_{0};
+  std::atomic<int> own_next_{0}, low_next_{0};
+  int low_nk_ = -1;
+  // Spins briefly, then yields (as sync), until flag == value.
+  static void wait_for(const std::atomic<long>& flag, long value) {
+    for (int spin = 0; flag.load(std::memory_order_acquire) != value; ++spin)
+      if (spin > 2000) std::this_thread::yield();
+  }
+
+  // head2's inputs are ReLU outputs: with few images many are zero in every image, and those
+  // rows of the product are left out (exactly: adding 0 * w changes no sum). Inputs [k0, k1) of
+  // images [b0, b0 + M): when few enough are non-zero in some image, their positions less k0
+  // go to kidx, their values to compact [M][H1_], and their count is returned; else -1 (all).
+  int nonzero_inputs(int b0, int M, int k0, int k1, int* kidx, float* compact) {
+    if (M > 4) return -1;
+    int nk = 0;
+    for (int k = k0; k < k1; ++k) {
+      bool any = false;
+      for (int m = 0; m < M; ++m) any |= head1_cur_.at(b0 + m, 0, 0)[k] != 0.f;
+      if (any) kidx[nk++] = k - k0;
+    }
+    if (nk >= (k1 - k0) * 3 / 4) return -1;
+    for (int m = 0; m < M; ++m)
+      for (int q = 0; q < nk; ++q) compact[size_t(m) * H1_ + q] = head1_cur_.at(b0 + m, 0, 0)[k0 + kidx[q]];
+    return nk;
+  }
   static int wide(const ColourProduct& P) { return P.B.panels() * sampler_gemm::kNR; }
 
   // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
@@ -556,7 +692,14 @@ class CachedSampler {
   std::vector<std::vector<ColourProduct>> h_, res_;
   ImageBuf yring_, head1_cur_;
   std::vector<ImageBuf> vring_, hrow_, linkrow_, gate_;
-  std::vector<float> logits_;
+  std::vector<float> logits_, logits_low_;  // head2's product (own rows), its low rows (team)
+  std::vector<int> head2_klo_;              // per colour: head2's rows [0, klo) run as head2_low_
+  std::vector<Packed> head2_low_, head2_own_;
+  // Team, colours > 0: h layers cut at the current tap ([layer][colour]); the left taps' sums
+  // ([layer][colour]: [n][wide]), written by thread 1 at colour 0 of each pixel.
+  std::vector<std::vector<Packed>> h_left_, h_cur_;
+  std::vector<std::vector<std::vector<float>>> hpre_;
+  std::atomic<long> hpre_open_{0};  // the pixel (i * S + j + 1) whose hpre_ is complete
   std::vector<Worker> workers_;
 };
 
@@ -596,13 +739,25 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   std::vector<double> U(size_t(HW) * C * n);
   for (double& u : U) u = double(rng() >> 11) * 0x1.0p-53;
   if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
-  // Combine B + A for (pixel, colour) of image b, draw, record.
-  auto draw_one = [&](int b, int p, int c, const float* B, float* l) -> int {
+  // The logits l = B (+ Blow) + A of (pixel, colour) of image b.
+  auto combine = [&](int b, int p, int c, const float* B, const float* Blow, float* l) {
     const float* a = Arow.data() + (size_t(b) * S + size_t(p % S)) * CK + size_t(c) * kLevels;
-    for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
+    if (Blow)
+      for (int k = 0; k < kLevels; ++k) l[k] = (B[k] + Blow[k]) + a[k];
+    else
+      for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
+  };
+  // Record the logits l and the drawn level v.
+  auto record = [&](int b, int p, int c, const float* l, int v) {
     if (opt.logits_out) std::copy(l, l + kLevels, opt.logits_out->begin() + ((size_t(p) * C + c) * n + b) * kLevels);
-    const int v = draw(l, opt.mode, opt.temperature, U[(size_t(p) * C + c) * n + b]);
     out[(size_t(b) * HW + p) * C + c] = uint8_t(v);
+  };
+  auto uniform = [&](int b, int p, int c) { return U[(size_t(p) * C + c) * n + b]; };
+  // Combine B + A for (pixel, colour) of image b, draw, record.
+  auto draw_one = [&](int b, int p, int c, const float* B, const float* Blow, float* l) -> int {
+    combine(b, p, c, B, Blow, l);
+    const int v = draw(l, opt.mode, opt.temperature, uniform(b, p, c));
+    record(b, p, c, l, v);
     return v;
   };
   const long limit = opt.stop_after < 0 ? long(HW) * C : opt.stop_after;
@@ -628,14 +783,14 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
               break;
             }
             cs.pixel_logits(w, i, j, c, tid, nt, pr);
-            if (tid == 0) {
-              const double t0 = pr ? now_seconds() : 0;
+            const double t0 = pr ? now_seconds() : 0;
+            const int px = i * S + j;
+            if (tid == 0)  // the team's other threads go on to the next call's work meanwhile
               for (int b = cs.first_image(w); b < cs.end_image(w); ++b) {
-                const int v = draw_one(b, i * S + j, c, cs.logits(b), l);
+                const int v = draw_one(b, px, c, cs.logits(b), cs.logits_low(b, i, j, c), l);
                 cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
               }
-              if (pr) pr->draw += now_seconds() - t0;
-            }
+            if (pr) pr->draw += now_seconds() - t0;
           }
         if (!stop) cs.finish_row(w, i, tid, nt, pr);
 #pragma omp master
@@ -663,7 +818,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
       device_download(m.device(), B.data(), b->data, B.size() * sizeof(float));
       for (int img = 0; img < n; ++img) {
         for (int k = 0; k < kLevels; ++k) Bp[size_t(k)] = B[((size_t(img) * C + c) * kLevels + k) * HW + p];
-        const int v = draw_one(img, p, c, Bp.data(), l.data());
+        const int v = draw_one(img, p, c, Bp.data(), nullptr, l.data());
         yn[(size_t(img) * C + c) * HW + p] = float(v) / 127.5f - 1.f;
       }
     }

@@ -115,22 +115,35 @@ inline void tile_rows(int rows, int K, const float* A, long lda, const float* B,
   }
 }
 
+// Tile t of C = bias + A x B: row block t % mblocks (kMR rows) of panel t / mblocks. With kidx
+// (nk entries), A holds only the columns kidx[0..nk) (see tile).
+inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
+                      const int* kidx, int nk) {
+  const int q = t / mblocks, m0 = (t % mblocks) * kMR, rows = std::min(kMR, M - m0);
+  const int ncols = std::min(kNR, B.N - q * kNR);
+  const float* Bq = B.w.data() + size_t(q) * B.K * kNR;
+  const float* bias = B.bias.data() + size_t(q) * kNR;
+  if (kidx) tile_rows<true>(rows, nk, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, kidx);
+  else tile_rows<false>(rows, B.K, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, nullptr);
+}
+
 // C[m][n] = bias[n] + sum_k A[m][k] * B[k][n] for m < M, n < B.N (lda, ldc in floats). The
 // tiles (kMR rows x one panel, panel-major so a panel stays in cache across its row blocks) are
 // shared out among `nthr` workers in contiguous runs: worker `tid` computes its own run only.
 // With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, long ldc, int tid = 0, int nthr = 1,
                  const int* kidx = nullptr, int nk = 0) {
-  const int mblocks = (M + kMR - 1) / kMR, panels = B.panels(), tiles = mblocks * panels;
+  const int mblocks = (M + kMR - 1) / kMR, tiles = mblocks * B.panels();
   const int t0 = int(long(tiles) * tid / nthr), t1 = int(long(tiles) * (tid + 1) / nthr);
-  for (int t = t0; t < t1; ++t) {
-    const int q = t / mblocks, m0 = (t % mblocks) * kMR, rows = std::min(kMR, M - m0);
-    const int ncols = std::min(kNR, B.N - q * kNR);
-    const float* Bq = B.w.data() + size_t(q) * B.K * kNR;
-    const float* bias = B.bias.data() + size_t(q) * kNR;
-    if (kidx) tile_rows<true>(rows, nk, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, kidx);
-    else tile_rows<false>(rows, B.K, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, nullptr);
-  }
+  for (int t = t0; t < t1; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
+}
+
+// The same product, columns of panel q only (all M rows): for workers that claim panels one at
+// a time.
+inline void gemm_panel(int q, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
+                       const int* kidx = nullptr, int nk = 0) {
+  const int mblocks = (M + kMR - 1) / kMR;
+  for (int t = q * mblocks; t < (q + 1) * mblocks; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
 }
 
 }  // namespace prsr::sampler_gemm

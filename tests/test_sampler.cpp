@@ -154,6 +154,72 @@ TEST_CASE("sampler: cached == naive on 1, 2 and 3 threads: images shared out, or
   omp_set_num_threads(saved);
 }
 
+TEST_CASE("sampler: a team (fewer images than threads) == naive in every decoding mode") {
+  // A team splits head2 into the rows of the earlier colours' head1 outputs (thread 1, while
+  // thread 0 runs the chain) and colour c's own rows, claims both by panels, shares the vertical
+  // stack by positions, at colours > 0 runs each h layer's left taps on thread 1 (during colour
+  // 0) and only the current tap on thread 0, and draws on thread 0 while thread 1 goes on.
+  // 1 image on 2 and 3 threads (head2's inputs gathered: the zero-skipping path), 5 images on 6
+  // threads (all inputs: the dense path).
+  ModelConfig cfg = sampler_config(3, 8, 3);
+  cfg.head = 40;
+  Model<float> m(cfg, Device::Cpu);
+  m.init(17);
+  scale_params(m, 0.85f);
+  const int saved = omp_get_max_threads();
+  // C = 1 (no low part, no left taps' sums) and no gated layers, 1 image on 2 threads.
+  for (int layers : {2, 0}) {
+    ModelConfig c1 = sampler_config(layers == 2 ? 1 : 3, 8, 3);
+    c1.prior_layers = layers;
+    Model<float> m1(c1, Device::Cpu);
+    m1.init(19);
+    scale_params(m1, 0.85f);
+    const auto x = random_low(1, c1.low(), c1.colors, 70);
+    SampleOptions o;
+    o.seed = 13;
+    o.cached = false;
+    omp_set_num_threads(1);
+    const auto naive = sample_images(m1, x.data(), 1, o);
+    o.cached = true;
+    omp_set_num_threads(2);
+    INFO("C=" << c1.colors << " layers " << layers);
+    CHECK(sample_images(m1, x.data(), 1, o) == naive);
+  }
+  struct Run {
+    int n;
+    std::vector<int> threads;
+  };
+  for (const Run& run : {Run{1, {2, 3}}, Run{5, {6}}}) {
+    const auto x = random_low(run.n, cfg.low(), 3, 60 + run.n);
+    for (DecodeMode mode : {DecodeMode::Sample, DecodeMode::Mean, DecodeMode::Argmax}) {
+      SampleOptions o;
+      o.seed = 11;
+      o.temperature = 0.8f;
+      o.mode = mode;
+      o.cached = false;
+      std::vector<float> ln, lc;
+      o.logits_out = &ln;
+      omp_set_num_threads(1);
+      const auto naive = sample_images(m, x.data(), run.n, o);
+      o.cached = true;
+      o.logits_out = &lc;
+      for (int threads : run.threads) {
+        omp_set_num_threads(threads);
+        INFO("images " << run.n << ", threads " << threads << ", mode " << decode_mode_name(mode));
+        CHECK(sample_images(m, x.data(), run.n, o) == naive);
+        REQUIRE(lc.size() == ln.size());
+        double max_err = 0, max_abs = 0;
+        for (size_t i = 0; i < lc.size(); ++i) {
+          max_err = std::max(max_err, double(std::fabs(lc[i] - ln[i])));
+          max_abs = std::max(max_abs, double(std::fabs(ln[i])));
+        }
+        CHECK(max_err <= 2e-5 * std::max(1.0, max_abs));
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler cannot run") {
   ModelConfig cfg = sampler_config(3, 8, 3);
   const auto x = random_low(1, cfg.low(), 3, 1);
