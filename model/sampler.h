@@ -5,10 +5,11 @@
 //   cached: (Ramachandran et al. 2017) every layer keeps the rows it still needs: the vertical
 //           stack runs once per row, the horizontal stack and the head once per pixel and
 //           colour, at that position only and for that colour's outputs only, batched over the
-//           images as small GEMMs (model/sampler_gemm.h). The default. Runs on the host in
-//           float32 (Device::Cpu models; a CUDA model is read back first), on every OpenMP
-//           thread: images shared out among them, or with fewer images than threads, the large
-//           products shared by output channels.
+//           images as small GEMMs (model/sampler_gemm.h). The default. For a Device::Cpu
+//           model it runs on the host in float32, on every OpenMP thread: images shared out
+//           among them, or with fewer images than threads, the large products shared by output
+//           channels. For a Device::Cuda model it runs on the GPU's own kernels
+//           (model/sampler_gpu.h: the same algorithm, the same draws).
 //
 // Both draw the same random numbers in the same order (position, colour, image), so with the
 // same seed they produce the same images; their logits agree to float32 rounding.
