@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <string>
 #include <thread>
 
 #include "engine/arena.h"
@@ -22,6 +23,7 @@ namespace {
 
 using namespace gpu_sampler;
 static_assert(kLevelCount == kLevels, "the kernels' level count");
+constexpr size_t kMaxPartBytes = 44 * 1024;  // the row kernel's partial sums (shared memory)
 
 [[noreturn]] void refuse(const ConvLayer<float>& c, const std::string& what) {
   throw Error("GPU cached sampler: " + c.name + ": " + what + " (use the naive sampler)");
@@ -155,6 +157,19 @@ Built build(const Model<float>& m, int n) {
   P.head2 = pk.masked(m.head2);
   for (int c = 0; c < C; ++c)
     if (P.head2.count[c] != kLevels) refuse(m.head2, "each colour needs its 256 logits");
+  // The partial sums of the widest product at the current pixel, in the row kernel's shared
+  // memory (with the logits and their exponentials, 3 KB) within the 48 KB a block may have.
+  int widest = 0;
+  auto widen = [&](const Masked& M) {
+    for (int c = 0; c < C; ++c) widest = std::max(widest, M.count[c]);
+  };
+  widen(P.first_h), widen(P.head1), widen(P.head2);
+  for (const Gated& g : B.layers) widen(g.h), widen(g.res);
+  P.part_len = kSplit * widest;
+  if (P.part_len * sizeof(float) > kMaxPartBytes)
+    refuse(m.head1, "too wide for the GPU sampler's shared memory (" + std::to_string(widest) +
+                        " outputs of one colour; at most " + std::to_string(kMaxPartBytes / sizeof(float) / kSplit) +
+                        ")");
   // Buffers (model/sampler.cpp's, with the same padding).
   Layout lay;
   const int ypl = std::max(m.first_v.pad_l, m.first_h.pad_l);
@@ -240,7 +255,9 @@ class HostRunner : public Runner {
   explicit HostRunner(int threads_per_block) : nt_(std::max(1, threads_per_block)) {}
   Device memory() const override { return Device::Cpu; }
   void row(const Plan& P, int i) override {
-    for (int b = 0; b < P.n; ++b) block([&](auto& blk) { row_body(P, b, i, blk, Scratch{logits_, p_, ints_}); });
+    part_.resize(size_t(P.part_len));
+    for (int b = 0; b < P.n; ++b)
+      block([&](auto& blk) { row_body(P, b, i, blk, Scratch{logits_, p_, ints_, part_.data()}); });
   }
   void vertical(const Plan& P, int i, int layer) override {
     for (int b = 0; b < P.n; ++b)
@@ -294,6 +311,7 @@ class HostRunner : public Runner {
   float logits_[kLevelCount] = {};
   double p_[kLevelCount] = {};
   int ints_[2] = {};
+  std::vector<float> part_;
 };
 
 std::vector<uint8_t> run(Model<float>& m, const uint8_t* x, int n, const SampleOptions& opt, Runner& R) {

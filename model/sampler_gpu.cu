@@ -15,12 +15,14 @@ struct DeviceBlock {
 };
 
 // One block per image: row i, every pixel and colour (the horizontal stack, the head, the draw).
+// Shared memory: the logits, their exponentials, and Plan::part_len partial sums (dynamic).
 __global__ void __launch_bounds__(kRowThreads) row_kernel(Plan P, int i) {
   __shared__ float logits[kLevelCount];
   __shared__ double p[kLevelCount];
   __shared__ int ints[2];
+  extern __shared__ float part[];
   DeviceBlock blk{int(threadIdx.x), int(blockDim.x)};
-  row_body(P, int(blockIdx.x), i, blk, Scratch{logits, p, ints});
+  row_body(P, int(blockIdx.x), i, blk, Scratch{logits, p, ints, part});
 }
 
 // One block per (image, column): one vertical layer of row i.
@@ -32,7 +34,7 @@ __global__ void __launch_bounds__(kVerticalThreads) vertical_kernel(Plan P, int 
 }  // namespace
 
 void launch_row(const Plan& P, int i) {
-  row_kernel<<<unsigned(P.n), kRowThreads, 0, cuda::stream()>>>(P, i);
+  row_kernel<<<unsigned(P.n), kRowThreads, size_t(P.part_len) * sizeof(float), cuda::stream()>>>(P, i);
   LAUNCH_CHECK();
 }
 

@@ -11,16 +11,17 @@
 //   row kernel (one launch per image row, one block per image, kRowThreads threads): for every
 //     pixel j and colour c of row i, in order: first_h, then per gated layer the horizontal
 //     conv + link + gate and the res, then head1 and head2 (colour c's outputs only), A + B,
-//     and the draw. Each step's outputs are shared out among the block's threads (thread t
-//     computes outputs t, t + nt, ...), with a barrier between dependent steps.
+//     and the draw. Each product is cut into kSplit partial sums per output (partial_dots),
+//     shared out among the block's threads, then added up per output (combine), with a barrier
+//     between dependent steps.
 //   vertical kernel (after row i, one launch per layer: first_v, then each gated layer; one
 //     block per (image, column), kVerticalThreads threads): v_pre for row i, then link(v_pre)
 //     for row i + 1 and gate(v_pre), the next layer's input row.
 //
-// A block's body is a function of (tid, nt, sync): every loop over outputs is strided by nt and
-// every step that reads another thread's outputs follows a sync(). Run with nt = 1 and a sync
-// that does nothing, it is the sequential program; the results do not depend on nt (each output
-// is computed by one thread with the same sum in the same order).
+// A block's body is a function of (tid, nt, sync): every loop over work items is strided by nt
+// and every step that reads another thread's results follows a sync(). Run with nt = 1 and a
+// sync that does nothing, it is the sequential program; the results do not depend on nt (each
+// work item, a partial sum or an output, is computed by one thread the same way whatever nt).
 //
 // Layout (as model/sampler.cpp's): every activation kept is channel-last per image, with the
 // layer's zero padding stored around it, so a conv's patch at one position is kh contiguous
@@ -41,7 +42,8 @@ namespace prsr::gpu_sampler {
 
 constexpr int kLevelCount = 256;  // levels per sub-pixel (engine/backend.h kLevels)
 constexpr int kMaxColours = 3;
-constexpr int kRowThreads = 256;                          // threads per block of the row kernel (head2: 256 outputs)
+constexpr int kRowThreads = 512;                          // threads per block of the row kernel
+constexpr int kSplit = 8;                                 // partial sums per output at the current pixel (partial_dots)
 constexpr int kVerticalThreads = 64;                      // threads per block of the vertical kernels (2p outputs)
 enum Mode : int { kSample = 0, kMean = 1, kArgmax = 2 };  // DecodeMode, in this order
 
@@ -99,7 +101,8 @@ struct Plan {
   Buffer vpre;     // the vertical kernels' v_pre: 1 x S x max(first_v.N, 2p)
   int mode = kSample;
   float tau = 1.f;
-  long limit = 0;  // sub-pixels to draw ((pixel * C + colour) < limit)
+  long limit = 0;    // sub-pixels to draw ((pixel * C + colour) < limit)
+  int part_len = 0;  // kSplit * the most outputs of one colour in any layer at the current pixel
 
   const float* W = nullptr;       // every layer's weights and biases
   const int* I = nullptr;         // the colour groups' output lists
@@ -111,12 +114,13 @@ struct Plan {
   float* logits_out = nullptr;    // optional: A + B of every drawn sub-pixel, as SampleOptions
 };
 
-// What a block shares (shared memory on the device): the 256 logits, their exponentials, and
-// two ints (the best level, the drawn level).
+// What a block shares (shared memory on the device): the 256 logits, their exponentials, two
+// ints (the best level), and the partial sums of the products at the current pixel.
 struct Scratch {
   float* logits;
   double* p;
   int* ints;
+  float* part;  // Plan::part_len floats: partial_dots's partial sums
 };
 
 PRSR_HD inline float sigmoid_hd(float x) { return 1.f / (1.f + expf(-x)); }
@@ -126,6 +130,38 @@ PRSR_HD inline float dot(const float* W, const Dense& d, int o, int K, const flo
   float acc = W[d.bias + o];
   const float* w = W + d.w + o;
   for (int k = 0; k < K; ++k) acc += w[long(k) * d.N] * in[k];
+  return acc;
+}
+
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+// The products at the current pixel, split for the GPU's threads: colour c's outputs of M
+// (count of them) over the input prefix k < kc, each cut into kSplit contiguous chunks of k.
+// part[r * count + q] = the sum over chunk r of w[k][outs[q]] * in[k] (relu(in[k]) if relu),
+// one work item per (r, q): neighbouring threads take neighbouring outputs, so their weight
+// reads are contiguous. The chunks are fixed by K, not by the block size: the result does not
+// depend on nt.
+template <class Block>
+PRSR_HD void partial_dots(const float* W, const int* I, const Masked& M, int c, const float* in, bool relu, float* part,
+                          Block& blk) {
+  const int count = M.count[c], K = M.kc[c], N = M.d.N;
+  const int* outs = I + M.outs[c];
+  for (int item = blk.tid; item < count * kSplit; item += blk.nt) {
+    const int r = item / count, q = item % count;
+    const int k1 = K * (r + 1) / kSplit;
+    const float* w = W + M.d.w + outs[q];
+    float acc = 0.f;
+    for (int k = K * r / kSplit; k < k1; ++k) acc += w[long(k) * N] * (relu ? fmaxf(0.f, in[k]) : in[k]);
+    part[item] = acc;
+  }
+}
+
+// Output q of colour c: the bias, then the kSplit partial sums in order.
+PRSR_HD inline float combine(const float* W, const int* I, const Masked& M, int c, int q, const float* part) {
+  const int count = M.count[c];
+  float acc = W[M.d.bias + I[M.outs[c] + q]];
+  for (int r = 0; r < kSplit; ++r) acc += part[r * count + q];
   return acc;
 }
 
@@ -162,67 +198,64 @@ PRSR_HD void row_body(const Plan& P, int b, int i, Block& blk, Scratch sh) {
     for (int c = 0; c < C; ++c) {
       const long pos = (long(i) * S + j) * C + c;
       if (pos >= P.limit) return;  // the same for every thread of the block
-      {                            // h_0 = first_h(y) at (i, j): the y ring's row from column j - pad_l, every colour.
-        const Masked& F = P.first_h;
-        const float* in = P.y.at(s, b, i % P.y.rows, P.y.pl + j - F.pad_l);
+      // h_0 = first_h(y) at (i, j): the y ring's row from column j - pad_l, every colour.
+      const Masked& F = P.first_h;
+      partial_dots(W, P.I, F, c, P.y.at(s, b, i % P.y.rows, P.y.pl + j - F.pad_l), false, sh.part, blk);
+      blk.sync();
+      {
         float* out = P.h_first.at(s, b, 0, P.h_first.pl + j);
         const int* outs = P.I + F.outs[c];
-        for (int q = tid; q < F.count[c]; q += nt) out[outs[q]] = dot(W, F.d, outs[q], F.kc[c], in);
+        for (int q = tid; q < F.count[c]; q += nt) out[outs[q]] = combine(W, P.I, F, c, q, sh.part);
       }
       blk.sync();
       for (int l = 0; l < P.L; ++l) {
         const Gated& G = P.layers[l];
-        {  // gate(h conv + link) for colour c's (tanh, sigmoid) pairs
-          const float* in = G.hin.at(s, b, 0, G.hin.pl + j - G.h.pad_l);
+        // gate(h conv + link) for colour c's (tanh, sigmoid) pairs
+        partial_dots(W, P.I, G.h, c, G.hin.at(s, b, 0, G.hin.pl + j - G.h.pad_l), false, sh.part, blk);
+        blk.sync();
+        {
           const float* lk = G.link_row.at(s, b, 0, j);
           float* g = G.gate.at(s, b, 0, 0);
           const int* outs = P.I + G.h.outs[c];
           const int half = G.h.count[c] / 2;
           for (int q = tid; q < half; q += nt) {
             const int ot = outs[q], os = outs[q + half];
-            const float zt = dot(W, G.h.d, ot, G.h.kc[c], in) + lk[ot];
-            const float zs = dot(W, G.h.d, os, G.h.kc[c], in) + lk[os];
+            const float zt = combine(W, P.I, G.h, c, q, sh.part) + lk[ot];
+            const float zs = combine(W, P.I, G.h, c, q + half, sh.part) + lk[os];
             g[ot] = tanhf(zt) * sigmoid_hd(zs);
           }
         }
         blk.sync();
-        {  // h' = h + res(gate): res reads the gate of groups <= c at this pixel
-          const float* g = G.gate.at(s, b, 0, 0);
+        // h' = h + res(gate): res reads the gate of groups <= c at this pixel
+        partial_dots(W, P.I, G.res, c, G.gate.at(s, b, 0, 0), false, sh.part, blk);
+        blk.sync();
+        {
           const float* hin = G.hin.at(s, b, 0, G.hin.pl + j);
           float* hout = G.hout.at(s, b, 0, G.hout.pl + j);
           const int* outs = P.I + G.res.outs[c];
-          for (int q = tid; q < G.res.count[c]; q += nt) {
-            const int o = outs[q];
-            hout[o] = hin[o] + dot(W, G.res.d, o, G.res.kc[c], g);
-          }
+          for (int q = tid; q < G.res.count[c]; q += nt)
+            hout[outs[q]] = hin[outs[q]] + combine(W, P.I, G.res, c, q, sh.part);
         }
         blk.sync();
       }
-      {  // head1 (colour c's outputs) on relu(h), then relu
-        const Masked& H = P.head1;
-        const float* in = P.head_in.at(s, b, 0, P.head_in.pl + j);
+      // head1 (colour c's outputs) on relu(h), then relu
+      partial_dots(W, P.I, P.head1, c, P.head_in.at(s, b, 0, P.head_in.pl + j), true, sh.part, blk);
+      blk.sync();
+      {
         float* out = P.h1.at(s, b, 0, 0);
-        const int* outs = P.I + H.outs[c];
-        for (int q = tid; q < H.count[c]; q += nt) {
-          const int o = outs[q];
-          float acc = W[H.d.bias + o];
-          const float* w = W + H.d.w + o;
-          for (int k = 0; k < H.kc[c]; ++k) acc += w[long(k) * H.d.N] * fmaxf(0.f, in[k]);
-          out[o] = fmaxf(0.f, acc);
-        }
+        const int* outs = P.I + P.head1.outs[c];
+        for (int q = tid; q < P.head1.count[c]; q += nt)
+          out[outs[q]] = fmaxf(0.f, combine(W, P.I, P.head1, c, q, sh.part));
       }
       blk.sync();
       const int HW = S * S, pix = i * S + j;
-      {  // head2: colour c's 256 logits, + A
-        const Masked& H = P.head2;
-        const float* in = P.h1.at(s, b, 0, 0);
-        const int* outs = P.I + H.outs[c];
-        for (int q = tid; q < kLevelCount; q += nt) {
-          const float B = dot(W, H.d, outs[q], H.kc[c], in);
-          const float l = B + P.A[((long(b) * C + c) * kLevelCount + q) * HW + pix];
-          sh.logits[q] = l;
-          if (P.logits_out) P.logits_out[((long(pix) * C + c) * P.n + b) * kLevelCount + q] = l;
-        }
+      // head2: colour c's 256 logits, + A
+      partial_dots(W, P.I, P.head2, c, P.h1.at(s, b, 0, 0), false, sh.part, blk);
+      blk.sync();
+      for (int q = tid; q < kLevelCount; q += nt) {
+        const float l = combine(W, P.I, P.head2, c, q, sh.part) + P.A[((long(b) * C + c) * kLevelCount + q) * HW + pix];
+        sh.logits[q] = l;
+        if (P.logits_out) P.logits_out[((long(pix) * C + c) * P.n + b) * kLevelCount + q] = l;
       }
       blk.sync();
       // The draw (model/sampler.cpp's draw): the first best level, then the exponentials in
