@@ -7,6 +7,8 @@
 
 namespace prsr::gpu_sampler {
 
+static_assert(sizeof(Plan) <= 4096, "a kernel's parameters must fit in 4 KB");
+
 namespace {
 
 struct DeviceBlock {
