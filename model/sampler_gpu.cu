@@ -18,7 +18,7 @@ struct DeviceBlock {
 
 // One block per image: row i, every pixel and colour (the horizontal stack, the head, the draw).
 // Shared memory: the logits, their exponentials, and Plan::part_len partial sums (dynamic).
-__global__ void __launch_bounds__(kRowThreads) row_kernel(Plan P, int i) {
+__global__ void __launch_bounds__(kRowThreads) row_kernel(const __grid_constant__ Plan P, int i) {
   __shared__ float logits[kLevelCount];
   __shared__ double p[kLevelCount];
   __shared__ int ints[2];
@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(kRowThreads) row_kernel(Plan P, int i) {
 }
 
 // One block per (image, column): one vertical layer of row i.
-__global__ void __launch_bounds__(kVerticalThreads) vertical_kernel(Plan P, int i, int layer) {
+__global__ void __launch_bounds__(kVerticalThreads) vertical_kernel(const __grid_constant__ Plan P, int i, int layer) {
   DeviceBlock blk{int(threadIdx.x), int(blockDim.x)};
   vertical_body(P, int(blockIdx.x) / P.S, int(blockIdx.x) % P.S, i, layer, blk);
 }

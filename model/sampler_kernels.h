@@ -34,8 +34,10 @@
 
 #if defined(__CUDACC__)
 #define PRSR_HD __host__ __device__
+#define PRSR_NO_UNROLL _Pragma("unroll 1")
 #else
 #define PRSR_HD
+#define PRSR_NO_UNROLL
 #endif
 
 namespace prsr::gpu_sampler {
@@ -167,17 +169,22 @@ PRSR_HD inline float combine(const float* W, const int* I, const Masked& M, int 
 
 // The last steps of model/sampler.cpp's draw (kept identical: same doubles, same order), given
 // the best level and p[l] = exp((logit[l] - logit[best]) / t) (0 where the exponent < -746).
+// (Not unrolled on the device: nvcc would keep all 256 doubles in registers between the loops
+// and spill them.)
 PRSR_HD inline int finish_draw(const double* p, int best, int mode, double u) {
   double sum = 0;
+  PRSR_NO_UNROLL
   for (int l = 0; l < kLevelCount; ++l) sum += p[l];
   if (mode == kMean) {
     double m = 0;
+    PRSR_NO_UNROLL
     for (int l = 0; l < kLevelCount; ++l) m += p[l] * l;
     const int v = int(floor(m / sum + 0.5));
     return v < 0 ? 0 : v > 255 ? 255 : v;
   }
   const double target = u * sum;
   double cum = 0;
+  PRSR_NO_UNROLL
   for (int l = 0; l < kLevelCount; ++l) {
     cum += p[l];
     if (cum > target) return l;
