@@ -34,9 +34,12 @@
 
 #if defined(__CUDACC__)
 #define PRSR_HD __host__ __device__
-#define PRSR_NO_UNROLL _Pragma("unroll 1")
 #else
 #define PRSR_HD
+#endif
+#if defined(__CUDA_ARCH__)  // nvcc's device pass only (its host pass hands pragmas to g++)
+#define PRSR_NO_UNROLL _Pragma("unroll 1")
+#else
 #define PRSR_NO_UNROLL
 #endif
 
