@@ -69,10 +69,11 @@ int distinct_values(const std::vector<uint8_t>& v) {
 
 TEST_CASE("sampler_gpu (host launcher): the GPU kernels' algorithm draws the CPU cached sampler's images") {
   struct Setup {
-    int colors, size, kernel, n;
+    int colors, size, kernel, first_kernel, n;
   };
-  for (Setup su : {Setup{1, 8, 3, 3}, Setup{3, 8, 5, 2}, Setup{3, 12, 3, 1}}) {
-    const ModelConfig cfg = gpu_sampler_config(su.colors, su.size, su.kernel);
+  for (Setup su : {Setup{1, 8, 3, 5, 3}, Setup{3, 8, 5, 7, 2}, Setup{3, 12, 3, 5, 1}}) {
+    ModelConfig cfg = gpu_sampler_config(su.colors, su.size, su.kernel);
+    cfg.first_kernel = su.first_kernel;  // 7 and 5: the default model's shapes
     Model<float> m(cfg, Device::Cpu);
     m.init(21);
     scale_weights(m, 0.85f);
@@ -86,12 +87,13 @@ TEST_CASE("sampler_gpu (host launcher): the GPU kernels' algorithm draws the CPU
       const auto cpu = sample_images(m, x.data(), su.n, o);
       o.logits_out = &lg;
       const auto gpu = sample_images_gpu_emulated(m, x.data(), su.n, o);
-      INFO("C=" << su.colors << " size=" << su.size << " k=" << su.kernel << " n=" << su.n << " tau=" << tau);
+      INFO("C=" << su.colors << " size=" << su.size << " k=" << su.kernel << "/" << su.first_kernel << " n=" << su.n
+                << " tau=" << tau);
       CHECK(gpu == cpu);
       REQUIRE(lg.size() == lc.size());
       const double err = logit_error(lg, lc);
-      std::printf("  GPU kernels (host) vs CPU cached C=%d size=%d k=%d tau=%.1f: max logit diff %.2e (relative)\n",
-                  su.colors, su.size, su.kernel, tau, err);
+      std::printf("  GPU kernels (host) vs CPU cached C=%d size=%d k=%d/%d tau=%.1f: max logit diff %.2e (relative)\n",
+                  su.colors, su.size, su.kernel, su.first_kernel, tau, err);
       CHECK(err <= 2e-5);
       CHECK(distinct_values(gpu) > 5);  // not a degenerate image
     }
