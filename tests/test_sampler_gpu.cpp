@@ -205,3 +205,24 @@ TEST_CASE("sampler_gpu (host launcher): refuses what the cached sampler refuses;
   // A CPU model is not the GPU sampler's.
   CHECK_THROWS_AS(sample_images_gpu(ok, x.data(), 1, o), Error);
 }
+
+TEST_CASE("sampler_gpu (host launcher): the default model's shapes, its first rows equal the CPU cached sampler's") {
+  // 32 x 32, 20 gated layers of 32 channels, head 1024 (the widest product: 341 outputs of one
+  // colour, the largest shared-memory use): two rows and a few pixels of the third.
+  ModelConfig cfg;
+  Model<float> m(cfg, Device::Cpu);
+  m.init(1);
+  const auto x = low_images(2, cfg.low(), cfg.colors, 3);
+  SampleOptions o;
+  o.seed = 42;
+  o.stop_after = long(cfg.size) * cfg.colors * 2 + 5;
+  std::vector<float> lc, lg;
+  o.logits_out = &lc;
+  const auto cpu = sample_images(m, x.data(), 2, o);
+  o.logits_out = &lg;
+  const auto gpu = sample_images_gpu_emulated(m, x.data(), 2, o);
+  CHECK(gpu == cpu);
+  REQUIRE(lg.size() == lc.size());
+  CHECK(logit_error(lg, lc) <= 2e-5);
+  CHECK(distinct_values(gpu) > 5);
+}
