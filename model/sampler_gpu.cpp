@@ -160,16 +160,19 @@ Built build(const Model<float>& m, int n) {
   // The partial sums of the widest product at the current pixel, in the row kernel's shared
   // memory (with the logits and their exponentials, 3 KB) within the 48 KB a block may have.
   int widest = 0;
-  auto widen = [&](const Masked& M) {
-    for (int c = 0; c < C; ++c) widest = std::max(widest, M.count[c]);
+  const ConvLayer<float>* wide_layer = &m.first_h;
+  auto widen = [&](const Masked& M, const ConvLayer<float>& def) {
+    for (int c = 0; c < C; ++c)
+      if (M.count[c] > widest) widest = M.count[c], wide_layer = &def;
   };
-  widen(P.first_h), widen(P.head1), widen(P.head2);
-  for (const Gated& g : B.layers) widen(g.h), widen(g.res);
+  widen(P.first_h, m.first_h), widen(P.head1, m.head1), widen(P.head2, m.head2);
+  for (int l = 0; l < L; ++l)
+    widen(B.layers[size_t(l)].h, m.gated[size_t(l)].h), widen(B.layers[size_t(l)].res, m.gated[size_t(l)].res);
   P.part_len = kSplit * widest;
   if (P.part_len * sizeof(float) > kMaxPartBytes)
-    refuse(m.head1, "too wide for the GPU sampler's shared memory (" + std::to_string(widest) +
-                        " outputs of one colour; at most " + std::to_string(kMaxPartBytes / sizeof(float) / kSplit) +
-                        ")");
+    refuse(*wide_layer, "too wide for the GPU sampler's shared memory (" + std::to_string(widest) +
+                            " outputs of one colour; at most " +
+                            std::to_string(kMaxPartBytes / sizeof(float) / kSplit) + ")");
   // Buffers (model/sampler.cpp's, with the same padding).
   Layout lay;
   const int ypl = std::max(m.first_v.pad_l, m.first_h.pad_l);

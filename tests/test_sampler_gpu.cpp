@@ -204,6 +204,12 @@ TEST_CASE("sampler_gpu (host launcher): refuses what the cached sampler refuses;
   CHECK_THROWS_AS(sample_images_gpu_emulated(ok, x.data(), 0, o), Error);
   // A CPU model is not the GPU sampler's.
   CHECK_THROWS_AS(sample_images_gpu(ok, x.data(), 1, o), Error);
+  // A head too wide for the row kernel's shared memory (1500 outputs per colour; 1408 fit).
+  ModelConfig wide = cfg;
+  wide.head = 4500;
+  Model<float> mw(wide, Device::Cpu);
+  CHECK_THROWS_WITH_AS(sample_images_gpu_emulated(mw, x.data(), 1, o), doctest::Contains("prior.head1"), Error);
+  CHECK_THROWS_WITH_AS(sample_images_gpu_emulated(mw, x.data(), 1, o), doctest::Contains("shared memory"), Error);
 }
 
 TEST_CASE("sampler_gpu (host launcher): the default model's shapes, its first rows equal the CPU cached sampler's") {
