@@ -17,6 +17,7 @@
 #include "engine/graph.h"
 #include "engine/ops.h"
 #include "model/sampler_gemm.h"
+#include "model/sampler_gpu.h"
 
 namespace prsr {
 
@@ -711,6 +712,8 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   const ModelConfig& cfg = m.config();
   check(n >= 1, "sample: no inputs");
   check(opt.temperature > 0 && std::isfinite(opt.temperature), "sample: --temperature must be > 0");
+  // A GPU model: the cached sampler on the GPU's own kernels (model/sampler_gpu.h).
+  if (opt.cached && m.device() == Device::Cuda && cfg.has_prior()) return sample_images_gpu(m, x, n, opt);
   const int C = cfg.colors, S = cfg.size, HW = S * S;
   const std::vector<float> xn = normalise_low(x, n, C, cfg.low());
   const std::vector<float> A = conditioning_logits(m, xn, n);

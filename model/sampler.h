@@ -5,12 +5,13 @@
 //   cached: (Ramachandran et al. 2017) every layer keeps the rows it still needs: the vertical
 //           stack runs once per row, the horizontal stack and the head once per pixel and
 //           colour, at that position only and for that colour's outputs only, batched over the
-//           images as small GEMMs (model/sampler_gemm.h). The default. Runs on the host in
-//           float32 (Device::Cpu models; a CUDA model is read back first), on every OpenMP
-//           thread: images shared out among them, or with fewer images than threads, a team:
-//           thread 0 runs the chain of small products, the others meanwhile the parts whose
-//           inputs are already final (head2's rows of the earlier colours, the h layers' left
-//           taps), and all share head2 and the vertical stack.
+//           images as small GEMMs (model/sampler_gemm.h). The default. For a Device::Cpu
+//           model it runs on the host in float32, on every OpenMP thread: images shared out
+//           among them, or with fewer images than threads, a team: thread 0 runs the chain of
+//           small products, the others meanwhile the parts whose inputs are already final
+//           (head2's rows of the earlier colours, the h layers' left taps), and all share head2
+//           and the vertical stack. For a Device::Cuda model it runs on the GPU's own kernels
+//           (model/sampler_gpu.h: the same algorithm, the same draws).
 //
 // Both draw the same random numbers in the same order (position, colour, image), so with the
 // same seed they produce the same images; their logits agree to float32 rounding.
