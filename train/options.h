@@ -47,7 +47,7 @@ struct Options {
   long print_every = 10;
   int valid_count = 256;
   int sample_rows = 8;
-  long rank_timeout = 600;       // seconds a collective may wait under mpirun (0 = forever)
+  long rank_timeout = 600;      // seconds a collective may wait under mpirun (0 = forever)
   long debug_nan_at_step = -1;  // hidden: poison a parameter before this step
   bool help = false;
   std::set<std::string> given;  // flags given on the command line
