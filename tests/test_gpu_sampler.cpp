@@ -15,60 +15,25 @@
 #include "model/sampler.h"
 #include "model/sampler_gpu.h"
 #include "tests/device_buf.h"
+#include "tests/sampler_fixture.h"
 
 using namespace prsr;
+using namespace prsr::test;
 
 namespace {
 
 const bool g_gpu_sampler_probe = gpu_ok();
-
-ModelConfig small_config(int colors) {
-  ModelConfig c;
-  c.colors = colors;
-  c.size = 8;
-  c.cond_channels = 4;
-  c.cond_blocks = 1;
-  c.prior_channels = colors == 3 ? 6 : 4;
-  c.prior_layers = 2;
-  c.kernel = 3;
-  c.first_kernel = 5;
-  c.head = 16;
-  return c;
-}
-
-// Larger weights than He init: peaked distributions, far from uniform.
-void scale_weights(Model<float>& m, float s) {
-  auto h = m.params.download();
-  for (size_t i = 0; i < m.params.trainable_count(); ++i) h[i] *= s;
-  m.params.upload(h);
-}
-
-std::vector<uint8_t> low_images(int n, const ModelConfig& c, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> x(size_t(n) * c.low() * c.low() * c.colors);
-  for (auto& v : x) v = uint8_t(rng() % 256);
-  return x;
-}
-
-double logit_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double err = 0, mx = 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err = std::max(err, double(std::fabs(a[i] - b[i])));
-    mx = std::max(mx, double(std::fabs(b[i])));
-  }
-  return err / mx;
-}
 
 }  // namespace
 
 TEST_CASE("gpu sampler: the cached sampler's kernels == the GPU naive sampler, C = 1 and 3, batch 3" *
           doctest::skip(!gpu_ok())) {
   for (int colors : {1, 3}) {
-    const ModelConfig cfg = small_config(colors);
+    const ModelConfig cfg = sampler_config(colors, 8, 3);
     Model<float> m(cfg, Device::Cuda);
     m.init(21);
-    scale_weights(m, 0.85f);
-    const auto x = low_images(3, cfg, 5);
+    scale_params(m, 0.85f);
+    const auto x = random_low(3, cfg.low(), cfg.colors, 5);
     for (float tau : {1.0f, 0.7f}) {
       SampleOptions o;
       o.temperature = tau;
@@ -91,11 +56,11 @@ TEST_CASE("gpu sampler: the cached sampler's kernels == the GPU naive sampler, C
 
 TEST_CASE("gpu sampler: the device kernels == the same bodies on the host, and the same bits twice" *
           doctest::skip(!gpu_ok())) {
-  const ModelConfig cfg = small_config(3);
+  const ModelConfig cfg = sampler_config(3, 8, 3);
   Model<float> m(cfg, Device::Cuda);
   m.init(12);
-  scale_weights(m, 0.85f);
-  const auto x = low_images(4, cfg, 44);
+  scale_params(m, 0.85f);
+  const auto x = random_low(4, cfg.low(), cfg.colors, 44);
   SampleOptions o;
   o.seed = 5;
   o.temperature = 0.9f;
@@ -124,11 +89,11 @@ TEST_CASE("gpu sampler: the device kernels == the same bodies on the host, and t
 
 TEST_CASE("gpu sampler: a GPU model samples the CPU model's images (same weights, same seed)" *
           doctest::skip(!gpu_ok())) {
-  const ModelConfig cfg = small_config(3);
+  const ModelConfig cfg = sampler_config(3, 8, 3);
   Model<float> mg(cfg, Device::Cuda), mc(cfg, Device::Cpu);
   mg.init(3);
   mc.params.upload(mg.params.download());
-  const auto x = low_images(2, cfg, 9);
+  const auto x = random_low(2, cfg.low(), cfg.colors, 9);
   SampleOptions o;
   o.seed = 11;
   CHECK(sample_images(mg, x.data(), 2, o) == sample_images(mc, x.data(), 2, o));

@@ -9,40 +9,10 @@
 #include <string>
 
 #include "model/sampler.h"
+#include "tests/sampler_fixture.h"
 
 using namespace prsr;
-
-namespace {
-
-ModelConfig sampler_config(int colors, int size, int kernel) {
-  ModelConfig c;
-  c.colors = colors;
-  c.size = size;
-  c.cond_channels = 4;
-  c.cond_blocks = 1;
-  c.prior_channels = colors == 3 ? 6 : 4;
-  c.prior_layers = 2;
-  c.kernel = kernel;
-  c.first_kernel = 5;
-  c.head = 16;
-  return c;
-}
-
-// Larger weights than He init so the distributions are peaked and far from uniform.
-void scale_params(Model<float>& m, float s) {
-  auto h = m.params.download();
-  for (size_t i = 0; i < m.params.trainable_count(); ++i) h[i] *= s;
-  m.params.upload(h);
-}
-
-std::vector<uint8_t> random_low(int n, int L, int C, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> x(size_t(n) * L * L * C);
-  for (auto& v : x) v = uint8_t(rng() % 256);
-  return x;
-}
-
-}  // namespace
+using namespace prsr::test;
 
 TEST_CASE("sampler: cached == naive (same seed, same images), C = 1 and 3, several temperatures, batch > 1") {
   struct Setup {

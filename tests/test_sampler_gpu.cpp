@@ -14,48 +14,12 @@
 
 #include "model/sampler.h"
 #include "model/sampler_gpu.h"
+#include "tests/sampler_fixture.h"
 
 using namespace prsr;
+using namespace prsr::test;
 
 namespace {
-
-ModelConfig gpu_sampler_config(int colors, int size, int kernel) {
-  ModelConfig c;
-  c.colors = colors;
-  c.size = size;
-  c.cond_channels = 4;
-  c.cond_blocks = 1;
-  c.prior_channels = colors == 3 ? 6 : 4;
-  c.prior_layers = 2;
-  c.kernel = kernel;
-  c.first_kernel = 5;
-  c.head = 16;
-  return c;
-}
-
-// Larger weights than He init so the distributions are peaked and far from uniform.
-void scale_weights(Model<float>& m, float s) {
-  auto h = m.params.download();
-  for (size_t i = 0; i < m.params.trainable_count(); ++i) h[i] *= s;
-  m.params.upload(h);
-}
-
-std::vector<uint8_t> low_images(int n, int L, int C, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> x(size_t(n) * L * L * C);
-  for (auto& v : x) v = uint8_t(rng() % 256);
-  return x;
-}
-
-// max |a - b| relative to max(1, max |b|).
-double logit_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double err = 0, mx = 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err = std::max(err, double(std::fabs(a[i] - b[i])));
-    mx = std::max(mx, double(std::fabs(b[i])));
-  }
-  return err / mx;
-}
 
 int distinct_values(const std::vector<uint8_t>& v) {
   bool seen[256] = {};
@@ -72,12 +36,12 @@ TEST_CASE("sampler_gpu (host launcher): the GPU kernels' algorithm draws the CPU
     int colors, size, kernel, first_kernel, n;
   };
   for (Setup su : {Setup{1, 8, 3, 5, 3}, Setup{3, 8, 5, 7, 2}, Setup{3, 12, 3, 5, 1}}) {
-    ModelConfig cfg = gpu_sampler_config(su.colors, su.size, su.kernel);
+    ModelConfig cfg = sampler_config(su.colors, su.size, su.kernel);
     cfg.first_kernel = su.first_kernel;  // 7 and 5: the default model's shapes
     Model<float> m(cfg, Device::Cpu);
     m.init(21);
-    scale_weights(m, 0.85f);
-    const auto x = low_images(su.n, cfg.low(), su.colors, 5);
+    scale_params(m, 0.85f);
+    const auto x = random_low(su.n, cfg.low(), su.colors, 5);
     for (float tau : {1.0f, 0.7f}) {
       SampleOptions o;
       o.temperature = tau;
@@ -109,13 +73,13 @@ TEST_CASE("sampler_gpu (host launcher): equal to the naive sampler; no gated lay
     int colors, channels, layers;
   };
   for (Setup su : {Setup{3, 6, 2}, Setup{3, 4, 0}, Setup{1, 4, 0}, Setup{3, 5, 1}}) {
-    ModelConfig cfg = gpu_sampler_config(su.colors, 8, 3);
+    ModelConfig cfg = sampler_config(su.colors, 8, 3);
     cfg.prior_channels = su.channels;
     cfg.prior_layers = su.layers;
     Model<float> m(cfg, Device::Cpu);
     m.init(8);
-    scale_weights(m, 0.85f);
-    const auto x = low_images(2, cfg.low(), su.colors, 6);
+    scale_params(m, 0.85f);
+    const auto x = random_low(2, cfg.low(), su.colors, 6);
     SampleOptions o;
     o.seed = 31;
     std::vector<float> ln, lg;
@@ -135,11 +99,11 @@ TEST_CASE("sampler_gpu (host launcher): several threads per block (a barrier for
   // Each output is computed by one thread with the same sum whatever the block size, so the
   // logits are bitwise those of the serial run; a missing barrier or a thread's share left out
   // shows up here (3 threads: shares of unequal size; 5: more threads than some steps' outputs).
-  ModelConfig cfg = gpu_sampler_config(3, 8, 3);
+  ModelConfig cfg = sampler_config(3, 8, 3);
   Model<float> m(cfg, Device::Cpu);
   m.init(12);
-  scale_weights(m, 0.85f);
-  const auto x = low_images(2, cfg.low(), 3, 44);
+  scale_params(m, 0.85f);
+  const auto x = random_low(2, cfg.low(), 3, 44);
   SampleOptions o;
   o.seed = 5;
   o.temperature = 0.9f;
@@ -156,10 +120,10 @@ TEST_CASE("sampler_gpu (host launcher): several threads per block (a barrier for
 }
 
 TEST_CASE("sampler_gpu (host launcher): argmax and mean decoding, stop_after and progress as the CPU sampler") {
-  ModelConfig cfg = gpu_sampler_config(3, 8, 3);
+  ModelConfig cfg = sampler_config(3, 8, 3);
   Model<float> m(cfg, Device::Cpu);
   m.init(4);
-  const auto x = low_images(2, cfg.low(), 3, 9);
+  const auto x = random_low(2, cfg.low(), 3, 9);
   for (DecodeMode mode : {DecodeMode::Argmax, DecodeMode::Mean}) {
     SampleOptions o;
     o.mode = mode;
@@ -191,8 +155,8 @@ TEST_CASE("sampler_gpu (host launcher): argmax and mean decoding, stop_after and
 }
 
 TEST_CASE("sampler_gpu (host launcher): refuses what the cached sampler refuses; bad options") {
-  ModelConfig cfg = gpu_sampler_config(3, 8, 3);
-  const auto x = low_images(1, cfg.low(), 3, 1);
+  ModelConfig cfg = sampler_config(3, 8, 3);
+  const auto x = random_low(1, cfg.low(), 3, 1);
   Model<float> m(cfg, Device::Cpu);
   m.gated[0].h.pad_l -= 1;  // misses its last tap
   SampleOptions o;
@@ -218,7 +182,7 @@ TEST_CASE("sampler_gpu (host launcher): the default model's shapes, its first ro
   ModelConfig cfg;
   Model<float> m(cfg, Device::Cpu);
   m.init(1);
-  const auto x = low_images(2, cfg.low(), cfg.colors, 3);
+  const auto x = random_low(2, cfg.low(), cfg.colors, 3);
   SampleOptions o;
   o.seed = 42;
   o.stop_after = long(cfg.size) * cfg.colors * 2 + 5;
