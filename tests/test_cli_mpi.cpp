@@ -29,46 +29,23 @@
 #include "engine/ref/kernels.h"
 #include "engine/sync_bn.h"
 #include "model/checkpoint.h"
+#include "tests/train_sandbox.h"
 
 extern char** environ;
 
 namespace {
 
 namespace fs = std::filesystem;
+using prsr::test::kMpirun;
+using prsr::test::slurp;
+using prsr::test::TrainSandbox;
+using prsr::test::write_idx_gz;
 
 // Batch norm is on (the default) in the conditioning network; lr 0.01 so that the parameters move;
 // held-out evaluation (split over the ranks) at the last step.
 const std::string kTiny =
     " --channels 4 --layers 1 --head 16 --cond-channels 4 --cond-blocks 1 --threads 1 --lr 0.01"
     " --sample-every 0 --print-every 1 --valid-count 8";
-// Open MPI refuses to run as root (CI) without these; set for the child only. --oversubscribe:
-// more ranks than the 2 cores here.
-const std::string kMpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_idx_gz(const std::string& path, int n, unsigned salt) {
-  gzFile gz = gzopen(path.c_str(), "wb");
-  REQUIRE(gz != nullptr);
-  const uint8_t head[16] = {0, 0, 8, 3, uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n), 0, 0, 0, 28,
-                            0, 0, 0, 28};
-  gzwrite(gz, head, 16);
-  std::vector<uint8_t> px(size_t(n) * 784);
-  for (int i = 0; i < n; ++i)
-    for (int y = 0; y < 28; ++y)
-      for (int x = 0; x < 28; ++x) {
-        const double cx = 14 + (i * 7 + salt) % 9 - 4, cy = 14 + (i * 5) % 7 - 3, r = 5 + i % 6;
-        const double d = std::sqrt((x - cx) * (x - cx) + (y - cy) * (y - cy));
-        px[size_t(i) * 784 + y * 28 + x] = uint8_t(d < r ? 120 + (i * 37) % 130 : (x * y + i) % 23);
-      }
-  gzwrite(gz, px.data(), unsigned(px.size()));
-  gzclose(gz);
-}
 
 // Every process below `root` (children, their children, ...), from /proc's parent fields.
 std::vector<pid_t> descendants(pid_t root) {
@@ -96,35 +73,13 @@ std::vector<pid_t> descendants(pid_t root) {
 
 bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 
-struct Sandbox {
-  std::string dir;
-  Sandbox() {
-    static int counter = 0;
-    dir = (fs::temp_directory_path() / ("prsr_cli_mpi_" + std::to_string(getpid()) + "_" + std::to_string(counter++)))
-              .string();
-    fs::remove_all(dir);
-    fs::create_directories(dir + "/data");
-    write_idx_gz(dir + "/data/train-images-idx3-ubyte.gz", 48, 0);
-    write_idx_gz(dir + "/data/t10k-images-idx3-ubyte.gz", 8, 3);
-  }
-  ~Sandbox() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string data_flags() const {
-    return " --data fashion-mnist --data-dir " + dir + "/data --cache-dir " + dir + "/cache";
-  }
+struct Sandbox : TrainSandbox {
+  Sandbox() : TrainSandbox("prsr_cli_mpi") {}
   // train with `args` on `ranks` processes (1: no mpirun). Returns the exit code.
   int train(int ranks, const std::string& args, const std::string& tag) {
     const std::string launch = ranks > 1 ? kMpirun + " -np " + std::to_string(ranks) + " " : "";
-    const std::string cmd = launch + PRSR_TRAIN_BIN + data_flags() + kTiny + " " + args + " >" + dir + "/" + tag +
-                            ".out 2>" + dir + "/" + tag + ".err </dev/null";
-    const int st = std::system(cmd.c_str());
-    REQUIRE(st != -1);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return run(launch + PRSR_TRAIN_BIN + data_flags() + kTiny + " " + args + " </dev/null", tag);
   }
-  std::string out(const std::string& tag) const { return slurp(dir + "/" + tag + ".out"); }
-  std::string err(const std::string& tag) const { return slurp(dir + "/" + tag + ".err"); }
 };
 
 // True when this build's train runs as several ranks; false (with a visible MESSAGE, after

@@ -22,47 +22,26 @@
 #include "data/image.h"
 #include "engine/backend.h"
 #include "model/checkpoint.h"
+#include "tests/train_sandbox.h"
 
 extern char** environ;
 
 namespace {
 
 namespace fs = std::filesystem;
+using prsr::test::slurp;
+using prsr::test::TrainSandbox;
+using prsr::test::write_idx_gz;
 
 // A small model and a fast schedule: every run takes about a second.
 const std::string kTiny =
     " --channels 4 --layers 1 --head 16 --cond-channels 4 --cond-blocks 1 --batch 4 --threads 1"
     " --eval-every 0 --sample-every 0 --print-every 1 --valid-count 4";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int count_lines(const std::string& s) {
   int n = 0;
   for (char ch : s) n += ch == '\n';
   return n;
-}
-
-void write_idx_gz(const std::string& path, int n, unsigned salt) {
-  gzFile gz = gzopen(path.c_str(), "wb");
-  REQUIRE(gz != nullptr);
-  const uint8_t head[16] = {0, 0, 8, 3, uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n), 0, 0, 0, 28,
-                            0, 0, 0, 28};
-  gzwrite(gz, head, 16);
-  std::vector<uint8_t> px(size_t(n) * 784);
-  for (int i = 0; i < n; ++i)  // soft blobs of varying size and brightness
-    for (int y = 0; y < 28; ++y)
-      for (int x = 0; x < 28; ++x) {
-        const double cx = 14 + (i * 7 + salt) % 9 - 4, cy = 14 + (i * 5) % 7 - 3, r = 5 + i % 6;
-        const double d = std::sqrt((x - cx) * (x - cx) + (y - cy) * (y - cy));
-        px[size_t(i) * 784 + y * 28 + x] = uint8_t(d < r ? 120 + (i * 37) % 130 : (x * y + i) % 23);
-      }
-  gzwrite(gz, px.data(), unsigned(px.size()));
-  gzclose(gz);
 }
 
 // The threads of process `pid` that do not block `sig` (from /proc/<pid>/task/*/status, SigBlk).
@@ -79,35 +58,15 @@ std::vector<std::string> threads_not_blocking(pid_t pid, int sig) {
   return open;
 }
 
-// A temp folder with a data set; removed at the end of the test.
-struct Sandbox {
-  std::string dir;
-  Sandbox() {
-    static int counter = 0;
-    dir = (fs::temp_directory_path() / ("prsr_cli_train_" + std::to_string(getpid()) + "_" + std::to_string(counter++)))
-              .string();
-    fs::remove_all(dir);
-    fs::create_directories(dir + "/data");
-    write_idx_gz(dir + "/data/train-images-idx3-ubyte.gz", 48, 0);
-    write_idx_gz(dir + "/data/t10k-images-idx3-ubyte.gz", 8, 3);
-  }
-  ~Sandbox() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string data_flags() const {
-    return " --data fashion-mnist --data-dir " + dir + "/data --cache-dir " + dir + "/cache";
-  }
+// A temp folder with a data set (tests/train_sandbox.h); train runs in it.
+struct Sandbox : TrainSandbox {
+  Sandbox() : TrainSandbox("prsr_cli_train") {}
   // Runs train with `args`; stdout / stderr to files `tag`.out / `tag`.err. Returns the exit code.
   int train(const std::string& args, const std::string& tag = "run") {
-    const std::string cmd =
-        std::string(PRSR_TRAIN_BIN) + " " + args + " >" + dir + "/" + tag + ".out 2>" + dir + "/" + tag + ".err";
-    const int st = std::system(cmd.c_str());
-    REQUIRE(st != -1);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return run(std::string(PRSR_TRAIN_BIN) + " " + args, tag);
   }
-  std::string out(const std::string& tag = "run") const { return slurp(dir + "/" + tag + ".out"); }
-  std::string err(const std::string& tag = "run") const { return slurp(dir + "/" + tag + ".err"); }
+  std::string out(const std::string& tag = "run") const { return TrainSandbox::out(tag); }
+  std::string err(const std::string& tag = "run") const { return TrainSandbox::err(tag); }
 };
 
 // One line, "error: ...".

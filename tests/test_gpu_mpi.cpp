@@ -22,10 +22,14 @@
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "tests/device_buf.h"
+#include "tests/train_sandbox.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using prsr::test::kMpirun;
+using prsr::test::slurp;
+using prsr::test::TrainSandbox;
 
 const bool g_gpu_probe = gpu_ok();
 
@@ -33,54 +37,15 @@ const bool g_gpu_probe = gpu_ok();
 const std::string kTiny =
     " --device cuda --channels 4 --layers 1 --head 16 --cond-channels 4 --cond-blocks 1 --lr 0.01"
     " --sample-every 0 --eval-every 0 --print-every 1 --batch 4 --steps 6";
-const std::string kMpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// A Fashion-MNIST-shaped idx file of n synthetic 28x28 images.
-void write_idx_gz(const std::string& path, int n) {
-  gzFile gz = gzopen(path.c_str(), "wb");
-  REQUIRE(gz != nullptr);
-  const uint8_t head[16] = {0, 0, 8, 3, uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n), 0, 0, 0, 28,
-                            0, 0, 0, 28};
-  gzwrite(gz, head, 16);
-  std::vector<uint8_t> px(size_t(n) * 784);
-  for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t((i * 2654435761u) >> 24);
-  gzwrite(gz, px.data(), unsigned(px.size()));
-  gzclose(gz);
-}
-
-struct Sandbox {
-  std::string dir;
-  Sandbox() {
-    dir = (fs::temp_directory_path() / ("prsr_gpu_mpi_" + std::to_string(getpid()))).string();
-    fs::remove_all(dir);
-    fs::create_directories(dir + "/data");
-    write_idx_gz(dir + "/data/train-images-idx3-ubyte.gz", 32);
-    write_idx_gz(dir + "/data/t10k-images-idx3-ubyte.gz", 8);
-  }
-  ~Sandbox() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
+struct Sandbox : TrainSandbox {
+  Sandbox() : TrainSandbox("prsr_gpu_mpi") {}
   // ranks 0: no mpirun. Returns the exit code.
   int train(int ranks, const std::string& tag) {
     const std::string launch = ranks > 0 ? kMpirun + " -np " + std::to_string(ranks) + " " : "";
-    const std::string cmd = launch + PRSR_TRAIN_BIN + " --data fashion-mnist --data-dir " + dir + "/data --cache-dir " +
-                            dir + "/cache" + kTiny + " --out " + dir + "/" + tag + " >" + dir + "/" + tag + ".out 2>" +
-                            dir + "/" + tag + ".err </dev/null";
-    const int st = std::system(cmd.c_str());
-    REQUIRE(st != -1);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return run(launch + PRSR_TRAIN_BIN + data_flags() + kTiny + " --out " + dir + "/" + tag + " </dev/null", tag);
   }
-  std::string log(const std::string& tag) const {
-    return slurp(dir + "/" + tag + ".out") + slurp(dir + "/" + tag + ".err");
-  }
+  std::string log(const std::string& tag) const { return out(tag) + err(tag); }
 };
 
 std::vector<double> losses(const std::string& log_csv) {
