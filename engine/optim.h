@@ -64,6 +64,10 @@ class Optimizer {
 
   const OptimConfig& config() const { return cfg_; }
   size_t size() const { return n_; }
+  // The two state buffers (s1, s2: what rmsprop_step / adam_step keep per parameter), size()
+  // values each in the parameters' device memory; for copies without a download vector.
+  const T* state(int which) const { return which == 0 ? s1_ : s2_; }
+  T* state(int which) { return which == 0 ? s1_ : s2_; }
   // State for checkpoints: s1 (rmsprop ms / adam m), s2 (rmsprop mom / adam v).
   std::vector<T> download_state(int which) const {
     std::vector<T> h(n_);

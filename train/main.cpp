@@ -27,6 +27,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
@@ -45,6 +47,7 @@
 #include "train/resume.h"
 #include "train/run.h"
 #include "train/run_folder.h"
+#include "train/step_snapshot.h"
 
 using prsr::Error;
 using namespace prsr::train_cli;
@@ -133,13 +136,17 @@ class StepLoop {
         order_(o_.seed, R.train.n),
         batch_(size_t(R.local_batch())),
         clock_(R.elapsed_before),
-        step_(R.start_step) {}
+        step_(R.start_step) {
+    // Under mpirun, rank 0 saves the last completed step at once on a signal (train/step_snapshot.h).
+    if (R.data_parallel && R.leader()) snapshot_ = std::make_unique<StepSnapshot>(R, S.model, S.trainer.optimizer());
+  }
 
   // The exit status.
   int run() {
     while (step_ < o_.steps && !stop_signal_) {
       prsr::StepResult r;
       if (!train_step(r)) return kExitError;
+      if (snapshot_) snapshot_->take(step_, clock_.elapsed());
       stop_signal_ = agreed_signal();
       const bool do_eval = o_.eval_every > 0 && (step_ % o_.eval_every == 0 || step_ == o_.steps);
       if (do_eval) evaluate();  // split over the ranks
@@ -156,7 +163,7 @@ class StepLoop {
       if (row_due) log_row(do_eval);
       if (o_.sample_every > 0 && (step_ % o_.sample_every == 0 || step_ == o_.steps)) grids_->write(S_.model, step_);
       if (o_.ckpt_every > 0 && step_ % o_.ckpt_every == 0 && step_ != o_.steps && !stop_signal_) {
-        save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
+        save_checkpoint_now();
         say("checkpoint step %ld: %s", step_, R_.ckpt.c_str());
         note_checkpoint(R_);
       }
@@ -187,6 +194,14 @@ class StepLoop {
     ++step_;
     figures_.add(r, dt);
     return true;
+  }
+
+  // The checkpoint of step_ (rank 0), unless it is the last one written (by the loop or, after a
+  // signal, by the snapshot's thread: the two never write at once).
+  void save_checkpoint_now() {
+    std::unique_lock<std::mutex> lock;
+    if (snapshot_) lock = std::unique_lock<std::mutex>(snapshot_->write_lock());
+    if (R_.last_saved_step != step_) save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
   }
 
   // "error: <why>; last good checkpoint: <which>" on stderr (after ending the progress line).
@@ -241,8 +256,8 @@ class StepLoop {
   // A checkpoint at the step the loop stopped at (unless just written), then the last line:
   // done, or how to continue after a signal (exit status 128 + signal).
   int finish() {
-    if (R_.leader() && R_.last_saved_step != step_)
-      save_run_checkpoint(R_, S_.model, S_.trainer.optimizer(), step_, clock_.elapsed());
+    if (R_.leader()) save_checkpoint_now();
+    snapshot_.reset();  // its thread ends (any write of its own is done)
     // The other ranks wait for that write: one that ended first with 128 + signal would make mpirun
     // end the job (rank 0 included) in the middle of it.
     dist::barrier("the wait for rank 0 to write the last checkpoint", true);
@@ -297,6 +312,7 @@ class StepLoop {
   // This session's time in the gradient all-reduce (rank 0's view).
   double allreduce_s_ = 0;
   double valid_loss_ = NAN, valid_bits_ = NAN;  // the last evaluation
+  std::unique_ptr<StepSnapshot> snapshot_;      // rank 0 under mpirun only
 };
 
 int train_main(int argc, char** argv) {
