@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/args.h"
+
 namespace prsr::sample_cli {
 
 struct Args {
@@ -38,10 +40,8 @@ struct Args {
 };
 
 void print_help();
-// An integer in [lo, hi], else an Error naming `flag`.
-long parse_int(const std::string& flag, const std::string& v, long lo, long hi);
-// "T[,T2..]": finite numbers > 0, else an Error.
-std::vector<float> parse_temperatures(const std::string& v);
+using cli::parse_int;           // cli/args.h
+using cli::parse_temperatures;  // distinct numbers > 0
 // Parses argv and fills in the defaults that depend on --eval. With --help it returns (help =
 // true) once every flag is read, before the checks that tie flags together.
 Args parse_args(int argc, char** argv);

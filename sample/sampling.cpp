@@ -120,12 +120,4 @@ Samples sample_everything(Models& models, const std::vector<Input>& inputs, cons
   return s;
 }
 
-std::string fmt_temperature(float t) {
-  char s[32];
-  std::snprintf(s, sizeof s, "%g", double(t));
-  std::string r = s;
-  if (r.find('.') == std::string::npos && r.find('e') == std::string::npos) r += ".0";
-  return r;
-}
-
 }  // namespace prsr::sample_cli

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/args.h"
 #include "model/sampler.h"
 #include "sample/inputs.h"
 #include "sample/models.h"
@@ -48,7 +49,6 @@ struct BatchHooks {
 Samples sample_everything(Models& models, const std::vector<Input>& inputs, const Plan& plan, int batch, uint64_t seed,
                           const BatchHooks& hooks = {});
 
-// "1.0", "0.9", "1e-05": %g with ".0" added to whole numbers (file names, the eval table).
-std::string fmt_temperature(float t);
+using cli::fmt_temperature;  // cli/args.h: "1.0", "0.9", "1e-05"
 
 }  // namespace prsr::sample_cli

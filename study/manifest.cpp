@@ -122,12 +122,4 @@ std::string manifest_id(const std::string& dir) {
   return s;
 }
 
-std::string fmt_temperature(float t) {
-  char s[32];
-  std::snprintf(s, sizeof s, "%g", double(t));
-  std::string r = s;
-  if (r.find('.') == std::string::npos && r.find('e') == std::string::npos) r += ".0";
-  return r;
-}
-
 }  // namespace prsr::study

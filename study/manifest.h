@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/args.h"
+
 namespace prsr::study {
 
 struct Pair {
@@ -42,7 +44,6 @@ std::vector<Pair> read_manifest(const std::string& dir);
 // are never mixed with another study's pairs.
 std::string manifest_id(const std::string& dir);
 
-// "1.0", "0.9", "1e-05": %g with ".0" added to whole numbers.
-std::string fmt_temperature(float t);
+using cli::fmt_temperature;  // cli/args.h: "1.0", "0.9", "1e-05"
 
 }  // namespace prsr::study

@@ -6,42 +6,16 @@
 #include <cstdlib>
 #include <set>
 
+#include "cli/args.h"
 #include "data/dataset.h"
 #include "engine/error.h"
 
 namespace prsr::study {
 
+using cli::parse_int;
+using cli::parse_temperatures;
+
 namespace {
-
-long parse_int(const std::string& flag, const std::string& v, long lo, long hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE) throw Error(flag + ": expected an integer, got '" + v + "'");
-  if (x < lo || x > hi)
-    throw Error(flag + ": " + v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return x;
-}
-
-std::vector<float> parse_temperatures(const std::string& v) {
-  std::vector<float> out;
-  size_t pos = 0;
-  while (true) {
-    const size_t comma = v.find(',', pos);
-    const std::string tok = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    char* end = nullptr;
-    const double t = std::strtod(tok.c_str(), &end);
-    if (tok.empty() || *end != '\0' || !std::isfinite(t))
-      throw Error("--temperature: expected numbers separated by commas, got '" + v + "'");
-    if (t <= 0) throw Error("--temperature: must be > 0, got " + tok);
-    for (float u : out)
-      if (u == float(t)) throw Error("--temperature: " + tok + " given twice");
-    out.push_back(float(t));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
-}
 
 // Splits argv[first..] into flags: `switches` take no value, `valued` take one; positional
 // arguments go to `pos`. Each flag at most once.

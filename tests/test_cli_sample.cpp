@@ -284,6 +284,8 @@ TEST_CASE("cli sample: every bad flag or file is one error line and a non-zero e
   check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --eval"), "--eval");
   check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --temperature"), "missing value");
   check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --temperature 0"), "--temperature");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --temperature 1.0,0.8,1"), "1 given twice");
+  check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --temperature 1.0,,0.8"), "separated by commas");
   check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --batch two"), "--batch");
   check_one_error_line(run_sample(d, "--ckpt model.bin --input x.png --mode best"), "best");
   check_one_error_line(run_sample(d, "--input x.png"), "--ckpt");
