@@ -371,7 +371,13 @@ TEST_CASE("cli mpi: a rank killed mid-run ends the job non-zero within seconds; 
   CHECK(sb.err("k").find("signal 9") != std::string::npos);  // mpirun names the killed rank and its signal
   const Loaded L = load(o + "/model.bin");
   CHECK(L.step >= 2);
-  CHECK(L.step % 2 == 0);
+  // A --ckpt-every checkpoint, or (when mpirun's SIGTERM to the surviving ranks reached rank 0
+  // before its SIGKILL) rank 0's copy of the last completed step (train/step_snapshot.h), which it
+  // announces.
+  const std::string out = sb.out("k");
+  if (L.step % 2 != 0)
+    CHECK(out.find("signal     checkpoint of step " + std::to_string(L.step) + " ") != std::string::npos);
+  CHECK(losses(o + "/log.csv").size() >= size_t(L.step));
 }
 
 TEST_CASE("cli mpi: a hung rank (SIGSTOP) ends the job within --rank-timeout with a message; resume loses nothing") {
