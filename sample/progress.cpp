@@ -16,41 +16,11 @@ namespace prsr::sample_cli {
 
 namespace {
 bool g_line_open = false;  // a progress line is on stderr without its newline yet
-std::atomic<int> g_signal{0};
-std::atomic<bool> g_graceful{false};  // the sampling loop has started: a first signal asks it to stop
-
-// The only thread that receives SIGINT / SIGTERM (every other thread blocks them).
-void wait_for_signals(sigset_t set) {
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
-    if (g_signal.load()) _exit(128 + sig);  // a second Ctrl-C: stop now (PNG writes are atomic)
-    if (!g_graceful.load()) {               // nothing written yet: the default action
-      std::signal(sig, SIG_DFL);
-      sigset_t one;
-      sigemptyset(&one);
-      sigaddset(&one, sig);
-      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
-      raise(sig);
-      _exit(128 + sig);
-    }
-    g_signal.store(sig);
-  }
-}
 }  // namespace
 
-void take_signals_in_one_thread() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created from here on
-  std::thread(wait_for_signals, set).detach();
-}
+void take_signals_in_one_thread() { cli::take_signals_in_one_thread({SIGINT, SIGTERM}); }
 
-void stop_gracefully_on_signals() { g_graceful.store(true); }
-
-int stop_signal() { return g_signal.load(); }
+int stop_signal() { return cli::g_signal.load(); }
 
 bool progress_line_open() { return g_line_open; }
 

@@ -4,6 +4,8 @@
 #pragma once
 #include <chrono>
 
+#include "cli/signals.h"
+
 namespace prsr::sample_cli {
 
 class Progress {
@@ -30,15 +32,13 @@ class Progress {
 // True while a progress line is on stderr without its newline (main ends it before an error).
 bool progress_line_open();
 
-// SIGINT / SIGTERM as train takes them (train/console.h, docs/train.md): not by a handler (a
-// handler's frame can land in the heap while oneDNN 2.6's JIT GEMMs run) but by one thread that
-// only waits for them in sigwait. Call first thing in main, before OpenMP starts its threads
-// (they inherit the blocked mask). Until stop_gracefully_on_signals a signal has its default
-// action (the process dies by it: nothing is written yet); after it the first signal is only
-// recorded (stop_signal: the sampling loop finishes its batch, writes its files and stops) and
-// a second one exits at once with 128 + signal (every PNG is written atomically).
+// SIGINT / SIGTERM taken by one thread, as train takes them (cli/signals.h). Call first thing
+// in main. Until stop_gracefully_on_signals a signal has its default action (nothing is written
+// yet); after it the first is only recorded (stop_signal: the sampling loop finishes its batch,
+// writes its files and stops) and a second exits at once with 128 + signal (every PNG is written
+// atomically).
 void take_signals_in_one_thread();
-void stop_gracefully_on_signals();
+using cli::stop_gracefully_on_signals;
 int stop_signal();  // 0, or the first SIGINT / SIGTERM received after stop_gracefully_on_signals
 
 }  // namespace prsr::sample_cli

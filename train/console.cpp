@@ -13,46 +13,9 @@
 namespace prsr::train_cli {
 
 bool g_tty = false;
-std::atomic<int> g_signal{0};
-
-namespace {
-
-std::atomic<bool> g_graceful{false};  // the step loop has started: a first signal asks it to stop
-
-// The only thread that receives SIGINT / SIGTERM / SIGUSR1 (every other thread blocks them).
-void wait_for_signals(sigset_t set) {
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
-    if (g_signal.load()) _exit(128 + sig);  // a second Ctrl-C: stop now (checkpoints are atomic)
-    if (!g_graceful.load()) {
-      // Before the step loop there is nothing to save: the signal's default action, as if it
-      // had never been blocked (the process dies by it).
-      std::signal(sig, SIG_DFL);
-      sigset_t one;
-      sigemptyset(&one);
-      sigaddset(&one, sig);
-      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
-      raise(sig);
-      _exit(128 + sig);
-    }
-    g_signal.store(sig);
-  }
-}
-
-}  // namespace
-
 void take_signals_in_one_thread() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGUSR1);                   // mpirun forwards it to every rank at once (docs/distributed.md#faults)
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created from here on
-  std::thread(wait_for_signals, set).detach();
+  cli::take_signals_in_one_thread({SIGINT, SIGTERM, SIGUSR1});  // mpirun forwards SIGUSR1 (docs/distributed.md#faults)
 }
-
-void stop_gracefully_on_signals() { g_graceful.store(true); }
 
 void say(const char* fmt, ...) {
   if (g_tty) std::fputs("\r\033[K", stdout);

@@ -8,21 +8,18 @@
 #include <cstdint>
 #include <string>
 
+#include "cli/signals.h"
+
 namespace prsr::train_cli {
 
-extern bool g_tty;                 // stdout is a terminal: progress line redrawn with \r
-extern std::atomic<int> g_signal;  // the first SIGINT / SIGTERM / SIGUSR1 received in the step loop
+extern bool g_tty;    // stdout is a terminal: progress line redrawn with \r
+using cli::g_signal;  // the first SIGINT / SIGTERM / SIGUSR1 received in the step loop (cli/signals.h)
 
-// SIGINT / SIGTERM / SIGUSR1 are taken by one thread that only waits for them, never by a handler that
-// interrupts a computing thread: oneDNN 2.6's JIT GEMM kernels point rsp into the heap while
-// they run, so a handler's frame corrupts the heap (a crash after Ctrl-C in ~1 run in 40; oneDNN
-// issue 4845; see docs/train.md). Call first thing in main, before OpenMP starts its threads:
-// they inherit the blocked mask.
+// SIGINT / SIGTERM / SIGUSR1 taken by one thread (cli/signals.h). Call first thing in main.
 void take_signals_in_one_thread();
-// From here on the first SIGINT / SIGTERM / SIGUSR1 sets g_signal (the loop finishes its step, saves and
-// stops) and a second one exits at once with 128 + signal (checkpoints are atomic, so nothing
-// is torn). Before it, a signal has its default action (the process dies by it).
-void stop_gracefully_on_signals();
+// From here on the first signal sets g_signal (the loop finishes its step, saves and stops) and a
+// second one exits at once with 128 + signal (checkpoints are atomic, so nothing is torn).
+using cli::stop_gracefully_on_signals;
 
 // A line of output that first clears the live progress line on a terminal.
 void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
