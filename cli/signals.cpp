@@ -10,6 +10,7 @@
 namespace prsr::cli {
 
 std::atomic<int> g_signal{0};
+std::atomic<int> g_sigcont_count{0};
 
 namespace {
 
@@ -20,6 +21,10 @@ void wait_for_signals(sigset_t set) {
   for (;;) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGCONT) {  // counted only
+      g_sigcont_count.fetch_add(1);
+      continue;
+    }
     if (g_signal.load()) _exit(128 + sig);  // a second Ctrl-C: stop now
     if (!g_graceful.load()) {
       // The signal's default action, as if it had never been blocked (the process dies by it).

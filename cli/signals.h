@@ -10,6 +10,10 @@ namespace prsr::cli {
 
 // 0, or the first of the signals received after stop_gracefully_on_signals.
 extern std::atomic<int> g_signal;
+// How many SIGCONT were received, when SIGCONT is in take_signals_in_one_thread's set: it never
+// stops anything (it continues a stopped process by itself), it is only counted. mpirun sends it
+// to every rank the moment it is asked to end a job, a second before its SIGTERM.
+extern std::atomic<int> g_sigcont_count;
 
 // Blocks `signals` in this thread and so in every thread created after it (call first thing in
 // main, before OpenMP or MPI start theirs), and starts the one thread that waits for them. Until

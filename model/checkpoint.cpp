@@ -144,7 +144,7 @@ CheckpointInfo verify(const std::vector<uint8_t>& buf, const std::string& path, 
   return parse_header(std::string(reinterpret_cast<const char*>(h), hlen), path);
 }
 
-void write_atomically(const std::string& path, const std::vector<uint8_t>& data) {
+void write_atomically(const std::string& path, const std::vector<uint8_t>& data, bool fsync_file) {
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw Error("cannot write checkpoint " + path + ": " + std::strerror(errno));
@@ -160,7 +160,7 @@ void write_atomically(const std::string& path, const std::vector<uint8_t>& data)
     }
     off += size_t(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  if ((fsync_file && ::fsync(fd) != 0) || ::close(fd) != 0) {
     const std::string err = std::strerror(errno);
     ::unlink(tmp.c_str());
     throw Error("cannot write checkpoint " + path + ": " + err);
@@ -204,7 +204,7 @@ OptimConfig optim_from_string(const std::string& s) {
 }
 
 void save_checkpoint(const std::string& path, const Model<float>& model, const Optimizer<float>* opt,
-                     const CheckpointInfo& info_in) {
+                     const CheckpointInfo& info_in, bool fsync_file) {
   CheckpointInfo info = info_in;
   info.model = model.config();
   const std::string header = header_text(info);
@@ -239,7 +239,7 @@ void save_checkpoint(const std::string& path, const Model<float>& model, const O
   const uint64_t total = w.buf.size() + 8;
   std::memcpy(w.buf.data() + 16, &total, 8);
   w.put<uint64_t>(fnv1a(w.buf.data(), w.buf.size()));
-  write_atomically(path, w.buf);
+  write_atomically(path, w.buf, fsync_file);
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path) {

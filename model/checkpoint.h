@@ -19,9 +19,12 @@ struct CheckpointInfo {
   std::map<std::string, std::string> meta;
 };
 
-// Writes model parameters (+ running statistics), optional optimiser state and `info`.
+// Writes model parameters (+ running statistics), optional optimiser state and `info`, atomically
+// (a temporary file renamed over `path`). fsync_file = false leaves out the fsync before the
+// rename: the file then survives the process being killed but not a machine crash (for a write
+// that must finish within a second, train/step_snapshot.h).
 void save_checkpoint(const std::string& path, const Model<float>& model, const Optimizer<float>* opt,
-                     const CheckpointInfo& info);
+                     const CheckpointInfo& info, bool fsync_file = true);
 
 // Reads only the header (to build a model of the right shape before loading).
 CheckpointInfo read_checkpoint_info(const std::string& path);

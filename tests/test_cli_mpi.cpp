@@ -474,15 +474,16 @@ TEST_CASE("cli mpi: SIGTERM to mpirun with its default 1 s grace, steps far long
   int st = 0;
   REQUIRE(job.wait_end(30, &st));
   CHECK((WIFSIGNALED(st) || WEXITSTATUS(st) != 0));
+  // The checkpoint is there (ckpt-every 0: only the signal could have written it) and loads.
+  REQUIRE(fs::exists(o + "/model.bin"));
+  const Loaded L = load(o + "/model.bin");
+  CHECK(L.step >= 1);
+  CHECK(losses(o + "/log.csv").size() >= size_t(L.step));
+  // Rank 0 says so, when mpirun still forwarded its output while ending the job.
   const std::string out = sb.out("d");
   const size_t at = out.find("signal     checkpoint of step ");
-  REQUIRE(at != std::string::npos);
-  const long saved = std::stol(out.substr(at + 30));
-  CHECK(saved >= 1);
-  const Loaded L = load(o + "/model.bin");
-  // The copy's step, or a later one when the step in progress finished and was saved after it.
-  CHECK(L.step >= saved);
-  CHECK(losses(o + "/log.csv").size() >= size_t(L.step));
+  if (at != std::string::npos) CHECK(std::stol(out.substr(at + 30)) <= L.step);
+  else MESSAGE("rank 0's line about the saved copy did not come through mpirun (the job was ending)");
   CHECK(wait_gone(rank0, 10) == 0);
   CHECK(wait_gone(rank1, 10) == 0);
 }

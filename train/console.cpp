@@ -14,7 +14,8 @@ namespace prsr::train_cli {
 
 bool g_tty = false;
 void take_signals_in_one_thread() {
-  cli::take_signals_in_one_thread({SIGINT, SIGTERM, SIGUSR1});  // mpirun forwards SIGUSR1 (docs/distributed.md#faults)
+  cli::take_signals_in_one_thread(
+      {SIGINT, SIGTERM, SIGUSR1, SIGCONT});  // mpirun forwards SIGUSR1 (docs/distributed.md#faults)
 }
 
 void say(const char* fmt, ...) {

@@ -117,7 +117,7 @@ void check_resume_data(const Run& R) {
 }
 
 void save_run_checkpoint(Run& R, const prsr::Model<float>& model, const prsr::Optimizer<float>& opt, long step,
-                         double elapsed) {
+                         double elapsed, bool fsync_file) {
   const Options& o = R.o;
   // Never write non-finite parameters over a good checkpoint.
   const std::vector<float> p = model.params.download();
@@ -140,7 +140,7 @@ void save_run_checkpoint(Run& R, const prsr::Model<float>& model, const prsr::Op
                {"epoch", std::to_string(g / uint64_t(R.train.n))},
                {"position", std::to_string(g % uint64_t(R.train.n))},
                {"elapsed_s", fmt_g(elapsed)}};
-  prsr::save_checkpoint(R.ckpt, model, &opt, info);
+  prsr::save_checkpoint(R.ckpt, model, &opt, info, fsync_file);
   R.last_saved_step = step;
 }
 

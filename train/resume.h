@@ -21,8 +21,8 @@ void check_resume_data(const Run& R);
 
 // Saves the parameters, the optimiser state and the meta entries to R.ckpt (atomically) and
 // notes the step in R.last_saved_step. Non-finite parameters are never written over a good
-// checkpoint: Error instead, naming the checkpoint that is kept.
+// checkpoint: Error instead, naming the checkpoint that is kept. fsync_file: as save_checkpoint.
 void save_run_checkpoint(Run& R, const prsr::Model<float>& model, const prsr::Optimizer<float>& opt, long step,
-                         double elapsed);
+                         double elapsed, bool fsync_file = true);
 
 }  // namespace prsr::train_cli

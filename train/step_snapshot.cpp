@@ -33,16 +33,25 @@ void StepSnapshot::take(long step, double elapsed) {
   elapsed_ = elapsed;
 }
 
-// Polls for the first signal (every 20 ms: the signal thread of train/console.cpp only sets
-// g_signal), writes the copy when it is newer than the last checkpoint, and ends.
+// Polls (every 20 ms: the signal thread of cli/signals.h only sets flags) for the first stop
+// signal, and for SIGCONT, which mpirun sends every rank the moment it is asked to end the job, a
+// second before its SIGTERM and two before its SIGKILL: the copy is written at the first of them
+// when it is newer than the last checkpoint. SIGCONT does not stop training (job control sends it
+// too: an extra checkpoint then, nothing else).
 void StepSnapshot::watch() {
+  int seen_sigcont = cli::g_sigcont_count.load();
   while (!quit_.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (!g_signal.load()) continue;
+    const bool stop = g_signal.load() != 0;
+    const int sigcont = cli::g_sigcont_count.load();
+    if (!stop && sigcont == seen_sigcont) continue;
+    seen_sigcont = sigcont;
     std::lock_guard<std::mutex> lock(mutex_);
     if (step_ >= 0 && step_ > R_.last_saved_step) {
       try {
-        save_run_checkpoint(R_, copy_, copy_opt_, step_, elapsed_);
+        // No fsync: SIGKILL may follow within a second (and does not lose the page cache); the
+        // loop's own save, if it gets to it, is fsynced.
+        save_run_checkpoint(R_, copy_, copy_opt_, step_, elapsed_, false);
         say("signal     checkpoint of step %ld (the last completed step) saved to %s at once; the step in "
             "progress is saved too if mpirun lets it finish",
             step_, R_.ckpt.c_str());
@@ -50,7 +59,7 @@ void StepSnapshot::watch() {
         std::fprintf(stderr, "error: saving the checkpoint of step %ld after the signal: %s\n", step_, e.what());
       }
     }
-    return;
+    if (stop) return;
   }
 }
 
