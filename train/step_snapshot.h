@@ -5,12 +5,11 @@
 // longer than that is killed before it can finish the step and save. So rank 0 keeps a host copy
 // of the state after the last completed step (parameters with the running statistics, the
 // optimiser state; copied into buffers allocated once, after every step) and a thread that
-// writes that copy as the checkpoint the moment a signal arrives. The step loop still finishes its
-// step and saves it when it is allowed to; both writes go through one lock, and an older step
-// never overwrites a newer one.
+// writes that copy as the checkpoint at the first stop signal or SIGCONT (mpirun sends SIGCONT a
+// second before its SIGTERM). The step loop still finishes its step and saves it when it is
+// allowed to; both writes go through one lock, and an older step never overwrites a newer one.
 #pragma once
 #include <atomic>
-#include <memory>
 #include <mutex>
 #include <thread>
 
