@@ -481,23 +481,63 @@ void conv1x1_forward(float* y, const float* x, const float* w, const float* b, c
   });
 }
 
+// Two ways to run dx_n = W^T dy_n over the colour blocks (block k: output rows [o0, o1) read the
+// input channels [0, k1); k1 never decreases from block to block):
+//  - by output block: dx[0:k1] += W[o0:o1, 0:k1]^T dy[o0:o1], one accumulating product per block
+//    (A read transposed). Used for narrow inputs (head1: ci = 32, where the segments below would
+//    be products of 10-11 rows: twice as slow, measured).
+//  - by input segment: the channels [k1 of the previous block, k1) are read by this block and every
+//    later one, i.e. by the output rows [o0, co) (the blocks are consecutive output ranges, as in
+//    the forward), so each segment is ONE product dx[k0:k1] = W^T[k0:k1, o0:co] dy[o0:co], written
+//    once, with W^T made once per call (row-major [ci, co], a buffer kept between calls) so that
+//    A is read in order. Used for wide inputs (head2: 8% faster than by output block, measured:
+//    docs/performance.md).
+// Both are deterministic (a fixed order of products). A fresh dx is overwritten: the first
+// product writes with beta = 0; channels no block reads (mask A) are zeroed.
+struct TransposeScratch {
+  std::vector<float> v;
+};
+TransposeScratch& transpose_scratch() {
+  static TransposeScratch s;
+  return s;
+}
+
 void conv1x1_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g, bool fresh) {
   const long hw = long(g.h) * g.w;
   const ColourBlocks cb = colour_blocks(g);
-  const int last = cb.count - 1;  // k1 never decreases from block to block: the widest
+  const int last = cb.count - 1;
+  const int read = cb.b[last].k1;  // channels [read, ci) are read by no block
+  const bool by_segment = g.ci >= 256;
+  float* WT = nullptr;
+  if (by_segment) {
+    std::vector<float>& wt = transpose_scratch().v;
+    if (wt.size() < size_t(g.co) * g.ci) wt.resize(size_t(g.co) * g.ci);
+    WT = wt.data();
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < g.ci; ++i)
+      for (int o = 0; o < g.co; ++o) WT[size_t(i) * g.co + o] = w[size_t(o) * g.ci + i];
+  }
   for_images(g.n, [&](int i) {
-    // dx[0:k1] += W[o0:o1, 0:k1]^T dy[o0:o1], block by block (in a fixed order: deterministic;
-    // measured twice as fast as by input colour group, whose transposed operands are strided).
-    // A fresh dx: in reverse, the widest block first overwriting (beta = 0); channels no block
-    // reads, zero.
     float* dxi = dx + size_t(i) * g.ci * hw;
-    if (fresh) std::fill(dxi + size_t(cb.b[last].k1) * hw, dxi + size_t(g.ci) * hw, 0.0f);
-    for (int j = 0; j < cb.count; ++j) {
+    const float* dyi = dy + size_t(i) * g.co * hw;
+    if (fresh) std::fill(dxi + size_t(read) * hw, dxi + size_t(g.ci) * hw, 0.0f);
+    if (by_segment) {
+      int kprev = 0;
+      for (int k = 0; k < cb.count; ++k) {
+        const ColourBlock& bl = cb.b[k];
+        if (bl.k1 == kprev) continue;
+        sgemm('N', 'N', bl.k1 - kprev, hw, g.co - bl.o0, 1.0f, WT + size_t(kprev) * g.co + bl.o0, g.co,
+              dyi + size_t(bl.o0) * hw, hw, fresh ? 0.0f : 1.0f, dxi + size_t(kprev) * hw, hw);
+        kprev = bl.k1;
+      }
+      return;
+    }
+    for (int j = 0; j < cb.count; ++j) {  // a fresh dx: the widest block first, overwriting
       const int k = fresh ? last - j : j;
       const ColourBlock& bl = cb.b[k];
       if (bl.k1 > 0)
-        sgemm('T', 'N', bl.k1, hw, bl.o1 - bl.o0, 1.0f, w + size_t(bl.o0) * g.ci, g.ci,
-              dy + (size_t(i) * g.co + bl.o0) * hw, hw, fresh && j == 0 ? 0.0f : 1.0f, dxi, hw);
+        sgemm('T', 'N', bl.k1, hw, bl.o1 - bl.o0, 1.0f, w + size_t(bl.o0) * g.ci, g.ci, dyi + size_t(bl.o0) * hw, hw,
+              fresh && j == 0 ? 0.0f : 1.0f, dxi, hw);
     }
   });
 }
