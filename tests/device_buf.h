@@ -2,8 +2,12 @@
 //   gpu_ok():    whether CUDA kernels can run here; the first call prints the visible skip line.
 //   Buf<T, D>:   n elements of T in backend D's memory (host memory for Device::Cpu, device
 //                memory for Device::Cuda), uploaded from a host vector; get() downloads them.
+//                The data start on a 64-byte boundary, as the arena's tensors do, plus `shift`
+//                elements (to exercise kernels whose path depends on alignment).
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
@@ -31,12 +35,15 @@ class Buf {
   T* p = nullptr;
   size_t n = 0;
 
-  explicit Buf(const std::vector<T>& h) : n(h.size()) {
+  explicit Buf(const std::vector<T>& h, size_t shift = 0) : n(h.size()) {
     if constexpr (D == prsr::Device::Cpu) {
-      host_ = h;
-      p = host_.data();
+      host_.resize(n + shift + 64 / sizeof(T));
+      const size_t misalign = reinterpret_cast<uintptr_t>(host_.data()) % 64;
+      p = host_.data() + (misalign ? (64 - misalign) / sizeof(T) : 0) + shift;
+      std::copy(h.begin(), h.end(), p);
     } else {
-      p = static_cast<T*>(prsr::cuda::malloc_device(n * sizeof(T)));
+      base_ = static_cast<T*>(prsr::cuda::malloc_device((n + shift) * sizeof(T)));
+      p = base_ + shift;
       prsr::cuda::copy_to_device(p, h.data(), n * sizeof(T));
     }
   }
@@ -45,13 +52,13 @@ class Buf {
   ~Buf() {
     if constexpr (D == prsr::Device::Cuda) {
       try {
-        prsr::cuda::free_device(p);
+        prsr::cuda::free_device(base_);
       } catch (...) {}
     }
   }
   std::vector<T> get() const {
     if constexpr (D == prsr::Device::Cpu) {
-      return host_;
+      return std::vector<T>(p, p + n);
     } else {
       std::vector<T> h(n);
       prsr::cuda::copy_to_host(h.data(), p, n * sizeof(T));
@@ -60,5 +67,6 @@ class Buf {
   }
 
  private:
-  std::vector<T> host_;  // Device::Cpu only
+  std::vector<T> host_;  // Device::Cpu: the storage p points into
+  T* base_ = nullptr;    // Device::Cuda: the allocation p points into
 };

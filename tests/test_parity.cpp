@@ -185,54 +185,59 @@ TEST_CASE(PARITY("1x1 conv with colour blocks (masked prior head)") * doctest::s
       {geom(6, 258, 3, 2, 260, 3, true), true},   // mask A: the first colour reads nothing
       {geom(5, 20, 3, 2, 270, 3, true), false},   // mask A without bias: those rows are zero
       {geom(3, 24, 3, 3, 300, 1, false), true},   // one colour: dense
+      {geom(3, 260, 3, 4, 96, 3, false), true},   // head2-like with rows of > 8 pixels (see shift)
   };
-  for (const Case& c : cases) {
-    const ConvGeom& g = c.g;
-    MaskSpec ms{c.g.strict ? MaskKind::A : MaskKind::B, g.colors, g.ci, g.co, 0, 0};
-    const std::vector<float> mask = colour_mask<float>(g.co, g.ci, 1, 1, ms);
-    const size_t nx = size_t(g.n) * g.ci * g.h * g.w, nw = size_t(g.co) * g.ci, ny = size_t(g.n) * g.co * g.h * g.w;
-    Vec w = rnd(nw);
-    for (size_t i = 0; i < nw; ++i) w[i] *= mask[i];
-    const Vec x = rnd(nx), b = rnd(g.co), dy = rnd(ny);
-    const DVec xd = to_d(x), wd = to_d(w), bd = to_d(b), dyd = to_d(dy);
-    const FBuf X(x), W(w), B(b), DY(dy);
-    char tag[96];
-    std::snprintf(tag, sizeof tag, "n%d %d->%d %dx%d colours %d%s", g.n, g.ci, g.co, g.h, g.w, g.colors,
-                  g.strict ? " (A)" : " (B)");
-    FBuf y(rnd(ny, 5, 6));
-    DVec y_ref(ny);
-    be::conv2d_forward(y.p, X.p, W.p, c.bias ? B.p : nullptr, g);
-    ref::conv2d_forward<double>(y_ref.data(), xd.data(), wd.data(), c.bias ? bd.data() : nullptr, g);
-    expect_close(std::string("conv1x1 blocks forward ") + tag, y.get(), y_ref, dot_tol(g.ci), 1e-4);
+  // shift 0: every buffer starts on a 64-byte boundary, as the arena's tensors do, and the CPU
+  // backend splits each product whose B operand is 32-byte aligned (rows of > 8 pixels) into
+  // columns [1, n) and column 0 (conv.cpp, sgemm); shift 1: one float off, no split.
+  for (const size_t shift : {size_t(0), size_t(1)})
+    for (const Case& c : cases) {
+      const ConvGeom& g = c.g;
+      MaskSpec ms{c.g.strict ? MaskKind::A : MaskKind::B, g.colors, g.ci, g.co, 0, 0};
+      const std::vector<float> mask = colour_mask<float>(g.co, g.ci, 1, 1, ms);
+      const size_t nx = size_t(g.n) * g.ci * g.h * g.w, nw = size_t(g.co) * g.ci, ny = size_t(g.n) * g.co * g.h * g.w;
+      Vec w = rnd(nw);
+      for (size_t i = 0; i < nw; ++i) w[i] *= mask[i];
+      const Vec x = rnd(nx), b = rnd(g.co), dy = rnd(ny);
+      const DVec xd = to_d(x), wd = to_d(w), bd = to_d(b), dyd = to_d(dy);
+      const FBuf X(x, shift), W(w, shift), B(b, shift), DY(dy, shift);
+      char tag[112];
+      std::snprintf(tag, sizeof tag, "n%d %d->%d %dx%d colours %d%s shift %zu", g.n, g.ci, g.co, g.h, g.w, g.colors,
+                    g.strict ? " (A)" : " (B)", shift);
+      FBuf y(rnd(ny, 5, 6), shift);
+      DVec y_ref(ny);
+      be::conv2d_forward(y.p, X.p, W.p, c.bias ? B.p : nullptr, g);
+      ref::conv2d_forward<double>(y_ref.data(), xd.data(), wd.data(), c.bias ? bd.data() : nullptr, g);
+      expect_close(std::string("conv1x1 blocks forward ") + tag, y.get(), y_ref, dot_tol(g.ci), 1e-4);
 
-    const Vec dx0 = rnd(nx), dw0 = rnd(nw), db0 = rnd(g.co);
-    FBuf dx(dx0), dw(dw0), db(db0);
-    DVec dx_r = to_d(dx0), dw_r = to_d(dw0), db_r = to_d(db0);
-    be::conv2d_backward(dx.p, dw.p, c.bias ? db.p : nullptr, DY.p, X.p, W.p, g);
-    ref::conv2d_backward<double>(dx_r.data(), dw_r.data(), c.bias ? db_r.data() : nullptr, dyd.data(), xd.data(),
-                                 wd.data(), g);
-    expect_close(std::string("conv1x1 blocks backward dx ") + tag, dx.get(), dx_r, dot_tol(g.co), 1e-4);
-    {  // a fresh dx (mask A leaves input channels no block reads: they must come out zero)
-      FBuf fx(garbage(nx));
-      DVec fx_r(nx, 0.0);
-      be::conv2d_backward(fx.p, nullptr, nullptr, DY.p, X.p, W.p, g, 1u);
-      ref::conv2d_backward<double>(fx_r.data(), nullptr, nullptr, dyd.data(), xd.data(), wd.data(), g);
-      expect_close(std::string("conv1x1 blocks backward dx [fresh] ") + tag, fx.get(), fx_r, dot_tol(g.co), 1e-4);
-    }
-    if (c.bias)
-      expect_close(std::string("conv1x1 blocks backward db ") + tag, db.get(), db_r, dot_tol(long(g.n) * g.h * g.w),
+      const Vec dx0 = rnd(nx), dw0 = rnd(nw), db0 = rnd(g.co);
+      FBuf dx(dx0, shift), dw(dw0, shift), db(db0, shift);
+      DVec dx_r = to_d(dx0), dw_r = to_d(dw0), db_r = to_d(db0);
+      be::conv2d_backward(dx.p, dw.p, c.bias ? db.p : nullptr, DY.p, X.p, W.p, g);
+      ref::conv2d_backward<double>(dx_r.data(), dw_r.data(), c.bias ? db_r.data() : nullptr, dyd.data(), xd.data(),
+                                   wd.data(), g);
+      expect_close(std::string("conv1x1 blocks backward dx ") + tag, dx.get(), dx_r, dot_tol(g.co), 1e-4);
+      {  // a fresh dx (mask A leaves input channels no block reads: they must come out zero)
+        FBuf fx(garbage(nx), shift);
+        DVec fx_r(nx, 0.0);
+        be::conv2d_backward(fx.p, nullptr, nullptr, DY.p, X.p, W.p, g, 1u);
+        ref::conv2d_backward<double>(fx_r.data(), nullptr, nullptr, dyd.data(), xd.data(), wd.data(), g);
+        expect_close(std::string("conv1x1 blocks backward dx [fresh] ") + tag, fx.get(), fx_r, dot_tol(g.co), 1e-4);
+      }
+      if (c.bias)
+        expect_close(std::string("conv1x1 blocks backward db ") + tag, db.get(), db_r, dot_tol(long(g.n) * g.h * g.w),
+                     1e-4);
+      // allowed entries against the reference; masked ones untouched (skipping backend)
+      DVec want(nw);
+      size_t masked = 0;
+      for (size_t i = 0; i < nw; ++i) {
+        want[i] = mask[i] != 0.0f || !skips_blocks ? dw_r[i] : double(dw0[i]);
+        masked += mask[i] == 0.0f;
+      }
+      if (g.colors == 3) CHECK(masked > nw / 4);  // the case does exercise skipped blocks
+      expect_close(std::string("conv1x1 blocks backward dw ") + tag, dw.get(), want, dot_tol(long(g.n) * g.h * g.w),
                    1e-4);
-    // allowed entries against the reference; masked ones untouched (skipping backend)
-    DVec want(nw);
-    size_t masked = 0;
-    for (size_t i = 0; i < nw; ++i) {
-      want[i] = mask[i] != 0.0f || !skips_blocks ? dw_r[i] : double(dw0[i]);
-      masked += mask[i] == 0.0f;
     }
-    if (g.colors == 3) CHECK(masked > nw / 4);  // the case does exercise skipped blocks
-    expect_close(std::string("conv1x1 blocks backward dw ") + tag, dw.get(), want, dot_tol(long(g.n) * g.h * g.w),
-                 1e-4);
-  }
 }
 
 TEST_CASE(PARITY("deconv2d forward and backward") * doctest::skip(!backend_ok())) {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/arena.h"
 #include "engine/backend.h"
 #include "engine/cpu/conv.h"
 
@@ -64,14 +65,23 @@ double time_ms(const std::function<void()>& f) {
   return t[t.size() / 2];
 }
 
+// A buffer from the arena's allocator (device_alloc: 2 MiB-aligned huge pages from 2 MiB, else
+// 256-byte aligned), like the training step's tensors: oneDNN's sgemm takes a different path
+// for 32-byte aligned operands (engine/cpu/conv.cpp), so std::vector's memory would not measure
+// what the step runs.
 struct Buf {
-  std::vector<float> v;
-  explicit Buf(size_t n, float lo = -1, float hi = 1) : v(n) {
+  float* ptr;
+  size_t n;
+  explicit Buf(size_t n_, float lo = -1, float hi = 1)
+      : ptr(static_cast<float*>(device_alloc(Device::Cpu, n_ * sizeof(float)))), n(n_) {
     std::mt19937 g(unsigned(n * 2654435761u));
     std::uniform_real_distribution<float> u(lo, hi);
-    for (auto& x : v) x = u(g);
+    for (size_t i = 0; i < n; ++i) ptr[i] = u(g);
   }
-  float* p() { return v.data(); }
+  ~Buf() { device_free(Device::Cpu, ptr); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  float* p() { return ptr; }
 };
 
 double g_peak = 0;      // GFLOP/s (wall)

@@ -30,6 +30,7 @@
 #include <omp.h>
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <initializer_list>
 #include <map>
@@ -71,6 +72,17 @@ struct Global {
 Global& global() {
   static Global g;
   return g;
+}
+
+// The GEMM path's share of the conv profile (1x1 convolutions run through dnnl_sgemm, no
+// primitive): seconds and calls per "direction geometry" name.
+struct GemmTime {
+  double t = 0;
+  long calls = 0;
+};
+std::map<std::string, GemmTime>& gemm_times() {
+  static std::map<std::string, GemmTime> m;
+  return m;
 }
 
 // One argument of a primitive. `user` wraps the caller's plain buffer (its handle is set on every
@@ -433,11 +445,28 @@ bool gemm_1x1(Kind kind, const ConvGeom& g) {
 
 // (The callers skip the blocks that read no input: k > 0 here. An empty weight-gradient block,
 // mask A's first colour, has n = 0.)
+void dnnl_sgemm_checked(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda, const float* b,
+                        long ldb, float beta, float* c, long ldc) {
+  const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success) throw prsr::Error("dnnl_sgemm failed (status " + std::to_string(int(st)) + ")");
+}
+
+// oneDNN 2.6's sgemm is up to 1.8x slower on these shapes when a non-transposed B starts on a
+// 32-byte boundary (as every arena tensor does: 256-byte aligned, rows of 4 KiB): head2's
+// backward-data product 394 ms per step with B aligned against 223 ms with B one float off,
+// the forward 235 against 208 (oneDNN's path choice, measured on the 2 vCPU AMD EPYC; the C and
+// A alignments make no difference; docs/performance.md). So such a product runs as two: columns
+// [1, n) from b + 1, which is off the boundary, then column 0 alone. Every element of C is still
+// one product over the same k terms, computed by one call: deterministic, as before.
 void sgemm(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda, const float* b, long ldb,
            float beta, float* c, long ldc) {
   if (m <= 0 || n <= 0) return;
-  const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (st != dnnl_success) throw prsr::Error("dnnl_sgemm failed (status " + std::to_string(int(st)) + ")");
+  if (tb == 'N' && n > 8 && reinterpret_cast<uintptr_t>(b) % 32 == 0) {
+    dnnl_sgemm_checked(ta, tb, m, n - 1, k, alpha, a, lda, b + 1, ldb, beta, c + 1, ldc);
+    dnnl_sgemm_checked(ta, tb, m, 1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  dnnl_sgemm_checked(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 bool parallel_images(int n) { return n >= 2 * omp_get_max_threads() || (n >= omp_get_max_threads() && n > 1); }
@@ -599,6 +628,19 @@ void conv1x1_backward_weights(float* dw, const float* dy, const float* x, const 
   }
 }
 
+// Runs f, adding its time to the GEMM path's profile entry `direction` of g when profiling.
+template <class F>
+void gemm_timed(const char* direction, const ConvGeom& g, F f) {
+  if (!global().profile) return f();
+  const double t0 = now_seconds();
+  f();
+  GemmTime& e = gemm_times()[std::string(direction) + " n" + std::to_string(g.n) + " " + std::to_string(g.ci) + "->" +
+                             std::to_string(g.co) + " " + std::to_string(g.h) + "x" + std::to_string(g.w) + " k1x1" +
+                             (g.colors > 0 ? " colour blocks" : "")];
+  e.t += now_seconds() - t0;
+  ++e.calls;
+}
+
 }  // namespace
 
 namespace detail {
@@ -613,6 +655,7 @@ void set_conv_profile(bool on) {
     e->t_in = e->t_prim = e->t_out = 0;
     e->calls = 0;
   }
+  gemm_times().clear();
 }
 void print_conv_profile(int steps) {
   std::lock_guard<std::mutex> lock(global().mu);
@@ -626,6 +669,15 @@ void print_conv_profile(int steps) {
     std::printf("  %-52s %8.1f %8.1f %8.1f  %5.1f  %s\n", e->name.c_str(), e->t_in * 1e3 / steps,
                 e->t_prim * 1e3 / steps, e->t_out * 1e3 / steps, double(e->calls) / steps,
                 dnnl_pd_impl(e->prim).c_str());
+  std::vector<std::pair<std::string, GemmTime>> gv(gemm_times().begin(), gemm_times().end());
+  std::sort(gv.begin(), gv.end(), [](const auto& a, const auto& b) { return a.second.t > b.second.t; });
+  double total = 0;
+  for (const auto& [name, e] : gv) {
+    std::printf("  %-52s %8s %8.1f %8s  %5.1f  dnnl_sgemm\n", name.c_str(), "", e.t * 1e3 / steps, "",
+                double(e.calls) / steps);
+    total += e.t;
+  }
+  if (!gv.empty()) std::printf("  (GEMM path, 1x1 convs through dnnl_sgemm: %.1f ms per step)\n", total * 1e3 / steps);
 }
 int conv_cache_size() {
   std::lock_guard<std::mutex> lock(global().mu);
@@ -650,7 +702,7 @@ bool cpu::bf16_enabled() {
 
 void cpu::conv2d_forward(float* y, const float* x, const float* w, const float* b, const ConvGeom& g) {
   std::lock_guard<std::mutex> lock(global().mu);
-  if (gemm_1x1(Kind::ConvFwd, g)) return conv1x1_forward(y, x, w, b, g);
+  if (gemm_1x1(Kind::ConvFwd, g)) return gemm_timed("gemm_fwd", g, [&] { conv1x1_forward(y, x, w, b, g); });
   Entry& e = lookup(Kind::ConvFwd, b != nullptr, conv_blocked(Kind::ConvFwd, g), g, conv_key, build_conv);
   if (b) e.run({x, w, b, y});
   else e.run({x, w, y});
@@ -660,12 +712,13 @@ void cpu::conv2d_backward(float* dx, float* dw, float* db, const float* dy, cons
                           const ConvGeom& g, unsigned fresh) {
   std::lock_guard<std::mutex> lock(global().mu);
   if (gemm_1x1(Kind::ConvBwdData, g)) {
-    if (dx) conv1x1_backward_data(dx, dy, w, g, fresh & 1u);
-    if (dw) {  // weight gradients are parameters': fresh only in tests
-      if (fresh & 2u) std::fill(dw, dw + size_t(g.co) * g.ci, 0.0f);
-      conv1x1_backward_weights(dw, dy, x, g);
-    }
-    if (db) bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u);
+    if (dx) gemm_timed("gemm_bwd_data", g, [&] { conv1x1_backward_data(dx, dy, w, g, fresh & 1u); });
+    if (dw)  // weight gradients are parameters': fresh only in tests
+      gemm_timed("gemm_bwd_w", g, [&] {
+        if (fresh & 2u) std::fill(dw, dw + size_t(g.co) * g.ci, 0.0f);
+        conv1x1_backward_weights(dw, dy, x, g);
+      });
+    if (db) gemm_timed("gemm_bwd_bias", g, [&] { bias_grad(db, dy, g.n, g.co, g.ho() * g.wo(), fresh & 4u); });
     return;
   }
   Entry* ed = nullptr;
