@@ -7,6 +7,10 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -18,6 +22,7 @@
 #include "engine/ops.h"
 #include "model/sampler_gemm.h"
 #include "model/sampler_gpu.h"
+#include "model/sampler_kernels.h"
 
 namespace prsr {
 
@@ -90,34 +95,78 @@ void check_cacheable(const Model<float>& m) {
 
 namespace {
 
+// The draw's exponentials, 4 at a time: gpu_sampler::draw_exp's operations in AVX2 + FMA (the
+// same roundings in the same order: the same bits, tests/test_sampler.cpp checks it). Compiled
+// for that target whatever the build's, and used where the CPU has it (draw_exponentials).
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define PRSR_DRAW_EXP_AVX2 1
+__attribute__((target("avx2,fma"))) void draw_exponentials_avx2(const float* logits, int best, double t, double* p) {
+  using namespace gpu_sampler::draw_exp_constants;
+  const __m256d top = _mm256_set1_pd(double(logits[best])), vt = _mm256_set1_pd(t), zero = _mm256_setzero_pd();
+  const __m256d cut = _mm256_set1_pd(kCut), log2e = _mm256_set1_pd(kLog2e);
+  const __m256d ln2hi = _mm256_set1_pd(kLn2Hi), ln2lo = _mm256_set1_pd(kLn2Lo);
+  static constexpr double kCoef[] = {0x1.1eed8eff8d898p-29,
+                                     0x1.ae64567f544e4p-26,
+                                     0x1.27e4fb7789f5cp-22,
+                                     0x1.71de3a556c734p-19,
+                                     0x1.a01a01a01a01ap-16,
+                                     0x1.a01a01a01a01ap-13,
+                                     0x1.6c16c16c16c17p-10,
+                                     0x1.1111111111111p-7,
+                                     0x1.5555555555555p-5,
+                                     0x1.5555555555555p-3,
+                                     0.5,
+                                     1.0,
+                                     1.0};
+  const __m128i bias = _mm_set1_epi32(1023), zi = _mm_setzero_si128();
+  for (int l = 0; l < kLevels; l += 4) {
+    __m256d z = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(logits + l)), top);
+    if (t != 1.0) z = _mm256_div_pd(z, vt);  // (z / 1 is z: the same bits)
+    const __m256d below = _mm256_cmp_pd(z, cut, _CMP_LT_OQ), nan = _mm256_cmp_pd(z, z, _CMP_UNORD_Q);
+    // zc = z clamped to [-746, 0] (NaN lanes: anything, replaced at the end)
+    const __m256d zc = _mm256_min_pd(_mm256_max_pd(z, cut), zero);
+    const __m256d n = _mm256_round_pd(_mm256_mul_pd(zc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r = _mm256_fnmadd_pd(n, ln2lo, _mm256_fnmadd_pd(n, ln2hi, zc));
+    __m256d q = _mm256_set1_pd(0x1.6124613a86d09p-33);
+    for (double c : kCoef) q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(c));
+    // 2^(ni - n1) and 2^n1, n1 = ni / 2 (towards zero; ni <= 0): -((-ni) >> 1)
+    const __m128i ni = _mm256_cvtpd_epi32(n);
+    const __m128i n1 = _mm_sub_epi32(zi, _mm_srli_epi32(_mm_sub_epi32(zi, ni), 1)), n2 = _mm_sub_epi32(ni, n1);
+    auto pow2 = [&](__m128i k) {
+      return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(k, bias)), 52));
+    };
+    __m256d e = _mm256_mul_pd(_mm256_mul_pd(q, pow2(n2)), pow2(n1));
+    e = _mm256_blendv_pd(e, zero, below);
+    e = _mm256_blendv_pd(e, z, nan);
+    _mm256_storeu_pd(p + l, e);
+  }
+}
+#endif
+
+}  // namespace
+
+void draw_exponentials(const float* logits, int best, double t, double* p) {
+#ifdef PRSR_DRAW_EXP_AVX2
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return draw_exponentials_avx2(logits, best, t, p);
+#endif
+  for (int l = 0; l < kLevels; ++l) p[l] = gpu_sampler::draw_exp((double(logits[l]) - logits[best]) / t);
+}
+
+namespace {
+
 // One level from 256 logits (A + B) and u, a uniform in [0, 1). One 53-bit uniform is taken per
-// sub-pixel in every mode, so the random stream does not depend on the mode.
+// sub-pixel in every mode, so the random stream does not depend on the mode. The same steps as
+// the GPU sampler's draw (model/sampler_kernels.h: draw_exp, finish_draw), so every sampler
+// draws the same level from the same logits.
 int draw(const float* logits, DecodeMode mode, float tau, double u) {
   int best = 0;
   for (int l = 1; l < kLevels; ++l)
     if (logits[l] > logits[best]) best = l;
   if (mode == DecodeMode::Argmax) return best;
-  const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
-  double p[kLevels], sum = 0;
-  // exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping the call gives the
-  // same bits and avoids libm's slow underflow path (an untrained model's logits span
-  // thousands; that path made the draw 5x slower).
-  for (int l = 0; l < kLevels; ++l) {
-    const double z = (double(logits[l]) - logits[best]) / t;
-    sum += p[l] = z < -746.0 ? 0.0 : std::exp(z);
-  }
-  if (mode == DecodeMode::Mean) {
-    double m = 0;
-    for (int l = 0; l < kLevels; ++l) m += p[l] * l;
-    return std::clamp(int(std::floor(m / sum + 0.5)), 0, 255);
-  }
-  const double target = u * sum;
-  double cum = 0;
-  for (int l = 0; l < kLevels; ++l) {
-    cum += p[l];
-    if (cum > target) return l;
-  }
-  return best;  // u * sum rounded up to the total: the last non-zero level is as good
+  double p[kLevels];
+  draw_exponentials(logits, best, mode == DecodeMode::Mean ? 1.0 : double(tau), p);
+  return gpu_sampler::finish_draw(p, best, mode == DecodeMode::Mean ? gpu_sampler::kMean : gpu_sampler::kSample, u);
 }
 
 uint8_t to_byte(float v) {  // [-1, 1] -> 0..255, rounded half up

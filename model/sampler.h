@@ -74,6 +74,11 @@ struct SampleOptions {
 // head layers, gated layers 2p wide on a p-wide stack). sample_images checks it when cached.
 void check_cacheable(const Model<float>& model);
 
+// The draw's exponentials (every sampler's draw; exposed for tests): p[l] = exp((logits[l] -
+// logits[best]) / t) for the 256 levels, +0 where the exponent is below -746, computed as
+// model/sampler_kernels.h's draw_exp (4 at a time where the CPU has AVX2 and FMA: the same bits).
+void draw_exponentials(const float* logits, int best, double t, double* p);
+
 // x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
 // A model trained with loss "l2" has no prior: it returns its regression, rounded.
 std::vector<uint8_t> sample_images(Model<float>& model, const uint8_t* x, int n, const SampleOptions& opt);
