@@ -453,7 +453,11 @@ class CachedSampler {
         scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
       }
       const bool pre = c > 0 && !h_cur_.empty();  // the left taps' sums are in hpre_
-      if (pre) wait_for(hpre_open_, long(i) * S_ + j + 1);
+      if (pre) {
+        clk.lap(&SamplerProfile::horizontal);
+        wait_for(hpre_open_, long(i) * S_ + j + 1);
+        clk.lap(&SamplerProfile::wait);
+      }
       for (int l = 0; l < L; ++l) {
         // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
@@ -514,7 +518,7 @@ class CachedSampler {
     };
     if (nt == 1) {  // a worker alone
       for (int q = 0; q < own.panels(); ++q) own_panel(q);
-      clk.lap(&SamplerProfile::head);
+      clk.lap(&SamplerProfile::head2);
       return;
     }
     // A team: head2's panels are claimed one at a time from two lists. The low part (rows of the
@@ -536,8 +540,10 @@ class CachedSampler {
     if (tid == 0) {
       own_next_.store(0, std::memory_order_relaxed);
       own_open_.store(step, std::memory_order_release);
-      take(own_next_, own.panels(), own_panel);
-      if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
+      if (!getenv("T0NOHEAD2")) {
+        take(own_next_, own.panels(), own_panel);
+        if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
+      }
     } else {
       if (c == 0 && tid == 1 && !h_cur_.empty()) {
         // While thread 0 runs colour 0: the left taps' sums of every h layer for colours > 0.
@@ -562,8 +568,9 @@ class CachedSampler {
       wait_for(own_open_, step);
       take(own_next_, own.panels(), own_panel);
     }
+    clk.lap(&SamplerProfile::head2);
     sync(nt);
-    clk.lap(&SamplerProfile::head);
+    clk.lap(&SamplerProfile::wait);
   }
 
   const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
@@ -583,7 +590,8 @@ class CachedSampler {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, S = S_, p = p_, L = int(v_.size()), rows = M * S;
     Clock clk(tid == 0 ? prof : nullptr);
-    sync(nt);                                                    // thread 0 has drawn the row's last sub-pixel
+    sync(nt);  // thread 0 has drawn the row's last sub-pixel
+    clk.lap(&SamplerProfile::wait);
     const int r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;  // this thread's share of rows
     const int mr = r1 - r0;
     // v_0 = first_v(y) at row i.
@@ -594,8 +602,9 @@ class CachedSampler {
     if (L > 0)
       for (int r = r0; r < r1; ++r)
         std::copy_n(vout + size_t(r) * first_v_.N, p, vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
-    sync(nt);
     clk.lap(&SamplerProfile::vertical);
+    sync(nt);
+    clk.lap(&SamplerProfile::wait);
     for (int l = 0; l < L; ++l) {
       const Packed& V = v_[size_t(l)];
       im2col(vring_[size_t(l)], *v_def_[size_t(l)], vpl_, i, b0, r0, r1, V.K, wk.patch.data());
@@ -613,11 +622,13 @@ class CachedSampler {
 #pragma omp simd
           for (int k = 0; k < p; ++k) o[k] = tanh_f(z[k]) * sigmoid_f(z[p + k]);
         }
+        clk.lap(&SamplerProfile::vertical);
         sync(nt);
+        clk.lap(&SamplerProfile::wait);
       }
-      clk.lap(&SamplerProfile::vertical);
     }
     sync(nt);  // linkrow complete before the next row's pixels
+    clk.lap(&SamplerProfile::wait);
   }
 
   // FLOPs per image of the products above (2 per multiply-add; K = the prefixes, N = the
@@ -692,6 +703,16 @@ class CachedSampler {
   // go to kidx, their values to compact [M][H1_], and their count is returned; else -1 (all).
   int nonzero_inputs(int b0, int M, int k0, int k1, int* kidx, float* compact) {
     if (M > 4) return -1;
+    if (M == 1) {  // one pass, without branches: every input is written, the count moves past the non-zero ones
+      const float* x = head1_cur_.at(b0, 0, 0);
+      int nk = 0;
+      for (int k = k0; k < k1; ++k) {
+        kidx[nk] = k - k0;
+        compact[nk] = x[k];
+        nk += x[k] != 0.f;
+      }
+      return nk >= (k1 - k0) * 3 / 4 ? -1 : nk;
+    }
     int nk = 0;
     for (int k = k0; k < k1; ++k) {
       bool any = false;

@@ -35,11 +35,12 @@ const char* decode_mode_name(DecodeMode m);
 
 // Where the cached sampler's time goes (seconds, measured on thread 0 when
 // SampleOptions::profile is set): the vertical stack (per row), the horizontal stack's
-// products and gates (per pixel and colour), link (per row) and res (per pixel), the head
-// (head1, head2), and combining A + B, the softmax and the draw.
+// products and gates (per pixel and colour), link (per row) and res (per pixel), head1 (and
+// gathering head2's non-zero inputs), head2's products, combining A + B, the softmax and the
+// draw, and (a team) waiting for the other threads (barriers, results not yet written).
 struct SamplerProfile {
-  double vertical = 0, horizontal = 0, link_res = 0, head = 0, draw = 0;
-  double total() const { return vertical + horizontal + link_res + head + draw; }
+  double vertical = 0, horizontal = 0, link_res = 0, head = 0, head2 = 0, draw = 0, wait = 0;
+  double total() const { return vertical + horizontal + link_res + head + head2 + draw + wait; }
 };
 
 // The cached sampler's arithmetic per image, in FLOPs (2 per multiply-add), from the model's

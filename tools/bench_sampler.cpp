@@ -41,8 +41,10 @@ void print_profile(const char* what, const SamplerProfile& p, int n) {
   const std::pair<const char*, double> parts[] = {{"vertical stack", p.vertical},
                                                   {"horizontal stack", p.horizontal},
                                                   {"link / res", p.link_res},
-                                                  {"head (head1, head2)", p.head},
-                                                  {"A + B, softmax, draw", p.draw}};
+                                                  {"head1", p.head},
+                                                  {"head2", p.head2},
+                                                  {"A + B, softmax, draw", p.draw},
+                                                  {"waiting (team)", p.wait}};
   for (const auto& [name, s] : parts)
     std::printf("    %-22s %8.3f s  %5.1f%%  (%.4f s per image)\n", name, s, 100 * s / t, s / n);
 }
