@@ -14,6 +14,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <exception>
+#include <functional>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -223,15 +226,18 @@ struct LayerWeights {
   const ConvLayer<float>* def = nullptr;
   std::vector<float> w, b, mask;  // w, mask: [co][ci][kh][kw] (mask empty: unmasked)
   int CI = 0, KH = 0, KW = 0, K = 0;
+  std::vector<int> kofs;  // [K]: input k's offset within an output's weights (no division per weight)
   LayerWeights(const ConvLayer<float>& c, const HostValues<float>& P, const HostValues<float>& M)
       : def(&c), w(c.applied_weights(P, M)), b(c.bias_values(P)), CI(c.ci()), KH(c.kh()), KW(c.kw()) {
     K = CI * KH * KW;
     if (c.mask) mask.assign(M.at(c.mask), M.at(c.mask) + c.mask->numel());
+    kofs.resize(size_t(K));
+    for (int k = 0; k < K; ++k) {
+      const int ci = k % CI, t = k / CI, kx = t % KW, ky = t / KW;
+      kofs[size_t(k)] = (ci * KH + ky) * KW + kx;
+    }
   }
-  size_t index(int o, int k) const {
-    const int ci = k % CI, t = k / CI, kx = t % KW, ky = t / KW;
-    return ((size_t(o) * CI + ci) * KH + ky) * KW + kx;
-  }
+  size_t index(int o, int k) const { return size_t(o) * K + size_t(kofs[size_t(k)]); }
   float weight(int o, int k) const { return w[index(o, k)]; }
   bool allowed(int o, int k) const { return mask.empty() || mask[index(o, k)] != 0.f; }
 };
@@ -283,6 +289,20 @@ struct ImageBuf {
 float sigmoid_f(float x) { return cpu::simd::sigmoid(x); }
 float tanh_f(float x) { return cpu::simd::tanh(x); }
 
+// Runs independent jobs on the OpenMP threads (largest first: the caller orders them), then
+// rethrows the first job's exception, if any (none may leave a parallel region).
+void run_jobs(const std::vector<std::function<void()>>& jobs) {
+  std::vector<std::exception_ptr> errors(jobs.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    try {
+      jobs[k]();
+    } catch (...) { errors[k] = std::current_exception(); }
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
 // The cached evaluation of Model::prior (the same layers, in the same order): per row the
 // vertical stack (and the link for the next row), per (pixel, colour) the horizontal stack and
 // the head at that pixel only, for that colour only. Every shape and padding is the layer's own
@@ -299,34 +319,55 @@ class CachedSampler {
  public:
   CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
     check_cacheable(m);
+    threads_ = std::max(1, threads);
+    split_ = n >= threads_;
     const HostValues<float> P(m.params), M(m.masks);
-    const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M), h2(m.head2, P, M);
-    first_v_ = pack_all(fv);
+    // The packing runs as independent jobs on the sampler's threads (at batch 1 it is a sizeable
+    // part of a call); each job writes its own slots.
+    const int L = int(m.gated.size());
+    v_.resize(size_t(L)), h_.resize(size_t(L)), link_.resize(size_t(L)), res_.resize(size_t(L));
     first_v_def_ = &m.first_v;
-    first_h_ = pack_by_colour(fh, C_);
     first_h_def_ = &m.first_h;
-    for (const auto& G : m.gated) {
-      const LayerWeights v(G.v, P, M), h(G.h, P, M), lk(G.link, P, M), r(G.res, P, M);
-      v_.push_back(pack_all(v));
-      v_def_.push_back(&G.v);
-      h_.push_back(pack_by_colour(h, C_));
-      h_def_.push_back(&G.h);
-      link_.push_back(pack_all(lk));
-      res_.push_back(pack_by_colour(r, C_));
+    for (const auto& G : m.gated) v_def_.push_back(&G.v), h_def_.push_back(&G.h);
+    std::unique_ptr<LayerWeights> h2;  // kept for the team's cut of head2 below
+    std::vector<std::function<void()>> jobs;
+    jobs.push_back([&] {
+      h2 = std::make_unique<LayerWeights>(m.head2, P, M);
+      head2_ = pack_by_colour(*h2, C_);
+    });
+    jobs.push_back([&] {
+      const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M);
+      first_v_ = pack_all(fv);
+      first_h_ = pack_by_colour(fh, C_);
+      head1_ = pack_by_colour(h1, C_);
+    });
+    for (int l = 0; l < L; ++l) {
+      const GatedLayer<float>& G = m.gated[size_t(l)];
+      jobs.push_back([&, l] {
+        const LayerWeights v(G.v, P, M), lk(G.link, P, M);
+        v_[size_t(l)] = pack_all(v);
+        link_[size_t(l)] = pack_all(lk);
+      });
+      jobs.push_back([&, l] {
+        const LayerWeights h(G.h, P, M), r(G.res, P, M);
+        h_[size_t(l)] = pack_by_colour(h, C_);
+        res_[size_t(l)] = pack_by_colour(r, C_);
+      });
+    }
+    run_jobs(jobs);
+    for (int l = 0; l < L; ++l) {
       // The gate pairs output f with f + p: the pair must be one colour (period p).
-      for (const ColourProduct& cp : h_.back()) {
+      const GatedLayer<float>& G = m.gated[size_t(l)];
+      for (const ColourProduct& cp : h_[size_t(l)]) {
         const size_t q = cp.outs.size() / 2;
         bool paired = cp.outs.size() % 2 == 0;
         for (size_t k = 0; paired && k < q; ++k) paired = cp.outs[k + q] == cp.outs[k] + G.v.co() / 2;
         need(paired, G.h, "each tanh/sigmoid pair of the gate must be one colour");
       }
     }
-    head1_ = pack_by_colour(h1, C_);
-    head2_ = pack_by_colour(h2, C_);
     p_ = m.first_h.co();
     H1_ = m.head1.co();
-    threads_ = std::max(1, threads);
-    split_ = n >= threads_;
+    jobs.clear();
     // A team (fewer images than threads): head2's product for colour c is cut at klo = colour
     // c - 1's input prefix. Its rows [0, klo) read head1's outputs of the colours < c, which are
     // final before colour c starts: the team's other threads run that part while thread 0 runs
@@ -340,39 +381,45 @@ class CachedSampler {
         for (int c2 = c; c2 < C_; ++c2)
           for (int o : head1_[size_t(c2)].outs) ranges &= o >= head2_[size_t(c) - 1].B.K;
       for (int c = 1; ranges && c < C_; ++c) head2_klo_[size_t(c)] = head2_[size_t(c) - 1].B.K;
-      for (int c = 0; c < C_; ++c) {
-        const ColourProduct& P = head2_[size_t(c)];
-        const int klo = head2_klo_[size_t(c)];
-        auto w = [&](int k0) { return [&, k0](int k, int n) { return h2.weight(P.outs[size_t(n)], k0 + k); }; };
-        head2_low_.push_back(sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; }));
-        head2_own_.push_back(sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
-                                                [&](int n) { return h2.b[size_t(P.outs[size_t(n)])]; }));
-      }
+      head2_low_.resize(size_t(C_));
+      head2_own_.resize(size_t(C_));
+      for (int c = 0; c < C_; ++c)
+        jobs.push_back([&, c] {
+          const ColourProduct& P = head2_[size_t(c)];
+          const int klo = head2_klo_[size_t(c)];
+          auto w = [&](int k0) { return [&, k0](int k, int n) { return h2->weight(P.outs[size_t(n)], k0 + k); }; };
+          head2_low_[size_t(c)] = sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; });
+          head2_own_[size_t(c)] = sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
+                                                     [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; });
+        });
     }
-    const int S = S_, p = p_, L = int(v_.size());
+    const int S = S_, p = p_;
     // A team, colours > 0: each h layer's product is cut at the current pixel's tap. Its left
     // taps (columns j - pad_l .. j - 1, final when pixel j starts) run on thread 1 while thread 0
     // runs colour 0 (h_left_, bias included, into hpre_); thread 0 then runs only the current
     // tap's rows (h_cur_) and adds hpre_.
     if (!split_ && threads_ > 1 && C_ > 1) {
-      h_left_.resize(size_t(L));
-      h_cur_.resize(size_t(L));
+      h_left_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
+      h_cur_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
       hpre_.resize(size_t(L));
       for (int l = 0; l < L; ++l) {
-        const LayerWeights hw(*h_def_[size_t(l)], P, M);
-        const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
-        for (int c = 0; c < C_; ++c) {
-          const ColourProduct& H = h_[size_t(l)][size_t(c)];
-          auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
-          const int N = int(H.outs.size());
-          h_left_[size_t(l)].push_back(sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
-                                                          [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; }));
-          h_cur_[size_t(l)].push_back(
-              sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; }));
-          hpre_[size_t(l)].emplace_back(size_t(n) * wide(H), 0.f);
-        }
+        for (int c = 0; c < C_; ++c) hpre_[size_t(l)].emplace_back(size_t(n) * wide(h_[size_t(l)][size_t(c)]), 0.f);
+        jobs.push_back([&, l] {
+          const LayerWeights hw(*h_def_[size_t(l)], P, M);
+          const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
+          for (int c = 0; c < C_; ++c) {
+            const ColourProduct& H = h_[size_t(l)][size_t(c)];
+            auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
+            const int N = int(H.outs.size());
+            h_left_[size_t(l)][size_t(c)] = sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
+                                                               [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; });
+            h_cur_[size_t(l)][size_t(c)] =
+                sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; });
+          }
+        });
       }
     }
+    run_jobs(jobs);
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
     yring_.init(n, m.first_v.kh(), ypl_ + S + m.first_v.pad_r, C_, 0.f);
