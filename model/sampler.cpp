@@ -587,10 +587,8 @@ class CachedSampler {
     if (tid == 0) {
       own_next_.store(0, std::memory_order_relaxed);
       own_open_.store(step, std::memory_order_release);
-      if (!getenv("T0NOHEAD2")) {
-        take(own_next_, own.panels(), own_panel);
-        if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
-      }
+      take(own_next_, own.panels(), own_panel);
+      if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
     } else {
       if (c == 0 && tid == 1 && !h_cur_.empty()) {
         // While thread 0 runs colour 0: the left taps' sums of every h layer for colours > 0.
