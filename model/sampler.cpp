@@ -254,7 +254,9 @@ struct ColourProduct {
   Packed B;
 };
 
-std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C) {
+// weights = false: the outputs and the shape (B.K, B.N) only, nothing packed (a product that is
+// run in parts packed separately).
+std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C, bool weights = true) {
   const ConvLayer<float>& d = *L.def;
   need(d.mask != nullptr, d, "a layer at the current pixel must be colour-masked");
   std::vector<ColourProduct> out(static_cast<size_t>(C));
@@ -266,6 +268,10 @@ std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C) {
       P.outs.push_back(o);
       for (int k = K; k < L.K; ++k)
         if (L.allowed(o, k)) K = k + 1;
+    }
+    if (!weights) {
+      P.B.K = K, P.B.N = int(P.outs.size());
+      continue;
     }
     P.B = sampler_gemm::pack(
         K, int(P.outs.size()), [&](int k, int n) { return L.weight(P.outs[size_t(n)], k); },
@@ -325,6 +331,7 @@ class CachedSampler {
     // The packing runs as independent jobs on the sampler's threads (at batch 1 it is a sizeable
     // part of a call); each job writes its own slots.
     const int L = int(m.gated.size());
+    const bool team = !split_ && threads_ > 1;
     v_.resize(size_t(L)), h_.resize(size_t(L)), link_.resize(size_t(L)), res_.resize(size_t(L));
     first_v_def_ = &m.first_v;
     first_h_def_ = &m.first_h;
@@ -333,7 +340,7 @@ class CachedSampler {
     std::vector<std::function<void()>> jobs;
     jobs.push_back([&] {
       h2 = std::make_unique<LayerWeights>(m.head2, P, M);
-      head2_ = pack_by_colour(*h2, C_);
+      head2_ = pack_by_colour(*h2, C_, !team);  // a team runs head2 as head2_low_ + head2_own_
     });
     jobs.push_back([&] {
       const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M);
@@ -489,7 +496,7 @@ class CachedSampler {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, p = p_, L = int(h_.size());
     const int klo = head2_klo_[size_t(c)], khi = head2_[size_t(c)].B.K;
-    const Packed& own = klo > 0 ? head2_own_[size_t(c)] : head2_[size_t(c)].B;
+    const Packed& own = head2_own_.empty() ? head2_[size_t(c)].B : head2_own_[size_t(c)];
     Clock clk(tid == 0 ? prof : nullptr);
     if (tid == 0) {
       // h_0 = first_h(y) at (i, j): the padded row i from column j - pad_l, every colour.
