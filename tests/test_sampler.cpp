@@ -218,6 +218,21 @@ TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler 
     SampleOptions o;  // cached
     CHECK_THROWS_AS(sample_images(m, x.data(), 1, o), Error);
   }
+  // Refused while the weights are packed (jobs on the sampler's threads: the error is carried
+  // out of the parallel region): an unmasked layer at the current pixel, on 1 and 2 threads.
+  {
+    Model<float> m(cfg, Device::Cpu);
+    m.gated[1].h.mask = nullptr;
+    const int saved = omp_get_max_threads();
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      INFO("threads " << threads);
+      SampleOptions o;  // cached
+      CHECK_THROWS_WITH_AS(sample_images(m, x.data(), 1, o), doctest::Contains("prior.layer1.h"), Error);
+      CHECK_THROWS_WITH_AS(sample_images(m, x.data(), 1, o), doctest::Contains("colour-masked"), Error);
+    }
+    omp_set_num_threads(saved);
+  }
   cfg.loss = "l2";
   Model<float> l2(cfg, Device::Cpu);
   CHECK_THROWS_AS(check_cacheable(l2), Error);
