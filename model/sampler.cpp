@@ -7,9 +7,16 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <exception>
+#include <functional>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -18,6 +25,7 @@
 #include "engine/ops.h"
 #include "model/sampler_gemm.h"
 #include "model/sampler_gpu.h"
+#include "model/sampler_kernels.h"
 
 namespace prsr {
 
@@ -90,34 +98,78 @@ void check_cacheable(const Model<float>& m) {
 
 namespace {
 
+// The draw's exponentials, 4 at a time: gpu_sampler::draw_exp's operations in AVX2 + FMA (the
+// same roundings in the same order: the same bits, tests/test_sampler.cpp checks it). Compiled
+// for that target whatever the build's, and used where the CPU has it (draw_exponentials).
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define PRSR_DRAW_EXP_AVX2 1
+__attribute__((target("avx2,fma"))) void draw_exponentials_avx2(const float* logits, int best, double t, double* p) {
+  using namespace gpu_sampler::draw_exp_constants;
+  const __m256d top = _mm256_set1_pd(double(logits[best])), vt = _mm256_set1_pd(t), zero = _mm256_setzero_pd();
+  const __m256d cut = _mm256_set1_pd(kCut), log2e = _mm256_set1_pd(kLog2e);
+  const __m256d ln2hi = _mm256_set1_pd(kLn2Hi), ln2lo = _mm256_set1_pd(kLn2Lo);
+  static constexpr double kCoef[] = {0x1.1eed8eff8d898p-29,
+                                     0x1.ae64567f544e4p-26,
+                                     0x1.27e4fb7789f5cp-22,
+                                     0x1.71de3a556c734p-19,
+                                     0x1.a01a01a01a01ap-16,
+                                     0x1.a01a01a01a01ap-13,
+                                     0x1.6c16c16c16c17p-10,
+                                     0x1.1111111111111p-7,
+                                     0x1.5555555555555p-5,
+                                     0x1.5555555555555p-3,
+                                     0.5,
+                                     1.0,
+                                     1.0};
+  const __m128i bias = _mm_set1_epi32(1023), zi = _mm_setzero_si128();
+  for (int l = 0; l < kLevels; l += 4) {
+    __m256d z = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(logits + l)), top);
+    if (t != 1.0) z = _mm256_div_pd(z, vt);  // (z / 1 is z: the same bits)
+    const __m256d below = _mm256_cmp_pd(z, cut, _CMP_LT_OQ), nan = _mm256_cmp_pd(z, z, _CMP_UNORD_Q);
+    // zc = z clamped to [-746, 0] (NaN lanes: anything, replaced at the end)
+    const __m256d zc = _mm256_min_pd(_mm256_max_pd(z, cut), zero);
+    const __m256d n = _mm256_round_pd(_mm256_mul_pd(zc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r = _mm256_fnmadd_pd(n, ln2lo, _mm256_fnmadd_pd(n, ln2hi, zc));
+    __m256d q = _mm256_set1_pd(0x1.6124613a86d09p-33);
+    for (double c : kCoef) q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(c));
+    // 2^(ni - n1) and 2^n1, n1 = ni / 2 (towards zero; ni <= 0): -((-ni) >> 1)
+    const __m128i ni = _mm256_cvtpd_epi32(n);
+    const __m128i n1 = _mm_sub_epi32(zi, _mm_srli_epi32(_mm_sub_epi32(zi, ni), 1)), n2 = _mm_sub_epi32(ni, n1);
+    auto pow2 = [&](__m128i k) {
+      return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(k, bias)), 52));
+    };
+    __m256d e = _mm256_mul_pd(_mm256_mul_pd(q, pow2(n2)), pow2(n1));
+    e = _mm256_blendv_pd(e, zero, below);
+    e = _mm256_blendv_pd(e, z, nan);
+    _mm256_storeu_pd(p + l, e);
+  }
+}
+#endif
+
+}  // namespace
+
+void draw_exponentials(const float* logits, int best, double t, double* p) {
+#ifdef PRSR_DRAW_EXP_AVX2
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return draw_exponentials_avx2(logits, best, t, p);
+#endif
+  for (int l = 0; l < kLevels; ++l) p[l] = gpu_sampler::draw_exp((double(logits[l]) - logits[best]) / t);
+}
+
+namespace {
+
 // One level from 256 logits (A + B) and u, a uniform in [0, 1). One 53-bit uniform is taken per
-// sub-pixel in every mode, so the random stream does not depend on the mode.
+// sub-pixel in every mode, so the random stream does not depend on the mode. The same steps as
+// the GPU sampler's draw (model/sampler_kernels.h: draw_exp, finish_draw), so every sampler
+// draws the same level from the same logits.
 int draw(const float* logits, DecodeMode mode, float tau, double u) {
   int best = 0;
   for (int l = 1; l < kLevels; ++l)
     if (logits[l] > logits[best]) best = l;
   if (mode == DecodeMode::Argmax) return best;
-  const double t = mode == DecodeMode::Mean ? 1.0 : double(tau);
-  double p[kLevels], sum = 0;
-  // exp(z) for z < -746 is +0 (below half the smallest subnormal): skipping the call gives the
-  // same bits and avoids libm's slow underflow path (an untrained model's logits span
-  // thousands; that path made the draw 5x slower).
-  for (int l = 0; l < kLevels; ++l) {
-    const double z = (double(logits[l]) - logits[best]) / t;
-    sum += p[l] = z < -746.0 ? 0.0 : std::exp(z);
-  }
-  if (mode == DecodeMode::Mean) {
-    double m = 0;
-    for (int l = 0; l < kLevels; ++l) m += p[l] * l;
-    return std::clamp(int(std::floor(m / sum + 0.5)), 0, 255);
-  }
-  const double target = u * sum;
-  double cum = 0;
-  for (int l = 0; l < kLevels; ++l) {
-    cum += p[l];
-    if (cum > target) return l;
-  }
-  return best;  // u * sum rounded up to the total: the last non-zero level is as good
+  double p[kLevels];
+  draw_exponentials(logits, best, mode == DecodeMode::Mean ? 1.0 : double(tau), p);
+  return gpu_sampler::finish_draw(p, best, mode == DecodeMode::Mean ? gpu_sampler::kMean : gpu_sampler::kSample, u);
 }
 
 uint8_t to_byte(float v) {  // [-1, 1] -> 0..255, rounded half up
@@ -174,15 +226,18 @@ struct LayerWeights {
   const ConvLayer<float>* def = nullptr;
   std::vector<float> w, b, mask;  // w, mask: [co][ci][kh][kw] (mask empty: unmasked)
   int CI = 0, KH = 0, KW = 0, K = 0;
+  std::vector<int> kofs;  // [K]: input k's offset within an output's weights (no division per weight)
   LayerWeights(const ConvLayer<float>& c, const HostValues<float>& P, const HostValues<float>& M)
       : def(&c), w(c.applied_weights(P, M)), b(c.bias_values(P)), CI(c.ci()), KH(c.kh()), KW(c.kw()) {
     K = CI * KH * KW;
     if (c.mask) mask.assign(M.at(c.mask), M.at(c.mask) + c.mask->numel());
+    kofs.resize(size_t(K));
+    for (int k = 0; k < K; ++k) {
+      const int ci = k % CI, t = k / CI, kx = t % KW, ky = t / KW;
+      kofs[size_t(k)] = (ci * KH + ky) * KW + kx;
+    }
   }
-  size_t index(int o, int k) const {
-    const int ci = k % CI, t = k / CI, kx = t % KW, ky = t / KW;
-    return ((size_t(o) * CI + ci) * KH + ky) * KW + kx;
-  }
+  size_t index(int o, int k) const { return size_t(o) * K + size_t(kofs[size_t(k)]); }
   float weight(int o, int k) const { return w[index(o, k)]; }
   bool allowed(int o, int k) const { return mask.empty() || mask[index(o, k)] != 0.f; }
 };
@@ -199,7 +254,9 @@ struct ColourProduct {
   Packed B;
 };
 
-std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C) {
+// weights = false: the outputs and the shape (B.K, B.N) only, nothing packed (a product that is
+// run in parts packed separately).
+std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C, bool weights = true) {
   const ConvLayer<float>& d = *L.def;
   need(d.mask != nullptr, d, "a layer at the current pixel must be colour-masked");
   std::vector<ColourProduct> out(static_cast<size_t>(C));
@@ -211,6 +268,10 @@ std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C) {
       P.outs.push_back(o);
       for (int k = K; k < L.K; ++k)
         if (L.allowed(o, k)) K = k + 1;
+    }
+    if (!weights) {
+      P.B.K = K, P.B.N = int(P.outs.size());
+      continue;
     }
     P.B = sampler_gemm::pack(
         K, int(P.outs.size()), [&](int k, int n) { return L.weight(P.outs[size_t(n)], k); },
@@ -234,6 +295,20 @@ struct ImageBuf {
 float sigmoid_f(float x) { return cpu::simd::sigmoid(x); }
 float tanh_f(float x) { return cpu::simd::tanh(x); }
 
+// Runs independent jobs on the OpenMP threads (largest first: the caller orders them), then
+// rethrows the first job's exception, if any (none may leave a parallel region).
+void run_jobs(const std::vector<std::function<void()>>& jobs) {
+  std::vector<std::exception_ptr> errors(jobs.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    try {
+      jobs[k]();
+    } catch (...) { errors[k] = std::current_exception(); }
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
 // The cached evaluation of Model::prior (the same layers, in the same order): per row the
 // vertical stack (and the link for the next row), per (pixel, colour) the horizontal stack and
 // the head at that pixel only, for that colour only. Every shape and padding is the layer's own
@@ -250,34 +325,56 @@ class CachedSampler {
  public:
   CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
     check_cacheable(m);
+    threads_ = std::max(1, threads);
+    split_ = n >= threads_;
     const HostValues<float> P(m.params), M(m.masks);
-    const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M), h2(m.head2, P, M);
-    first_v_ = pack_all(fv);
+    // The packing runs as independent jobs on the sampler's threads (at batch 1 it is a sizeable
+    // part of a call); each job writes its own slots.
+    const int L = int(m.gated.size());
+    const bool team = !split_ && threads_ > 1;
+    v_.resize(size_t(L)), h_.resize(size_t(L)), link_.resize(size_t(L)), res_.resize(size_t(L));
     first_v_def_ = &m.first_v;
-    first_h_ = pack_by_colour(fh, C_);
     first_h_def_ = &m.first_h;
-    for (const auto& G : m.gated) {
-      const LayerWeights v(G.v, P, M), h(G.h, P, M), lk(G.link, P, M), r(G.res, P, M);
-      v_.push_back(pack_all(v));
-      v_def_.push_back(&G.v);
-      h_.push_back(pack_by_colour(h, C_));
-      h_def_.push_back(&G.h);
-      link_.push_back(pack_all(lk));
-      res_.push_back(pack_by_colour(r, C_));
+    for (const auto& G : m.gated) v_def_.push_back(&G.v), h_def_.push_back(&G.h);
+    std::unique_ptr<LayerWeights> h2;  // kept for the team's cut of head2 below
+    std::vector<std::function<void()>> jobs;
+    jobs.push_back([&] {
+      h2 = std::make_unique<LayerWeights>(m.head2, P, M);
+      head2_ = pack_by_colour(*h2, C_, !team);  // a team runs head2 as head2_low_ + head2_own_
+    });
+    jobs.push_back([&] {
+      const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M);
+      first_v_ = pack_all(fv);
+      first_h_ = pack_by_colour(fh, C_);
+      head1_ = pack_by_colour(h1, C_);
+    });
+    for (int l = 0; l < L; ++l) {
+      const GatedLayer<float>& G = m.gated[size_t(l)];
+      jobs.push_back([&, l] {
+        const LayerWeights v(G.v, P, M), lk(G.link, P, M);
+        v_[size_t(l)] = pack_all(v);
+        link_[size_t(l)] = pack_all(lk);
+      });
+      jobs.push_back([&, l] {
+        const LayerWeights h(G.h, P, M), r(G.res, P, M);
+        h_[size_t(l)] = pack_by_colour(h, C_);
+        res_[size_t(l)] = pack_by_colour(r, C_);
+      });
+    }
+    run_jobs(jobs);
+    for (int l = 0; l < L; ++l) {
       // The gate pairs output f with f + p: the pair must be one colour (period p).
-      for (const ColourProduct& cp : h_.back()) {
+      const GatedLayer<float>& G = m.gated[size_t(l)];
+      for (const ColourProduct& cp : h_[size_t(l)]) {
         const size_t q = cp.outs.size() / 2;
         bool paired = cp.outs.size() % 2 == 0;
         for (size_t k = 0; paired && k < q; ++k) paired = cp.outs[k + q] == cp.outs[k] + G.v.co() / 2;
         need(paired, G.h, "each tanh/sigmoid pair of the gate must be one colour");
       }
     }
-    head1_ = pack_by_colour(h1, C_);
-    head2_ = pack_by_colour(h2, C_);
     p_ = m.first_h.co();
     H1_ = m.head1.co();
-    threads_ = std::max(1, threads);
-    split_ = n >= threads_;
+    jobs.clear();
     // A team (fewer images than threads): head2's product for colour c is cut at klo = colour
     // c - 1's input prefix. Its rows [0, klo) read head1's outputs of the colours < c, which are
     // final before colour c starts: the team's other threads run that part while thread 0 runs
@@ -291,39 +388,45 @@ class CachedSampler {
         for (int c2 = c; c2 < C_; ++c2)
           for (int o : head1_[size_t(c2)].outs) ranges &= o >= head2_[size_t(c) - 1].B.K;
       for (int c = 1; ranges && c < C_; ++c) head2_klo_[size_t(c)] = head2_[size_t(c) - 1].B.K;
-      for (int c = 0; c < C_; ++c) {
-        const ColourProduct& P = head2_[size_t(c)];
-        const int klo = head2_klo_[size_t(c)];
-        auto w = [&](int k0) { return [&, k0](int k, int n) { return h2.weight(P.outs[size_t(n)], k0 + k); }; };
-        head2_low_.push_back(sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; }));
-        head2_own_.push_back(sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
-                                                [&](int n) { return h2.b[size_t(P.outs[size_t(n)])]; }));
-      }
+      head2_low_.resize(size_t(C_));
+      head2_own_.resize(size_t(C_));
+      for (int c = 0; c < C_; ++c)
+        jobs.push_back([&, c] {
+          const ColourProduct& P = head2_[size_t(c)];
+          const int klo = head2_klo_[size_t(c)];
+          auto w = [&](int k0) { return [&, k0](int k, int n) { return h2->weight(P.outs[size_t(n)], k0 + k); }; };
+          head2_low_[size_t(c)] = sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; });
+          head2_own_[size_t(c)] = sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
+                                                     [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; });
+        });
     }
-    const int S = S_, p = p_, L = int(v_.size());
+    const int S = S_, p = p_;
     // A team, colours > 0: each h layer's product is cut at the current pixel's tap. Its left
     // taps (columns j - pad_l .. j - 1, final when pixel j starts) run on thread 1 while thread 0
     // runs colour 0 (h_left_, bias included, into hpre_); thread 0 then runs only the current
     // tap's rows (h_cur_) and adds hpre_.
     if (!split_ && threads_ > 1 && C_ > 1) {
-      h_left_.resize(size_t(L));
-      h_cur_.resize(size_t(L));
+      h_left_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
+      h_cur_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
       hpre_.resize(size_t(L));
       for (int l = 0; l < L; ++l) {
-        const LayerWeights hw(*h_def_[size_t(l)], P, M);
-        const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
-        for (int c = 0; c < C_; ++c) {
-          const ColourProduct& H = h_[size_t(l)][size_t(c)];
-          auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
-          const int N = int(H.outs.size());
-          h_left_[size_t(l)].push_back(sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
-                                                          [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; }));
-          h_cur_[size_t(l)].push_back(
-              sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; }));
-          hpre_[size_t(l)].emplace_back(size_t(n) * wide(H), 0.f);
-        }
+        for (int c = 0; c < C_; ++c) hpre_[size_t(l)].emplace_back(size_t(n) * wide(h_[size_t(l)][size_t(c)]), 0.f);
+        jobs.push_back([&, l] {
+          const LayerWeights hw(*h_def_[size_t(l)], P, M);
+          const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
+          for (int c = 0; c < C_; ++c) {
+            const ColourProduct& H = h_[size_t(l)][size_t(c)];
+            auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
+            const int N = int(H.outs.size());
+            h_left_[size_t(l)][size_t(c)] = sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
+                                                               [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; });
+            h_cur_[size_t(l)][size_t(c)] =
+                sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; });
+          }
+        });
       }
     }
+    run_jobs(jobs);
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
     yring_.init(n, m.first_v.kh(), ypl_ + S + m.first_v.pad_r, C_, 0.f);
@@ -393,7 +496,7 @@ class CachedSampler {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, p = p_, L = int(h_.size());
     const int klo = head2_klo_[size_t(c)], khi = head2_[size_t(c)].B.K;
-    const Packed& own = klo > 0 ? head2_own_[size_t(c)] : head2_[size_t(c)].B;
+    const Packed& own = head2_own_.empty() ? head2_[size_t(c)].B : head2_own_[size_t(c)];
     Clock clk(tid == 0 ? prof : nullptr);
     if (tid == 0) {
       // h_0 = first_h(y) at (i, j): the padded row i from column j - pad_l, every colour.
@@ -404,7 +507,11 @@ class CachedSampler {
         scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
       }
       const bool pre = c > 0 && !h_cur_.empty();  // the left taps' sums are in hpre_
-      if (pre) wait_for(hpre_open_, long(i) * S_ + j + 1);
+      if (pre) {
+        clk.lap(&SamplerProfile::horizontal);
+        wait_for(hpre_open_, long(i) * S_ + j + 1);
+        clk.lap(&SamplerProfile::wait);
+      }
       for (int l = 0; l < L; ++l) {
         // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
@@ -465,7 +572,7 @@ class CachedSampler {
     };
     if (nt == 1) {  // a worker alone
       for (int q = 0; q < own.panels(); ++q) own_panel(q);
-      clk.lap(&SamplerProfile::head);
+      clk.lap(&SamplerProfile::head2);
       return;
     }
     // A team: head2's panels are claimed one at a time from two lists. The low part (rows of the
@@ -513,8 +620,9 @@ class CachedSampler {
       wait_for(own_open_, step);
       take(own_next_, own.panels(), own_panel);
     }
+    clk.lap(&SamplerProfile::head2);
     sync(nt);
-    clk.lap(&SamplerProfile::head);
+    clk.lap(&SamplerProfile::wait);
   }
 
   const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
@@ -534,7 +642,8 @@ class CachedSampler {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, S = S_, p = p_, L = int(v_.size()), rows = M * S;
     Clock clk(tid == 0 ? prof : nullptr);
-    sync(nt);                                                    // thread 0 has drawn the row's last sub-pixel
+    sync(nt);  // thread 0 has drawn the row's last sub-pixel
+    clk.lap(&SamplerProfile::wait);
     const int r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;  // this thread's share of rows
     const int mr = r1 - r0;
     // v_0 = first_v(y) at row i.
@@ -545,8 +654,9 @@ class CachedSampler {
     if (L > 0)
       for (int r = r0; r < r1; ++r)
         std::copy_n(vout + size_t(r) * first_v_.N, p, vring_[0].at(b0 + r / S, i % vring_[0].rows, vpl_ + r % S));
-    sync(nt);
     clk.lap(&SamplerProfile::vertical);
+    sync(nt);
+    clk.lap(&SamplerProfile::wait);
     for (int l = 0; l < L; ++l) {
       const Packed& V = v_[size_t(l)];
       im2col(vring_[size_t(l)], *v_def_[size_t(l)], vpl_, i, b0, r0, r1, V.K, wk.patch.data());
@@ -564,11 +674,13 @@ class CachedSampler {
 #pragma omp simd
           for (int k = 0; k < p; ++k) o[k] = tanh_f(z[k]) * sigmoid_f(z[p + k]);
         }
+        clk.lap(&SamplerProfile::vertical);
         sync(nt);
+        clk.lap(&SamplerProfile::wait);
       }
-      clk.lap(&SamplerProfile::vertical);
     }
     sync(nt);  // linkrow complete before the next row's pixels
+    clk.lap(&SamplerProfile::wait);
   }
 
   // FLOPs per image of the products above (2 per multiply-add; K = the prefixes, N = the
@@ -643,6 +755,16 @@ class CachedSampler {
   // go to kidx, their values to compact [M][H1_], and their count is returned; else -1 (all).
   int nonzero_inputs(int b0, int M, int k0, int k1, int* kidx, float* compact) {
     if (M > 4) return -1;
+    if (M == 1) {  // one pass, without branches: every input is written, the count moves past the non-zero ones
+      const float* x = head1_cur_.at(b0, 0, 0);
+      int nk = 0;
+      for (int k = k0; k < k1; ++k) {
+        kidx[nk] = k - k0;
+        compact[nk] = x[k];
+        nk += x[k] != 0.f;
+      }
+      return nk >= (k1 - k0) * 3 / 4 ? -1 : nk;
+    }
     int nk = 0;
     for (int k = k0; k < k1; ++k) {
       bool any = false;

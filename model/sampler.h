@@ -35,11 +35,12 @@ const char* decode_mode_name(DecodeMode m);
 
 // Where the cached sampler's time goes (seconds, measured on thread 0 when
 // SampleOptions::profile is set): the vertical stack (per row), the horizontal stack's
-// products and gates (per pixel and colour), link (per row) and res (per pixel), the head
-// (head1, head2), and combining A + B, the softmax and the draw.
+// products and gates (per pixel and colour), link (per row) and res (per pixel), head1 (and
+// gathering head2's non-zero inputs), head2's products, combining A + B, the softmax and the
+// draw, and (a team) waiting for the other threads (barriers, results not yet written).
 struct SamplerProfile {
-  double vertical = 0, horizontal = 0, link_res = 0, head = 0, draw = 0;
-  double total() const { return vertical + horizontal + link_res + head + draw; }
+  double vertical = 0, horizontal = 0, link_res = 0, head = 0, head2 = 0, draw = 0, wait = 0;
+  double total() const { return vertical + horizontal + link_res + head + head2 + draw + wait; }
 };
 
 // The cached sampler's arithmetic per image, in FLOPs (2 per multiply-add), from the model's
@@ -73,6 +74,11 @@ struct SampleOptions {
 // at the current row, horizontal 1 x k layers that end at the current pixel, 1x1 link, res and
 // head layers, gated layers 2p wide on a p-wide stack). sample_images checks it when cached.
 void check_cacheable(const Model<float>& model);
+
+// The draw's exponentials (every sampler's draw; exposed for tests): p[l] = exp((logits[l] -
+// logits[best]) / t) for the 256 levels, +0 where the exponent is below -746, computed as
+// model/sampler_kernels.h's draw_exp (4 at a time where the CPU has AVX2 and FMA: the same bits).
+void draw_exponentials(const float* logits, int best, double t, double* p);
 
 // x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
 // A model trained with loss "l2" has no prior: it returns its regression, rounded.

@@ -170,8 +170,65 @@ PRSR_HD inline float combine(const float* W, const int* I, const Masked& M, int 
   return acc;
 }
 
+// The draw's exponential: exp(z) for z <= 0, +0 for z < -746 (below half the smallest
+// subnormal, where exp is +0 in double). One definition for every target, written so that each
+// rounding is fixed: every multiply-add is an explicit fma (exactly rounded, never left to the
+// compiler's contraction), the rest are single IEEE operations. So the host's scalar form (this),
+// its 4-wide AVX2 form (model/sampler.cpp draw_exponentials) and the device give the same bits.
+// Within 2 ulp of exp (tests/test_sampler.cpp compares it with std::exp); not libm's bits, which
+// differ between libraries anyway (docs/decisions.md).
+//   z = n ln2 + r, n = rint(z / ln2), |r| <= ln2 / 2 (ln2 in two parts: r has one rounding);
+//   exp(r) by its Taylor series to r^13 (remainder < 2^-56 relative), Horner in fma;
+//   2^n as (p * 2^(n - n/2)) * 2^(n/2): both factors normal, the first product exact, so the
+//   only rounding into the subnormal range is the last one.
+namespace draw_exp_constants {
+constexpr double kLog2e = 0x1.71547652b82fep+0, kLn2Hi = 0x1.62e42fefa39efp-1, kLn2Lo = 0x1.abc9e3b39803fp-56;
+constexpr double kCut = -746.0;
+}  // namespace draw_exp_constants
+
+// 2^k for -1022 <= k <= 1023, from its bits.
+PRSR_HD inline double pow2_int(int k) {
+  const int64_t bits = int64_t(k + 1023) << 52;
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(bits);
+#else
+  double d;
+  __builtin_memcpy(&d, &bits, sizeof d);
+  return d;
+#endif
+}
+
+// exp(r) for |r| <= ln2 / 2 (the Taylor coefficients 1/k!, k = 13 .. 0).
+PRSR_HD inline double draw_exp_poly(double r) {
+  double p = 0x1.6124613a86d09p-33;
+  p = fma(p, r, 0x1.1eed8eff8d898p-29);
+  p = fma(p, r, 0x1.ae64567f544e4p-26);
+  p = fma(p, r, 0x1.27e4fb7789f5cp-22);
+  p = fma(p, r, 0x1.71de3a556c734p-19);
+  p = fma(p, r, 0x1.a01a01a01a01ap-16);
+  p = fma(p, r, 0x1.a01a01a01a01ap-13);
+  p = fma(p, r, 0x1.6c16c16c16c17p-10);
+  p = fma(p, r, 0x1.1111111111111p-7);
+  p = fma(p, r, 0x1.5555555555555p-5);
+  p = fma(p, r, 0x1.5555555555555p-3);
+  p = fma(p, r, 0.5);
+  p = fma(p, r, 1.0);
+  return fma(p, r, 1.0);
+}
+
+PRSR_HD inline double draw_exp(double z) {
+  using namespace draw_exp_constants;
+  if (z != z) return z;                 // NaN (a NaN logit) stays NaN, as exp
+  if (z < kCut) return 0.0;             // exp(z) is +0
+  const double zc = z > 0.0 ? 0.0 : z;  // z <= 0 in the draw (logit - the largest)
+  const double n = rint(zc * kLog2e);   // -1076 .. 0
+  const double r = fma(-n, kLn2Lo, fma(-n, kLn2Hi, zc));
+  const int ni = int(n), n1 = ni / 2;  // both halves >= -538: 2^n1, 2^(ni - n1) are normal
+  return draw_exp_poly(r) * pow2_int(ni - n1) * pow2_int(n1);
+}
+
 // The last steps of model/sampler.cpp's draw (kept identical: same doubles, same order), given
-// the best level and p[l] = exp((logit[l] - logit[best]) / t) (0 where the exponent < -746).
+// the best level and p[l] = draw_exp((logit[l] - logit[best]) / t).
 // (Not unrolled on the device: nvcc would keep all 256 doubles in registers between the loops
 // and spill them.)
 PRSR_HD inline int finish_draw(const double* p, int best, int mode, double u) {
@@ -282,7 +339,7 @@ PRSR_HD void row_body(const Plan& P, int b, int i, Block& blk, Scratch sh) {
         const double t = P.mode == kMean ? 1.0 : double(P.tau);
         for (int l = tid; l < kLevelCount; l += nt) {
           const double z = (double(sh.logits[l]) - double(sh.logits[best])) / t;
-          sh.p[l] = z < -746.0 ? 0.0 : exp(z);
+          sh.p[l] = draw_exp(z);
         }
       }
       blk.sync();

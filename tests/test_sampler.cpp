@@ -3,12 +3,16 @@
 #include <doctest/doctest.h>
 #include <omp.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 
 #include "model/sampler.h"
+#include "model/sampler_kernels.h"
 #include "tests/sampler_fixture.h"
 
 using namespace prsr;
@@ -214,6 +218,21 @@ TEST_CASE("sampler: check_cacheable refuses a layer geometry the cached sampler 
     SampleOptions o;  // cached
     CHECK_THROWS_AS(sample_images(m, x.data(), 1, o), Error);
   }
+  // Refused while the weights are packed (jobs on the sampler's threads: the error is carried
+  // out of the parallel region): an unmasked layer at the current pixel, on 1 and 2 threads.
+  {
+    Model<float> m(cfg, Device::Cpu);
+    m.gated[1].h.mask = nullptr;
+    const int saved = omp_get_max_threads();
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      INFO("threads " << threads);
+      SampleOptions o;  // cached
+      CHECK_THROWS_WITH_AS(sample_images(m, x.data(), 1, o), doctest::Contains("prior.layer1.h"), Error);
+      CHECK_THROWS_WITH_AS(sample_images(m, x.data(), 1, o), doctest::Contains("colour-masked"), Error);
+    }
+    omp_set_num_threads(saved);
+  }
   cfg.loss = "l2";
   Model<float> l2(cfg, Device::Cpu);
   CHECK_THROWS_AS(check_cacheable(l2), Error);
@@ -251,4 +270,56 @@ TEST_CASE("sampler: the l2 baseline returns its regression") {
   CHECK(y.size() == size_t(2 * 8 * 8));
   o.seed = 99;
   CHECK(sample_images(m, x.data(), 2, o) == y);
+}
+
+// The draw's exponentials (model/sampler_kernels.h draw_exp; 4 at a time in draw_exponentials
+// where the CPU has AVX2 + FMA) against libm's exp over exponents from 0 down past the -746 cut,
+// at several temperatures: within 2 ulp where exp is normal, within 2 of the smallest subnormal
+// below, +0 below -746, exactly 1 at z = 0; and the vector form gives the scalar form's bits (the
+// GPU sampler uses the scalar one).
+TEST_CASE("sampler: the draw's exponentials are exp within 2 ulp, +0 below -746, the same bits in every form") {
+  std::mt19937_64 rng(12);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::vector<float> logits(kLevels);
+  std::vector<double> p(kLevels);
+  long checked = 0, bad_bits = 0, bad_value = 0, subnormal = 0, cut = 0;
+  double worst = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    const double t = trial % 3 == 0 ? 1.0 : std::exp(6 * unit(rng) - 3);  // 0.05 .. 20
+    const double span = std::exp(std::log(760.0 * t) * unit(rng) * 1.2);  // tiny to past the cut
+    const int best = int(rng() % kLevels);
+    const float top = float(200 * unit(rng) - 100);
+    for (int l = 0; l < kLevels; ++l) logits[size_t(l)] = l == best ? top : float(top - span * unit(rng));
+    if (trial % 5 == 0) logits[size_t((best + 1) % kLevels)] = top;  // z = 0 off the best level
+    if (trial % 7 == 0)                                              // around the cut
+      for (int l = 0; l < 8; ++l) logits[size_t((best + 2 + l) % kLevels)] = float(top - 746.0 * t + (l - 4) * 0.01);
+    draw_exponentials(logits.data(), best, t, p.data());
+    for (int l = 0; l < kLevels; ++l) {
+      const double z = (double(logits[size_t(l)]) - logits[size_t(best)]) / t, v = p[size_t(l)];
+      const double s = gpu_sampler::draw_exp(z);
+      bad_bits += std::memcmp(&v, &s, sizeof v) != 0;
+      ++checked;
+      if (z < -746.0) {
+        ++cut;
+        bad_value += !(v == 0.0 && !std::signbit(v));
+        continue;
+      }
+      const double e = std::exp(z);
+      if (z == 0.0) bad_value += v != 1.0;
+      if (e < DBL_MIN) {
+        ++subnormal;
+        bad_value += !(std::fabs(v - e) <= 2 * std::numeric_limits<double>::denorm_min());
+      } else {
+        const double rel = std::fabs(v - e) / e;
+        worst = std::max(worst, rel);
+        bad_value += !(rel <= 2 * DBL_EPSILON);  // 2 ulp of a double in [1, 2): 4.4e-16
+      }
+    }
+  }
+  INFO("checked " << checked << " (" << subnormal << " subnormal, " << cut << " cut); worst relative error " << worst);
+  CHECK(bad_bits == 0);
+  CHECK(bad_value == 0);
+  CHECK(subnormal > 0);
+  CHECK(cut > 0);
+  CHECK(worst > 0);  // not libm itself
 }

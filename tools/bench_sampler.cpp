@@ -41,8 +41,10 @@ void print_profile(const char* what, const SamplerProfile& p, int n) {
   const std::pair<const char*, double> parts[] = {{"vertical stack", p.vertical},
                                                   {"horizontal stack", p.horizontal},
                                                   {"link / res", p.link_res},
-                                                  {"head (head1, head2)", p.head},
-                                                  {"A + B, softmax, draw", p.draw}};
+                                                  {"head1", p.head},
+                                                  {"head2", p.head2},
+                                                  {"A + B, softmax, draw", p.draw},
+                                                  {"waiting (team)", p.wait}};
   for (const auto& [name, s] : parts)
     std::printf("    %-22s %8.3f s  %5.1f%%  (%.4f s per image)\n", name, s, 100 * s / t, s / n);
 }
@@ -94,6 +96,19 @@ int main(int argc, char** argv) {
     return best;
   };
   const double cached_s = best_of(n), cached_1 = best_of(1);
+  // The fixed cost of a call (A(x), packing the weights, the uniforms): no sub-pixel drawn.
+  auto setup_of = [&](int images) {
+    SampleOptions os = o;
+    os.stop_after = 0;
+    double best = 1e30;
+    for (int r = 0; r < repeat; ++r) {
+      const double t0 = now_seconds();
+      sample_images(m, x.data(), images, os);
+      best = std::min(best, now_seconds() - t0);
+    }
+    return best;
+  };
+  const double setup_s = setup_of(n), setup_1 = setup_of(1);
 
   // --naive-steps 0: no naive run (profiling the cached sampler alone).
   SampleOptions on = o;
@@ -128,6 +143,8 @@ int main(int argc, char** argv) {
   std::printf("  cached sampler, batch  1: %8.2f s  (%.4f s per image, %.1f GFLOP/s, %.1f%% of the conv peak)\n",
               cached_1, cached_1, rate(cached_1, 1), 100 * rate(cached_1, 1) / peak);
   std::printf("  batch 1 / batch %d per image: %.2fx\n", n, cached_1 / (cached_s / n));
+  std::printf("  of which the fixed cost of a call (nothing drawn): batch %d %.4f s, batch 1 %.4f s\n", n, setup_s,
+              setup_1);
   std::printf("  naive sampler,  batch %2d: %8.0f s  (extrapolated from %d of %ld sub-pixels: %.2f s)\n", n, naive_s,
               naive_steps, subpixels, naive_part);
   std::printf("  speed-up cached vs naive: %.0fx\n", naive_s / cached_s);
