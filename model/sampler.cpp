@@ -186,16 +186,32 @@ std::vector<float> normalise_low(const uint8_t* x, int n, int C, int L) {
   return out;
 }
 
-// A(x) in evaluation mode, on the model's device, returned to the host: [n, C*256 or C, S, S].
-std::vector<float> conditioning_logits(Model<float>& m, const std::vector<float>& xn, int n) {
+// A(x) in evaluation mode, on the model's device, returned to the host: [n, C*256 or C, S, S],
+// valid until this thread's next call. On the CPU the graph and the host copy are kept between
+// calls (one of each per thread): a fresh graph paid the first-touch page faults of its memory
+// on every call (about 130 MB at batch 16: 90-1200 ms per call on the 2 vCPU EPYC VM, whose host
+// backs guest memory lazily, for about 30 ms of arithmetic; docs/performance.md). A GPU graph is
+// made per call (device memory is not faulted in, and no CUDA buffer should outlive main()).
+const std::vector<float>& conditioning_logits(Model<float>& m, const std::vector<float>& xn, int n) {
+  thread_local std::vector<float> out;
+  thread_local std::unique_ptr<Graph<float>> cpu_graph;
+  std::unique_ptr<Graph<float>> per_call;
+  Graph<float>* g = nullptr;
+  if (m.device() == Device::Cpu) {
+    if (!cpu_graph) cpu_graph = std::make_unique<Graph<float>>(Device::Cpu);
+    g = cpu_graph.get();
+    g->reset();  // the same shapes as the last call get the same memory back
+  } else {
+    per_call = std::make_unique<Graph<float>>(m.device());
+    g = per_call.get();
+  }
   const ModelConfig& cfg = m.config();
   const int L = cfg.low();
-  Graph<float> g(m.device());
-  g.grad_enabled = false;
-  Tensor<float>* x = g.tensor({n, cfg.colors, L, L}, false, "x");
+  g->grad_enabled = false;
+  Tensor<float>* x = g->tensor({n, cfg.colors, L, L}, false, "x");
   device_upload(m.device(), x->data, xn.data(), xn.size() * sizeof(float));
-  Tensor<float>* a = m.conditioning(g, x, false);
-  std::vector<float> out(a->numel());
+  Tensor<float>* a = m.conditioning(*g, x, false);
+  out.resize(a->numel());  // zero-fills only when it grows
   device_download(m.device(), out.data(), a->data, out.size() * sizeof(float));
   return out;
 }
@@ -838,7 +854,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   if (opt.cached && m.device() == Device::Cuda && cfg.has_prior()) return sample_images_gpu(m, x, n, opt);
   const int C = cfg.colors, S = cfg.size, HW = S * S;
   const std::vector<float> xn = normalise_low(x, n, C, cfg.low());
-  const std::vector<float> A = conditioning_logits(m, xn, n);
+  const std::vector<float>& A = conditioning_logits(m, xn, n);
   std::vector<uint8_t> out(size_t(n) * HW * C);
   if (!cfg.has_prior()) {  // ResNet-L2: the regression is the (mean) prediction
     for (int b = 0; b < n; ++b)
