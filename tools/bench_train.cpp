@@ -114,7 +114,8 @@ int main(int argc, char** argv) {
           "usage: bench_train [--batch 32] [--steps 5] [--warmup 2] [--colors 3] [--threads 2]\n"
           "                   [--device cpu|cuda] [--layers 20] [--channels 32] [--head 1024]\n"
           "                   [--cond-channels 32] [--cond-blocks 6] [--optimizer rmsprop]\n"
-          "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive)\n"
+          "                   [--conv-profile]   (per conv shape and direction: reorders vs primitive;\n"
+          "                                       the 1x1 GEMM path by direction)\n"
           "                   [--precision fp32|bf16]  (bf16: CPUs with AVX512_BF16 or AMX-BF16 only)\n");
       return 0;
     }

@@ -443,8 +443,6 @@ bool gemm_1x1(Kind kind, const ConvGeom& g) {
   return kind == Kind::ConvFwd || g.ci < 256 || g.colors > 0;
 }
 
-// (The callers skip the blocks that read no input: k > 0 here. An empty weight-gradient block,
-// mask A's first colour, has n = 0.)
 void dnnl_sgemm_checked(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda, const float* b,
                         long ldb, float beta, float* c, long ldc) {
   const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -458,6 +456,8 @@ void dnnl_sgemm_checked(char ta, char tb, long m, long n, long k, float alpha, c
 // A alignments make no difference; docs/performance.md). So such a product runs as two: columns
 // [1, n) from b + 1, which is off the boundary, then column 0 alone. Every element of C is still
 // one product over the same k terms, computed by one call: deterministic, as before.
+// (The callers skip the blocks that read no input: k > 0 here. An empty weight-gradient block,
+// mask A's first colour, has n = 0.)
 void sgemm(char ta, char tb, long m, long n, long k, float alpha, const float* a, long lda, const float* b, long ldb,
            float beta, float* c, long ldc) {
   if (m <= 0 || n <= 0) return;
