@@ -523,14 +523,6 @@ void conv1x1_forward(float* y, const float* x, const float* w, const float* b, c
 //    docs/performance.md).
 // Both are deterministic (a fixed order of products). A fresh dx is overwritten: the first
 // product writes with beta = 0; channels no block reads (mask A) are zeroed.
-struct TransposeScratch {
-  std::vector<float> v;
-};
-TransposeScratch& transpose_scratch() {
-  static TransposeScratch s;
-  return s;
-}
-
 void conv1x1_backward_data(float* dx, const float* dy, const float* w, const ConvGeom& g, bool fresh) {
   const long hw = long(g.h) * g.w;
   const ColourBlocks cb = colour_blocks(g);
@@ -539,7 +531,7 @@ void conv1x1_backward_data(float* dx, const float* dy, const float* w, const Con
   const bool by_segment = g.ci >= 256;
   float* WT = nullptr;
   if (by_segment) {
-    std::vector<float>& wt = transpose_scratch().v;
+    static std::vector<float> wt;  // kept between calls (calls are serialised by global().mu)
     if (wt.size() < size_t(g.co) * g.ci) wt.resize(size_t(g.co) * g.ci);
     WT = wt.data();
 #pragma omp parallel for schedule(static)
@@ -574,14 +566,6 @@ void conv1x1_backward_data(float* dx, const float* dy, const float* w, const Con
 // Images per block of the weight gradient: fixed by the shape, so the sum order is too.
 constexpr int kWeightBlock = 4;
 
-struct GemmScratch {
-  std::vector<float> v;
-};
-GemmScratch& gemm_scratch() {
-  static GemmScratch s;
-  return s;
-}
-
 // dW[o0:o1, 0:k1] (+)= dy_i[o0:o1] x_i[0:k1]^T for each colour block.
 void weight_gemm(float* dw, const float* dyi, const float* xi, const ConvGeom& g, const ColourBlocks& cb, long hw,
                  float beta) {
@@ -605,7 +589,7 @@ void conv1x1_backward_weights(float* dw, const float* dy, const float* x, const 
   }
   // one partial sum per block of images (allocated on the first call of the largest shape, then
   // reused); only the colour blocks' entries are written and summed
-  std::vector<float>& part = gemm_scratch().v;
+  static std::vector<float> part;  // (calls are serialised by global().mu)
   if (part.size() < nw * blocks) part.resize(nw * blocks);
 #pragma omp parallel for schedule(static)
   for (int bk = 0; bk < blocks; ++bk) {
