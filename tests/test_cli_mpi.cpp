@@ -23,6 +23,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
@@ -300,6 +301,14 @@ struct Job {
   pid_t wait_rows(const std::string& out, long rows, int r, int seconds) {
     return wait_for(out, rows, false, r, seconds);
   }
+  // wait_rows for rank 0, then ranks 0 and 1 (0 where not found), each handed to also_kill()
+  // (reparented once mpirun is gone: killed by pid on a failed check).
+  std::pair<pid_t, pid_t> both_ranks(const std::string& out, long rows, int seconds) {
+    const pid_t r0 = wait_rows(out, rows, 0, seconds), r1 = find_rank(1);
+    for (pid_t p : {r0, r1})
+      if (p > 0) also_kill(p);
+    return {r0, r1};
+  }
   pid_t wait_for(const std::string& out, long rows, bool ckpt, int r, int seconds) {
     const auto t0 = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds)) {
@@ -427,12 +436,10 @@ TEST_CASE("cli mpi: SIGTERM to mpirun during long steps saves one checkpoint and
   const int grace = 4;
   Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 0 --channels 16 --layers 6 --cond-channels 16 --out " + o, "t",
           "OMPI_MCA_odls_base_sigkill_timeout=" + std::to_string(grace));
-  const pid_t rank0 = job.wait_rows(o, 2, 0, 30), rank1 = job.find_rank(1);
+  const auto [rank0, rank1] = job.both_ranks(o, 2, 30);
   INFO(job.log());
   REQUIRE(rank0 > 0);
   REQUIRE(rank1 > 0);
-  job.also_kill(rank0);
-  job.also_kill(rank1);
   REQUIRE(kill(job.pid, SIGTERM) == 0);
   int st = 0;
   REQUIRE(job.wait_end(2 * grace + 20, &st));
@@ -464,12 +471,10 @@ TEST_CASE("cli mpi: SIGTERM to mpirun with its default 1 s grace, steps far long
           "--cond-blocks 6 --out " +
               o,
           "d");
-  const pid_t rank0 = job.wait_rows(o, 1, 0, 120), rank1 = job.find_rank(1);
+  const auto [rank0, rank1] = job.both_ranks(o, 1, 120);
   INFO(job.log());
   REQUIRE(rank0 > 0);
   REQUIRE(rank1 > 0);
-  job.also_kill(rank0);
-  job.also_kill(rank1);
   REQUIRE(kill(job.pid, SIGTERM) == 0);
   int st = 0;
   REQUIRE(job.wait_end(30, &st));
@@ -496,12 +501,10 @@ TEST_CASE("cli mpi: SIGUSR1 to mpirun (forwarded, no SIGKILL) stops every rank a
   // SIGTERM, with its defaults. SIGUSR1 is forwarded to the ranks and nothing follows it.
   Job job(sb, 2, "--batch 4 --steps 1000000 --ckpt-every 0 --channels 32 --layers 8 --cond-channels 16 --out " + o,
           "u");
-  const pid_t rank0 = job.wait_rows(o, 1, 0, 60), rank1 = job.find_rank(1);
+  const auto [rank0, rank1] = job.both_ranks(o, 1, 60);
   INFO(job.log());
   REQUIRE(rank0 > 0);
   REQUIRE(rank1 > 0);
-  job.also_kill(rank0);
-  job.also_kill(rank1);
   REQUIRE(kill(job.pid, SIGUSR1) == 0);
   int st = 0;
   REQUIRE(job.wait_end(60, &st));
