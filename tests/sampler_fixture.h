@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "model/sampler.h"
 
 namespace prsr::test {
 
@@ -51,6 +52,33 @@ inline double logit_error(const std::vector<float>& a, const std::vector<float>&
     mx = std::max(mx, double(std::fabs(b[i])));
   }
   return err / mx;
+}
+
+// One model of sampler_config(colors, 8, 3) with the prior `channels` wide and `layers` gated
+// layers (init seed 8, weights x 0.85), two random inputs, sampling seed 31: the images and
+// logits of `sampler` (called as sample_images is) and of the naive sampler.
+struct NaiveComparison {
+  std::vector<uint8_t> images, naive;
+  std::vector<float> logits, naive_logits;
+};
+template <class Sampler>
+NaiveComparison against_naive(int colors, int channels, int layers, Sampler sampler) {
+  ModelConfig cfg = sampler_config(colors, 8, 3);
+  cfg.prior_channels = channels;
+  cfg.prior_layers = layers;
+  Model<float> m(cfg, Device::Cpu);
+  m.init(8);
+  scale_params(m, 0.85f);
+  const auto x = random_low(2, cfg.low(), colors, 6);
+  NaiveComparison r;
+  SampleOptions o;
+  o.seed = 31;
+  o.logits_out = &r.logits;
+  r.images = sampler(m, x.data(), 2, o);
+  o.logits_out = &r.naive_logits;
+  o.cached = false;
+  r.naive = sample_images(m, x.data(), 2, o);
+  return r;
 }
 
 }  // namespace prsr::test

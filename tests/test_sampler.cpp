@@ -73,25 +73,11 @@ TEST_CASE("sampler: cached == naive with no gated layers, and with a stack width
     int colors, channels, layers;
   };
   for (Setup su : {Setup{3, 4, 0}, Setup{1, 4, 0}, Setup{3, 4, 2}, Setup{3, 5, 1}}) {
-    ModelConfig cfg = sampler_config(su.colors, 8, 3);
-    cfg.prior_channels = su.channels;
-    cfg.prior_layers = su.layers;
-    Model<float> m(cfg, Device::Cpu);
-    m.init(8);
-    scale_params(m, 0.85f);
-    const auto x = random_low(2, cfg.low(), su.colors, 6);
-    SampleOptions o;
-    o.seed = 31;
-    std::vector<float> lc, ln;
-    o.logits_out = &lc;
-    const auto cached = sample_images(m, x.data(), 2, o);
-    o.logits_out = &ln;
-    o.cached = false;
-    const auto naive = sample_images(m, x.data(), 2, o);
+    const NaiveComparison r = against_naive(su.colors, su.channels, su.layers, sample_images);  // cached
     INFO("C=" << su.colors << " p=" << su.channels << " layers=" << su.layers);
-    CHECK(cached == naive);
-    REQUIRE(lc.size() == ln.size());
-    CHECK(logit_error(lc, ln) <= 2e-5);  // relative to max(1, max |logit|)
+    CHECK(r.images == r.naive);
+    REQUIRE(r.logits.size() == r.naive_logits.size());
+    CHECK(logit_error(r.logits, r.naive_logits) <= 2e-5);  // relative to max(1, max |logit|)
   }
 }
 
