@@ -465,7 +465,7 @@ class CachedSampler {
       linkrow_[size_t(l)].init(n, 1, S, link_[size_t(l)].N);
       for (int b = 0; b < n; ++b)
         for (int j = 0; j < S; ++j)
-          std::copy_n(link_[size_t(l)].bias.data(), link_[size_t(l)].N, linkrow_[size_t(l)].at(b, 0, j));
+          for (int o = 0; o < link_[size_t(l)].N; ++o) linkrow_[size_t(l)].at(b, 0, j)[o] = link_[size_t(l)].bias_of(o);
       gate_[size_t(l)].init(n, 1, 1, p);
     }
     head1_cur_.init(n, 1, 1, H1_);

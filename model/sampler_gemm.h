@@ -28,12 +28,19 @@ typedef float vfloat __attribute__((vector_size(kVec * sizeof(float)), aligned(4
 constexpr int kNR = 2 * kVec;            // columns per panel: two vectors
 constexpr int kMR = kVec == 16 ? 8 : 6;  // rows per tile: 16 accumulators (AVX-512) or 12 (AVX2/SSE)
 
-// B [K][N] packed in panels of kNR columns: panel q holds columns [q*kNR, (q+1)*kNR) as
-// [K][kNR], zero padded past N; bias [panels*kNR], zero padded.
+// B [K][N] packed in panels of kNR columns: panel q holds its bias (columns [q*kNR, (q+1)*kNR),
+// zero padded past N) and then those columns of B as [K][kNR], zero padded: one contiguous run
+// per panel, and the panels one after another, so a product streams one run of memory (at batch
+// 1 the products are latency-bound; the bias in a separate vector was one more cache miss per
+// tile: batch 1 1-5% slower, docs/performance.md).
 struct Packed {
   int K = 0, N = 0;
-  std::vector<float> w, bias;
+  std::vector<float> data;  // [panels][kNR + K * kNR]
   int panels() const { return (N + kNR - 1) / kNR; }
+  size_t panel_floats() const { return size_t(kNR) * (size_t(K) + 1); }
+  const float* bias(int q) const { return data.data() + size_t(q) * panel_floats(); }
+  const float* panel(int q) const { return bias(q) + kNR; }
+  float bias_of(int n) const { return bias(n / kNR)[n % kNR]; }
 };
 
 // w(k, n) = B[k][n], bias(n).
@@ -42,12 +49,12 @@ Packed pack(int K, int N, W w, Bias bias) {
   Packed p;
   p.K = K;
   p.N = N;
-  p.w.assign(size_t(p.panels()) * K * kNR, 0.f);
-  p.bias.assign(size_t(p.panels()) * kNR, 0.f);
+  p.data.assign(size_t(p.panels()) * p.panel_floats(), 0.f);
   for (int n = 0; n < N; ++n) {
     const int q = n / kNR, r = n % kNR;
-    p.bias[size_t(q) * kNR + r] = bias(n);
-    for (int k = 0; k < K; ++k) p.w[(size_t(q) * K + k) * kNR + r] = w(k, n);
+    float* panel = p.data.data() + size_t(q) * p.panel_floats();
+    panel[r] = bias(n);
+    for (int k = 0; k < K; ++k) panel[size_t(kNR) + size_t(k) * kNR + r] = w(k, n);
   }
   return p;
 }
@@ -121,8 +128,8 @@ inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const
                       const int* kidx, int nk) {
   const int q = t / mblocks, m0 = (t % mblocks) * kMR, rows = std::min(kMR, M - m0);
   const int ncols = std::min(kNR, B.N - q * kNR);
-  const float* Bq = B.w.data() + size_t(q) * B.K * kNR;
-  const float* bias = B.bias.data() + size_t(q) * kNR;
+  const float* Bq = B.panel(q);
+  const float* bias = B.bias(q);
   if (kidx) tile_rows<true>(rows, nk, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, kidx);
   else tile_rows<false>(rows, B.K, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, nullptr);
 }
