@@ -109,6 +109,51 @@ TEST_CASE("sampler: cached == naive on 1, 2 and 3 threads: images shared out, or
   omp_set_num_threads(saved);
 }
 
+TEST_CASE("sampler: a call reuses the last call's packed sampler only for the same weights, batch and threads") {
+  // sample_images keeps its cached sampler between calls on one thread (the packing is half of a
+  // batch-1 call's fixed cost). Every call must still draw what a fresh sampler draws: after a
+  // call stopped part-way (dirty buffers), after a change of the prior's weights in place (a new
+  // packing, or stale weights), of the batch and of the threads.
+  ModelConfig cfg = sampler_config(3, 8, 3);
+  Model<float> m(cfg, Device::Cpu);
+  m.init(21);
+  scale_params(m, 0.85f);
+  const int saved = omp_get_max_threads();
+  const auto x1 = random_low(2, cfg.low(), 3, 61), x2 = random_low(2, cfg.low(), 3, 62);
+  auto run = [&](const std::vector<uint8_t>& x, int n, uint64_t seed, bool cached, std::vector<float>* logits) {
+    SampleOptions o;
+    o.seed = seed;
+    o.cached = cached;
+    o.logits_out = logits;
+    return sample_images(m, x.data(), n, o);
+  };
+  std::vector<float> lc, ln;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    INFO("threads " << threads);
+    const auto naive1 = run(x1, 2, 31, false, &ln);
+    SampleOptions part;
+    part.stop_after = 40;
+    sample_images(m, x2.data(), 2, part);  // leaves its rows half drawn
+    CHECK(run(x1, 2, 31, true, &lc) == naive1);
+    CHECK(logit_error(lc, ln) < 2e-5);
+    CHECK(run(x2, 1, 5, true, &lc) == run(x2, 1, 5, false, &ln));  // batch 1: a team on 2 threads
+    CHECK(logit_error(lc, ln) < 2e-5);
+    const auto naive2 = run(x2, 2, 5, false, &ln);
+    CHECK(run(x2, 2, 5, true, &lc) == naive2);
+    CHECK(run(x2, 2, 5, true, &lc) == naive2);
+    CHECK(logit_error(lc, ln) < 2e-5);
+    // The prior's head2 weights changed in place (A(x) is computed afresh by every call anyway).
+    float* w = m.head2.w->data;
+    for (size_t i = 0; i < size_t(m.head2.w->numel()); ++i) w[i] = w[i] * 1.5f + 0.01f;
+    const auto naive3 = run(x2, 2, 5, false, &ln);
+    CHECK(naive3 != naive2);
+    CHECK(run(x2, 2, 5, true, &lc) == naive3);
+    CHECK(logit_error(lc, ln) < 2e-5);
+  }
+  omp_set_num_threads(saved);
+}
+
 TEST_CASE("sampler: a team (fewer images than threads) == naive in every decoding mode") {
   // A team splits head2 into the rows of the earlier colours' head1 outputs (thread 1, while
   // thread 0 runs the chain) and colour c's own rows, claims both by panels, shares the vertical
