@@ -273,7 +273,8 @@ struct ColourProduct {
 
 // weights = false: the outputs and the shape (B.K, B.N) only, nothing packed (a product that is
 // run in parts packed separately).
-std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C, bool weights = true) {
+std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C, bool weights = true,
+                                          int nv = sampler_gemm::kNV) {
   const ConvLayer<float>& d = *L.def;
   need(d.mask != nullptr, d, "a layer at the current pixel must be colour-masked");
   std::vector<ColourProduct> out(static_cast<size_t>(C));
@@ -287,12 +288,12 @@ std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C, bool wei
         if (L.allowed(o, k)) K = k + 1;
     }
     if (!weights) {
-      P.B.K = K, P.B.N = int(P.outs.size());
+      P.B.K = K, P.B.N = int(P.outs.size()), P.B.nv = nv;
       continue;
     }
     P.B = sampler_gemm::pack(
         K, int(P.outs.size()), [&](int k, int n) { return L.weight(P.outs[size_t(n)], k); },
-        [&](int n) { return L.b[size_t(P.outs[size_t(n)])]; });
+        [&](int n) { return L.b[size_t(P.outs[size_t(n)])]; }, nv);
   }
   return out;
 }
@@ -349,7 +350,12 @@ class CachedSampler {
     // part of a call); each job writes its own slots.
     const int L = int(m.gated.size());
     const bool team = !split_ && threads_ > 1;
+    // One image in a team: thread 0's chain (first_h, h, res, head1) and the left taps are
+    // products of one row, packed in wider panels (sampler_gemm::kRowNV).
+    const int row_nv = team && n == 1 ? sampler_gemm::kRowNV : sampler_gemm::kNV;
     v_.resize(size_t(L)), h_.resize(size_t(L)), link_.resize(size_t(L)), res_.resize(size_t(L));
+    link_order_.resize(size_t(L));
+    link_start_.assign(size_t(L), std::vector<int>(size_t(C_)));
     first_v_def_ = &m.first_v;
     first_h_def_ = &m.first_h;
     for (const auto& G : m.gated) v_def_.push_back(&G.v), h_def_.push_back(&G.h);
@@ -362,20 +368,31 @@ class CachedSampler {
     jobs.push_back([&] {
       const LayerWeights fv(m.first_v, P, M), fh(m.first_h, P, M), h1(m.head1, P, M);
       first_v_ = pack_all(fv);
-      first_h_ = pack_by_colour(fh, C_);
-      head1_ = pack_by_colour(h1, C_);
+      first_h_ = pack_by_colour(fh, C_, true, row_nv);
+      head1_ = pack_by_colour(h1, C_, true, row_nv);
     });
     for (int l = 0; l < L; ++l) {
       const GatedLayer<float>& G = m.gated[size_t(l)];
       jobs.push_back([&, l] {
         const LayerWeights v(G.v, P, M), lk(G.link, P, M);
         v_[size_t(l)] = pack_all(v);
-        link_[size_t(l)] = pack_all(lk);
+        // The link's outputs in the order of the h layer's outputs per colour (each colour's
+        // pairs one contiguous run of linkrow_: pixel_logits adds them with no gather).
+        std::vector<int>& order = link_order_[size_t(l)];
+        for (int c = 0; c < C_; ++c) {
+          link_start_[size_t(l)][size_t(c)] = int(order.size());
+          for (int o = 0; o < G.h.co(); ++o)
+            if (colour_group(o, G.h.mask_spec.period_out, C_) == c) order.push_back(o);
+        }
+        need(int(order.size()) == G.link.co(), G.link, "the link must have the h layer's outputs");
+        link_[size_t(l)] = sampler_gemm::pack(
+            lk.K, lk.def->co(), [&](int k, int n) { return lk.weight(order[size_t(n)], k); },
+            [&](int n) { return lk.b[size_t(order[size_t(n)])]; });
       });
       jobs.push_back([&, l] {
         const LayerWeights h(G.h, P, M), r(G.res, P, M);
-        h_[size_t(l)] = pack_by_colour(h, C_);
-        res_[size_t(l)] = pack_by_colour(r, C_);
+        h_[size_t(l)] = pack_by_colour(h, C_, true, row_nv);
+        res_[size_t(l)] = pack_by_colour(r, C_, true, row_nv);
       });
     }
     run_jobs(jobs);
@@ -435,10 +452,10 @@ class CachedSampler {
             const ColourProduct& H = h_[size_t(l)][size_t(c)];
             auto w = [&](int k0) { return [&, k0](int k, int o) { return hw.weight(H.outs[size_t(o)], k0 + k); }; };
             const int N = int(H.outs.size());
-            h_left_[size_t(l)][size_t(c)] = sampler_gemm::pack(std::min(kcur, H.B.K), N, w(0),
-                                                               [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; });
-            h_cur_[size_t(l)][size_t(c)] =
-                sampler_gemm::pack(std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; });
+            h_left_[size_t(l)][size_t(c)] = sampler_gemm::pack(
+                std::min(kcur, H.B.K), N, w(0), [&](int o) { return hw.b[size_t(H.outs[size_t(o)])]; }, row_nv);
+            h_cur_[size_t(l)][size_t(c)] = sampler_gemm::pack(
+                std::max(0, H.B.K - kcur), N, w(kcur), [](int) { return 0.f; }, row_nv);
           }
         });
       }
@@ -472,7 +489,7 @@ class CachedSampler {
     int kmax = first_v_.K, nmax = first_v_.N;
     for (int l = 0; l < L; ++l) kmax = std::max(kmax, v_[size_t(l)].K), nmax = std::max(nmax, v_[size_t(l)].N);
     int wide = 2 * p;
-    for (int c = 0; c < C_; ++c) wide = std::max(wide, head1_[size_t(c)].B.panels() * sampler_gemm::kNR);
+    for (int c = 0; c < C_; ++c) wide = std::max(wide, head1_[size_t(c)].B.cols());
     for (int w = 0; w < W; ++w) {
       Worker wk;
       wk.b0 = split_ ? w * n / W : 0;
@@ -572,15 +589,17 @@ class CachedSampler {
         const int* outs = H.outs.data();
         for (int m = 0; m < M; ++m) {
           float* z = wk.tmp.data() + size_t(m) * wide(H);
-          const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j);
+          const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j) + link_start_[size_t(l)][size_t(c)];
           float* g = wk.tmp2.data();
           if (pre) {
             const float* hp = hpre_[size_t(l)][size_t(c)].data() + size_t(m) * wide(H);
             for (int k = 0; k < 2 * q; ++k) z[k] += hp[k];
           }
-          for (int k = 0; k < 2 * q; ++k) z[k] += lk[outs[k]];
+          for (int k = 0; k < 2 * q; ++k) z[k] += lk[k];
+          // Whole vectors (no scalar remainder): past q they read tmp's padding, not kept.
+          for (int k0 = 0; k0 < q; k0 += sampler_gemm::kVec)
 #pragma omp simd
-          for (int k = 0; k < q; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
+            for (int k = k0; k < k0 + sampler_gemm::kVec; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
           float* gl = gate_[size_t(l)].at(b0 + m, 0, 0);
           for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
         }
@@ -780,8 +799,15 @@ class CachedSampler {
       barrier_gen_.store(gen + 1, std::memory_order_release);
       return;
     }
-    for (int spin = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spin)
-      if (spin > 2000) std::this_thread::yield();
+    for (int spin = 0; barrier_gen_.load(std::memory_order_acquire) == gen; ++spin) backoff(spin);
+  }
+  // One turn of a spin-wait: a pause (the core's other hardware thread, if a partner runs there,
+  // keeps the execution units), and after 2000 turns a yield of the core.
+  static void backoff(int spin) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+    if (spin > 2000) std::this_thread::yield();
   }
   std::atomic<int> barrier_count_{0}, barrier_gen_{0};
   // head2's panel lists in a team (pixel_logits): the call number that opened each, the next
@@ -791,8 +817,7 @@ class CachedSampler {
   int low_nk_ = -1;
   // Spins briefly, then yields (as sync), until flag == value.
   static void wait_for(const std::atomic<long>& flag, long value) {
-    for (int spin = 0; flag.load(std::memory_order_acquire) != value; ++spin)
-      if (spin > 2000) std::this_thread::yield();
+    for (int spin = 0; flag.load(std::memory_order_acquire) != value; ++spin) backoff(spin);
   }
 
   // head2's inputs are ReLU outputs: with few images many are zero in every image, and those
@@ -822,7 +847,7 @@ class CachedSampler {
       for (int q = 0; q < nk; ++q) compact[size_t(m) * H1_ + q] = head1_cur_.at(b0 + m, 0, 0)[k0 + kidx[q]];
     return nk;
   }
-  static int wide(const ColourProduct& P) { return P.B.panels() * sampler_gemm::kNR; }
+  static int wide(const ColourProduct& P) { return P.B.cols(); }  // a product's padded columns
 
   // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
   static void scatter(const float* t, int ld, const std::vector<int>& outs, ImageBuf& buf, int b0, int M, int col) {
@@ -858,6 +883,9 @@ class CachedSampler {
   Packed first_v_;
   std::vector<ColourProduct> first_h_, head1_, head2_;
   std::vector<Packed> v_, link_;
+  // link_'s outputs: the h layer's, colour by colour ([layer]: output channels; [layer][colour]:
+  // where that colour's run starts), as linkrow_ holds them.
+  std::vector<std::vector<int>> link_order_, link_start_;
   std::vector<std::vector<ColourProduct>> h_, res_;
   ImageBuf yring_, head1_cur_;
   std::vector<ImageBuf> vring_, hrow_, linkrow_, gate_;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 namespace prsr::sampler_gemm {
@@ -25,66 +26,69 @@ constexpr int kVec = 4;
 #endif
 // Unaligned loads and stores (aligned(4)); may alias float.
 typedef float vfloat __attribute__((vector_size(kVec * sizeof(float)), aligned(4), may_alias));
-constexpr int kNR = 2 * kVec;            // columns per panel: two vectors
+constexpr int kNV = 2;                   // vectors per panel of a product of several rows
+constexpr int kNR = kNV * kVec;          // its columns
 constexpr int kMR = kVec == 16 ? 8 : 6;  // rows per tile: 16 accumulators (AVX-512) or 12 (AVX2/SSE)
+constexpr int kRowNV = 4;                // vectors per panel of a product of one row (pack(..., kRowNV))
 
-// B [K][N] packed in panels of kNR columns: panel q holds its bias (columns [q*kNR, (q+1)*kNR),
-// zero padded past N) and then those columns of B as [K][kNR], zero padded: one contiguous run
-// per panel, and the panels one after another, so a product streams one run of memory (at batch
-// 1 the products are latency-bound; the bias in a separate vector was one more cache miss per
-// tile: batch 1 1-5% slower, docs/performance.md).
+// B [K][N] packed in panels of nv vectors (nv * kVec columns; the last panel only as many
+// vectors as its columns need): panel q holds its bias (zero padded past N) and then its columns
+// of B as [K][width], zero padded: one contiguous run per panel, the panels one after another,
+// so a product streams one run of memory (at batch 1 the products are latency-bound; the bias in
+// a separate vector was one more cache miss per tile: batch 1 1-5% slower, docs/performance.md).
+// nv = kNV for products of several rows (kMR x kNR tiles); a product of one row has too few
+// accumulators for the FMA latency anyway, and packs kRowNV vectors: fewer, wider panels, less
+// padding (22 columns: 24, not 32).
 struct Packed {
-  int K = 0, N = 0;
-  std::vector<float> data;  // [panels][kNR + K * kNR]
-  int panels() const { return (N + kNR - 1) / kNR; }
-  size_t panel_floats() const { return size_t(kNR) * (size_t(K) + 1); }
-  const float* bias(int q) const { return data.data() + size_t(q) * panel_floats(); }
-  const float* panel(int q) const { return bias(q) + kNR; }
-  float bias_of(int n) const { return bias(n / kNR)[n % kNR]; }
+  int K = 0, N = 0, nv = kNV;
+  std::vector<float> data;                // the panels: [bias: width][K][width]
+  int full() const { return nv * kVec; }  // a full panel's width
+  int panels() const { return (N + full() - 1) / full(); }
+  int width(int q) const { return std::min(full(), (N - q * full() + kVec - 1) / kVec * kVec); }
+  int cols() const { return N == 0 ? 0 : (panels() - 1) * full() + width(panels() - 1); }  // padded
+  const float* bias(int q) const { return data.data() + size_t(q) * full() * (size_t(K) + 1); }
+  const float* panel(int q) const { return bias(q) + width(q); }
+  float bias_of(int n) const { return bias(n / full())[n % full()]; }
 };
 
-// w(k, n) = B[k][n], bias(n).
+// w(k, n) = B[k][n], bias(n); nv vectors per panel.
 template <class W, class Bias>
-Packed pack(int K, int N, W w, Bias bias) {
+Packed pack(int K, int N, W w, Bias bias, int nv = kNV) {
   Packed p;
   p.K = K;
   p.N = N;
-  p.data.assign(size_t(p.panels()) * p.panel_floats(), 0.f);
+  p.nv = nv;
+  p.data.assign(size_t(p.cols()) * (size_t(K) + 1), 0.f);
   for (int n = 0; n < N; ++n) {
-    const int q = n / kNR, r = n % kNR;
-    float* panel = p.data.data() + size_t(q) * p.panel_floats();
-    panel[r] = bias(n);
-    for (int k = 0; k < K; ++k) panel[size_t(kNR) + size_t(k) * kNR + r] = w(k, n);
+    const int q = n / p.full(), r = n % p.full(), wq = p.width(q);
+    float* b = const_cast<float*>(p.bias(q));
+    b[r] = bias(n);
+    for (int k = 0; k < K; ++k) b[size_t(wq) + size_t(k) * wq + r] = w(k, n);
   }
   return p;
 }
 
-// One tile: MR rows of A (row stride lda) x one panel B [K][kNR] -> C (row stride ldc), ncols
-// columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero in
-// every row were left out: adding 0 * w leaves a float sum exactly as it is).
-// One tile: MR rows of A (row stride lda) x one panel B [K][kNR] -> C (row stride ldc), ncols
-// columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero in
-// every row were left out: adding 0 * w leaves a float sum exactly as it is). With one or two
+// One tile: MR rows of A (row stride lda) x one panel B [K][NV * kVec] -> C (row stride ldc),
+// ncols columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero
+// in every row were left out: adding 0 * w leaves a float sum exactly as it is). With one or two
 // rows there are too few accumulators to hide the FMA latency: the k range is then split over
 // kSplit independent partial sums, added at the end.
-template <int MR, bool Sparse>
+template <int MR, int NV, bool Sparse>
 inline void tile(int K, const float* A, long lda, const float* B, const float* bias, float* C, long ldc, int ncols,
                  const int* kidx) {
-  constexpr int kSplit = MR <= 2 ? 4 : 1;
-  vfloat acc[kSplit][MR][2];
-  const vfloat b0 = *reinterpret_cast<const vfloat*>(bias), b1 = *reinterpret_cast<const vfloat*>(bias + kVec);
+  constexpr int kSplit = MR > 2 ? 1 : MR == 2 || NV <= 2 ? 4 : NV == 3 ? 3 : 2;
+  constexpr int kW = NV * kVec;
+  vfloat acc[kSplit][MR][NV];
   for (int u = 0; u < kSplit; ++u)
-    for (int m = 0; m < MR; ++m) {
-      acc[u][m][0] = u == 0 ? b0 : vfloat{};
-      acc[u][m][1] = u == 0 ? b1 : vfloat{};
-    }
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) acc[u][m][v] = u == 0 ? *reinterpret_cast<const vfloat*>(bias + v * kVec) : vfloat{};
   auto step = [&](int u, int k) {
-    const float* b = B + size_t(Sparse ? kidx[k] : k) * kNR;
-    const vfloat v0 = *reinterpret_cast<const vfloat*>(b), v1 = *reinterpret_cast<const vfloat*>(b + kVec);
+    const float* b = B + size_t(Sparse ? kidx[k] : k) * kW;
+    vfloat w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = *reinterpret_cast<const vfloat*>(b + v * kVec);
     for (int m = 0; m < MR; ++m) {
       const float a = A[m * lda + k];
-      acc[u][m][0] += a * v0;
-      acc[u][m][1] += a * v1;
+      for (int v = 0; v < NV; ++v) acc[u][m][v] += a * w[v];
     }
   };
   int k = 0;
@@ -93,45 +97,58 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
       for (int u = 0; u < kSplit; ++u) step(u, k + u);
   for (; k < K; ++k) step(0, k);
   for (int u = 1; u < kSplit; ++u)
-    for (int m = 0; m < MR; ++m) {
-      acc[0][m][0] += acc[u][m][0];
-      acc[0][m][1] += acc[u][m][1];
-    }
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) acc[0][m][v] += acc[u][m][v];
   for (int m = 0; m < MR; ++m) {
     float* c = C + m * ldc;
-    if (ncols == kNR) {
-      *reinterpret_cast<vfloat*>(c) = acc[0][m][0];
-      *reinterpret_cast<vfloat*>(c + kVec) = acc[0][m][1];
+    if (ncols == kW) {
+      for (int v = 0; v < NV; ++v) *reinterpret_cast<vfloat*>(c + v * kVec) = acc[0][m][v];
     } else {
-      float t[kNR];
-      std::memcpy(t, &acc[0][m][0], sizeof(vfloat));
-      std::memcpy(t + kVec, &acc[0][m][1], sizeof(vfloat));
+      float t[kW];
+      std::memcpy(t, &acc[0][m][0], sizeof(t));
       std::copy(t, t + ncols, c);
     }
   }
 }
 
+// rows x one panel of nv vectors (nv > kNV: one row only).
 template <bool Sparse>
-inline void tile_rows(int rows, int K, const float* A, long lda, const float* B, const float* bias, float* C, long ldc,
-                      int ncols, const int* kidx) {
-  switch (rows) {
+inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const float* B, const float* bias, float* C,
+                      long ldc, int ncols, const int* kidx) {
+  if (nv == 1) {
+    switch (rows) {
 #define PRSR_TILE(R) \
-  case R: return tile<(R <= kMR ? R : 1), Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
-    PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
+  case R: return tile<(R <= kMR ? R : 1), 1, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+      PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
 #undef PRSR_TILE
+    }
   }
+  if (nv == 2) {
+    switch (rows) {
+#define PRSR_TILE(R) \
+  case R: return tile<(R <= kMR ? R : 1), 2, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+      PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
+#undef PRSR_TILE
+    }
+  }
+  if (rows != 1) throw std::logic_error("sampler_gemm: a panel wider than kNR columns takes one row at a time");
+  if (nv == 3) return tile<1, 3, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+  if (nv == 4) return tile<1, 4, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+  throw std::logic_error("sampler_gemm: panels of 1-4 vectors only");
 }
 
-// Tile t of C = bias + A x B: row block t % mblocks (kMR rows) of panel t / mblocks. With kidx
-// (nk entries), A holds only the columns kidx[0..nk) (see tile).
+// Tile t of C = bias + A x B: row block t % mblocks (kMR rows, or 1 with wider panels) of panel
+// t / mblocks. With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
+inline int row_block(const Packed& B) { return B.nv > kNV ? 1 : kMR; }
 inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
                       const int* kidx, int nk) {
-  const int q = t / mblocks, m0 = (t % mblocks) * kMR, rows = std::min(kMR, M - m0);
-  const int ncols = std::min(kNR, B.N - q * kNR);
+  const int mr = row_block(B), q = t / mblocks, m0 = (t % mblocks) * mr, rows = std::min(mr, M - m0);
+  const int ncols = std::min(B.full(), B.N - q * B.full()), nv = B.width(q) / kVec;
   const float* Bq = B.panel(q);
   const float* bias = B.bias(q);
-  if (kidx) tile_rows<true>(rows, nk, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, kidx);
-  else tile_rows<false>(rows, B.K, A + m0 * lda, lda, Bq, bias, C + m0 * ldc + q * kNR, ldc, ncols, nullptr);
+  float* Cq = C + m0 * ldc + q * B.full();
+  if (kidx) tile_rows<true>(rows, nv, nk, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, kidx);
+  else tile_rows<false>(rows, nv, B.K, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, nullptr);
 }
 
 // C[m][n] = bias[n] + sum_k A[m][k] * B[k][n] for m < M, n < B.N (lda, ldc in floats). The
@@ -140,7 +157,7 @@ inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const
 // With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, long ldc, int tid = 0, int nthr = 1,
                  const int* kidx = nullptr, int nk = 0) {
-  const int mblocks = (M + kMR - 1) / kMR, tiles = mblocks * B.panels();
+  const int mblocks = (M + row_block(B) - 1) / row_block(B), tiles = mblocks * B.panels();
   const int t0 = int(long(tiles) * tid / nthr), t1 = int(long(tiles) * (tid + 1) / nthr);
   for (int t = t0; t < t1; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
 }
@@ -149,7 +166,7 @@ inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, lon
 // a time.
 inline void gemm_panel(int q, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
                        const int* kidx = nullptr, int nk = 0) {
-  const int mblocks = (M + kMR - 1) / kMR;
+  const int mblocks = (M + row_block(B) - 1) / row_block(B);
   for (int t = q * mblocks; t < (q + 1) * mblocks; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
 }
 

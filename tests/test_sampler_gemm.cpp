@@ -1,0 +1,100 @@
+// The cached sampler's small products (model/sampler_gemm.h) against a double-precision reference
+// on random inputs: every panel width (1 to kRowNV vectors, the last panel narrower), rows from 1
+// to past one row block, the dense and the sparse (kidx) forms, whole products, a share of the
+// tiles and single panels.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "model/sampler_gemm.h"
+
+using namespace prsr;
+
+namespace {
+
+struct Case {
+  int M, K, N, nv;
+};
+
+// C = bias + A x B (A: M x lda, using columns cols[0..nk) paired with B's rows rows[0..nk)).
+std::vector<double> reference(const std::vector<float>& A, int lda, int M, const std::vector<float>& B, int N,
+                              const std::vector<float>& bias, const std::vector<int>& rows) {
+  std::vector<double> C(size_t(M) * N);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = bias[size_t(n)];
+      for (size_t j = 0; j < rows.size(); ++j) s += double(A[size_t(m) * lda + j]) * B[size_t(rows[j]) * N + n];
+      C[size_t(m) * N + n] = s;
+    }
+  return C;
+}
+
+// max |c - ref| / (sum_k |a_k b_k| + |bias|): within float rounding of the sum.
+void check_close(const std::vector<float>& C, long ldc, const std::vector<double>& ref, int M, int N, double scale) {
+  double worst = 0;
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) worst = std::max(worst, std::fabs(C[size_t(m) * ldc + n] - ref[size_t(m) * N + n]));
+  CHECK(worst <= 1e-5 * scale);
+}
+
+}  // namespace
+
+TEST_CASE("sampler_gemm: products of every panel width and row count equal a double reference") {
+  using namespace sampler_gemm;
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> U(-1.f, 1.f);
+  const int V = kVec;
+  std::vector<Case> cases;
+  for (int nv = 1; nv <= kRowNV; ++nv)
+    for (int N : {1, V - 1, V, V + 3, 2 * V, 2 * V + 6, 3 * V, 4 * V - 1, 4 * V + 5, 11 * V + 5})
+      for (int K : {1, 3, 7, 22, 75})
+        for (int M : {1, 2, 5, kMR + 3}) {
+          if (nv > kNV && M > 1) continue;  // wider panels: one row
+          cases.push_back({M, K, N, nv});
+        }
+  int checked = 0;
+  for (const Case& c : cases) {
+    INFO("M " << c.M << " K " << c.K << " N " << c.N << " nv " << c.nv);
+    std::vector<float> B(size_t(c.K) * c.N), bias(size_t(c.N));
+    for (float& v : B) v = U(rng);
+    for (float& v : bias) v = U(rng);
+    const Packed P = pack(
+        c.K, c.N, [&](int k, int n) { return B[size_t(k) * c.N + n]; }, [&](int n) { return bias[size_t(n)]; }, c.nv);
+    REQUIRE(P.cols() >= c.N);
+    REQUIRE(P.cols() < c.N + V);  // padded to whole vectors only
+    const int lda = c.K + 3, ldc = P.cols() + 2;
+    std::vector<float> A(size_t(c.M) * lda);
+    for (float& v : A) v = U(rng);
+    std::vector<int> all(size_t(c.K));
+    for (int k = 0; k < c.K; ++k) all[size_t(k)] = k;
+    const auto ref = reference(A, lda, c.M, B, c.N, bias, all);
+    const double scale = 1.0 + c.K;
+    // Whole product; then two workers' shares; then panel by panel.
+    std::vector<float> C(size_t(c.M) * ldc, 7.f);
+    gemm(A.data(), lda, c.M, P, C.data(), ldc);
+    check_close(C, ldc, ref, c.M, c.N, scale);
+    CHECK(C[size_t(c.M - 1) * ldc + c.N] == 7.f);  // nothing past N is written
+    std::fill(C.begin(), C.end(), 7.f);
+    for (int tid = 0; tid < 2; ++tid) gemm(A.data(), lda, c.M, P, C.data(), ldc, tid, 2);
+    check_close(C, ldc, ref, c.M, c.N, scale);
+    std::fill(C.begin(), C.end(), 7.f);
+    for (int q = 0; q < P.panels(); ++q) gemm_panel(q, A.data(), lda, c.M, P, C.data(), ldc);
+    check_close(C, ldc, ref, c.M, c.N, scale);
+    // Sparse: every other input left out (A holds only the kept ones, in order).
+    std::vector<int> kept;
+    for (int k = 0; k < c.K; k += 2) kept.push_back(k);
+    std::vector<float> As(size_t(c.M) * lda);
+    for (int m = 0; m < c.M; ++m)
+      for (size_t j = 0; j < kept.size(); ++j) As[size_t(m) * lda + j] = A[size_t(m) * lda + size_t(kept[j])];
+    const auto refs = reference(As, lda, c.M, B, c.N, bias, kept);
+    std::fill(C.begin(), C.end(), 7.f);
+    gemm(As.data(), lda, c.M, P, C.data(), ldc, 0, 1, kept.data(), int(kept.size()));
+    check_close(C, ldc, refs, c.M, c.N, scale);
+    ++checked;
+  }
+  CHECK(checked == int(cases.size()));
+  CHECK(checked >= 400);
+}
