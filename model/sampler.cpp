@@ -429,9 +429,10 @@ class CachedSampler {
           const ColourProduct& P = head2_[size_t(c)];
           const int klo = head2_klo_[size_t(c)];
           auto w = [&](int k0) { return [&, k0](int k, int n) { return h2->weight(P.outs[size_t(n)], k0 + k); }; };
-          head2_low_[size_t(c)] = sampler_gemm::pack(klo, int(P.outs.size()), w(0), [](int) { return 0.f; });
-          head2_own_[size_t(c)] = sampler_gemm::pack(P.B.K - klo, int(P.outs.size()), w(klo),
-                                                     [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; });
+          head2_low_[size_t(c)] = sampler_gemm::pack(
+              klo, int(P.outs.size()), w(0), [](int) { return 0.f; }, row_nv);
+          head2_own_[size_t(c)] = sampler_gemm::pack(
+              P.B.K - klo, int(P.outs.size()), w(klo), [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; }, row_nv);
         });
     }
     const int S = S_, p = p_;
