@@ -336,7 +336,7 @@ void run_jobs(const std::vector<std::function<void()>>& jobs) {
 // within a row). With fewer images than threads (batch 1), all threads work on all images (a
 // team): thread 0 runs the chain of small products and the draw; thread 1 meanwhile runs the
 // parts whose inputs are already final (head2's rows of the earlier colours' head1 outputs,
-// the h layers' left taps for colours > 0); head2's panels are claimed one at a time by
+// the h layers' left taps and link); head2's panels are claimed one at a time by
 // whichever thread is free (one barrier per sub-pixel), and the vertical stack is shared by
 // positions (one barrier per layer).
 class CachedSampler {
@@ -436,11 +436,12 @@ class CachedSampler {
         });
     }
     const int S = S_, p = p_;
-    // A team, colours > 0: each h layer's product is cut at the current pixel's tap. Its left
-    // taps (columns j - pad_l .. j - 1, final when pixel j starts) run on thread 1 while thread 0
-    // runs colour 0 (h_left_, bias included, into hpre_); thread 0 then runs only the current
-    // tap's rows (h_cur_) and adds hpre_.
-    if (!split_ && threads_ > 1 && C_ > 1) {
+    // A team: each h layer's product is cut at the current pixel's tap. Its left taps (columns
+    // j - pad_l .. j - 1, final when pixel j starts) and the link's row (final too) run on thread
+    // 1 (h_left_, bias included, plus the link, into hpre_): colour 0's layer by layer ahead of
+    // thread 0, which starts its chain after the last sub-pixel's draw; colour c + 1's while
+    // thread 0 runs colour c. Thread 0 runs only the current tap's rows (h_cur_) and adds hpre_.
+    if (!split_ && threads_ > 1) {
       h_left_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
       h_cur_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
       hpre_.resize(size_t(L));
@@ -539,7 +540,7 @@ class CachedSampler {
       wk.nk = -1;
     }
     barrier_count_ = 0, barrier_gen_ = 0;
-    own_open_ = 0, low_open_ = 0, hpre_open_ = 0;
+    own_open_ = 0, low_open_ = 0, hpre_open_ = 0, hpre0_open_ = 0;
     own_next_ = 0, low_next_ = 0;
     low_nk_ = -1;
   }
@@ -570,16 +571,19 @@ class CachedSampler {
         gemm(A, yring_.image_stride(), M, P.B, wk.tmp.data(), wide(P));
         scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
       }
-      const bool pre = c > 0 && !h_cur_.empty();  // the left taps' sums are in hpre_
-      if (pre) {
+      const bool pre = !h_cur_.empty();  // the left taps' and the link's sums are in hpre_
+      const long px = long(i) * S_ + j;
+      long ready = 0;  // colour 0: hpre0_open_ as last read (layers of pixel px ready: ready - px * L)
+      if (pre && c > 0) {
         clk.lap(&SamplerProfile::horizontal);
-        wait_for(hpre_open_, long(i) * S_ + j + 1);
+        wait_until(hpre_open_, px * C_ + c + 1);
         clk.lap(&SamplerProfile::wait);
       }
       for (int l = 0; l < L; ++l) {
         // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
         const int pad = h_def_[size_t(l)]->pad_l;
+        if (pre && c == 0 && ready < px * L + l + 1) ready = wait_until(hpre0_open_, px * L + l + 1);
         if (pre)  // the current tap only
           gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)],
                wk.tmp.data(), wide(H));
@@ -595,8 +599,9 @@ class CachedSampler {
           if (pre) {
             const float* hp = hpre_[size_t(l)][size_t(c)].data() + size_t(m) * wide(H);
             for (int k = 0; k < 2 * q; ++k) z[k] += hp[k];
+          } else {
+            for (int k = 0; k < 2 * q; ++k) z[k] += lk[k];
           }
-          for (int k = 0; k < 2 * q; ++k) z[k] += lk[k];
           // Whole vectors (no scalar remainder): past q they read tmp's padding, not kept.
           for (int k0 = 0; k0 < q; k0 += sampler_gemm::kVec)
 #pragma omp simd
@@ -663,15 +668,25 @@ class CachedSampler {
       take(own_next_, own.panels(), own_panel);
       if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
     } else {
-      if (c == 0 && tid == 1 && !h_cur_.empty()) {
-        // While thread 0 runs colour 0: the left taps' sums of every h layer for colours > 0.
-        for (int l = 0; l < L; ++l) {
-          const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
-          for (int c2 = 1; c2 < C_; ++c2)
-            gemm(A, hrow_[size_t(l)].image_stride(), M, h_left_[size_t(l)][size_t(c2)],
-                 hpre_[size_t(l)][size_t(c2)].data(), wide(h_[size_t(l)][size_t(c2)]));
+      if (tid == 1 && !h_cur_.empty()) {
+        // The left taps' and the link's sums of every h layer: colour 0's at colour 0, each
+        // layer opened as it is done (thread 0 waits for them layer by layer); colour c + 1's at
+        // colour c (thread 0 waits for them all when colour c + 1 starts).
+        const long px = long(i) * S_ + j;
+        for (int c2 = c == 0 ? 0 : c + 1; c2 <= c + 1 && c2 < C_; ++c2) {
+          for (int l = 0; l < L; ++l) {
+            const int w = wide(h_[size_t(l)][size_t(c2)]), n2 = int(h_[size_t(l)][size_t(c2)].outs.size());
+            float* hp = hpre_[size_t(l)][size_t(c2)].data();
+            gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l), hrow_[size_t(l)].image_stride(), M,
+                 h_left_[size_t(l)][size_t(c2)], hp, w);
+            for (int m = 0; m < M; ++m) {
+              const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j) + link_start_[size_t(l)][size_t(c2)];
+              for (int k = 0; k < n2; ++k) hp[size_t(m) * w + k] += lk[k];
+            }
+            if (c2 == 0) hpre0_open_.store(px * L + l + 1, std::memory_order_release);
+          }
+          hpre_open_.store(px * C_ + c2 + 1, std::memory_order_release);
         }
-        hpre_open_.store(long(i) * S_ + j + 1, std::memory_order_release);
       }
       if (klo > 0) {
         if (tid == 1) {
@@ -820,6 +835,12 @@ class CachedSampler {
   static void wait_for(const std::atomic<long>& flag, long value) {
     for (int spin = 0; flag.load(std::memory_order_acquire) != value; ++spin) backoff(spin);
   }
+  // The same for a counter that only grows, until flag >= value; returns the value it read.
+  static long wait_until(const std::atomic<long>& flag, long value) {
+    long v;
+    for (int spin = 0; (v = flag.load(std::memory_order_acquire)) < value; ++spin) backoff(spin);
+    return v;
+  }
 
   // head2's inputs are ReLU outputs: with few images many are zero in every image, and those
   // rows of the product are left out (exactly: adding 0 * w changes no sum). Inputs [k0, k1) of
@@ -893,11 +914,12 @@ class CachedSampler {
   std::vector<float> logits_, logits_low_;  // head2's product (own rows), its low rows (team)
   std::vector<int> head2_klo_;              // per colour: head2's rows [0, klo) run as head2_low_
   std::vector<Packed> head2_low_, head2_own_;
-  // Team, colours > 0: h layers cut at the current tap ([layer][colour]); the left taps' sums
-  // ([layer][colour]: [n][wide]), written by thread 1 at colour 0 of each pixel.
+  // Team: h layers cut at the current tap ([layer][colour]); the left taps' sums
+  // ([layer][colour]: [n][wide]), written by thread 1 (pixel_logits).
   std::vector<std::vector<Packed>> h_left_, h_cur_;
   std::vector<std::vector<std::vector<float>>> hpre_;
-  std::atomic<long> hpre_open_{0};  // the pixel (i * S + j + 1) whose hpre_ is complete
+  std::atomic<long> hpre_open_{0};   // (i * S + j) * C + c + 1: hpre_ of colours <= c complete
+  std::atomic<long> hpre0_open_{0};  // (i * S + j) * L + l + 1: hpre_ of colour 0, layers <= l, ready
   std::vector<Worker> workers_;
 };
 

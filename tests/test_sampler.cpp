@@ -157,8 +157,9 @@ TEST_CASE("sampler: a call reuses the last call's packed sampler only for the sa
 TEST_CASE("sampler: a team (fewer images than threads) == naive in every decoding mode") {
   // A team splits head2 into the rows of the earlier colours' head1 outputs (thread 1, while
   // thread 0 runs the chain) and colour c's own rows, claims both by panels, shares the vertical
-  // stack by positions, at colours > 0 runs each h layer's left taps on thread 1 (during colour
-  // 0) and only the current tap on thread 0, and draws on thread 0 while thread 1 goes on.
+  // stack by positions, runs each h layer's left taps and link on thread 1 (colour 0's layer by
+  // layer ahead of thread 0, colour c + 1's during colour c) and only the current tap on thread
+  // 0, and draws on thread 0 while thread 1 goes on.
   // 1 image on 2 and 3 threads (head2's inputs gathered: the zero-skipping path), 5 images on 6
   // threads (all inputs: the dense path).
   ModelConfig cfg = sampler_config(3, 8, 3);
@@ -167,7 +168,7 @@ TEST_CASE("sampler: a team (fewer images than threads) == naive in every decodin
   m.init(17);
   scale_params(m, 0.85f);
   const int saved = omp_get_max_threads();
-  // C = 1 (no low part, no left taps' sums) and no gated layers, 1 image on 2 threads.
+  // C = 1 (no low part; the left taps' sums of colour 0 only) and no gated layers, 1 image on 2 threads.
   for (int layers : {2, 0}) {
     ModelConfig c1 = sampler_config(layers == 2 ? 1 : 3, 8, 3);
     c1.prior_layers = layers;
