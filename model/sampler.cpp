@@ -336,9 +336,9 @@ void run_jobs(const std::vector<std::function<void()>>& jobs) {
 // within a row). With fewer images than threads (batch 1), all threads work on all images (a
 // team): thread 0 runs the chain of small products and the draw; thread 1 meanwhile runs the
 // parts whose inputs are already final (head2's rows of the earlier colours' head1 outputs,
-// the h layers' left taps and link); head2's panels are claimed one at a time by
-// whichever thread is free (one barrier per sub-pixel), and the vertical stack is shared by
-// positions (one barrier per layer).
+// the h layers' left taps and link), and after the chain half of head1; head2's panels are
+// claimed one at a time by whichever thread is free (one barrier per sub-pixel), and the
+// vertical stack is shared by positions (one barrier per layer).
 class CachedSampler {
  public:
   CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
@@ -415,24 +415,41 @@ class CachedSampler {
     // the chain up to head1 (head2_low_). The rows [klo, K) read colour c's own head1 outputs:
     // shared by the whole team after head1 (head2_own_). Needs head1's outputs of the colours
     // >= c to lie past klo (groups are channel ranges in order); otherwise klo = 0: one product.
+    // The own rows are cut again at kmid, between thread 0's and thread 1's halves of head1's
+    // panels (head1_pa_: thread 0 runs panels [0, pa), thread 1 the rest, both once the chain
+    // is done; rows [klo, kmid) are head2_own_, rows [kmid, K) head2_own_b_, into logits_b_).
+    // Needs colour c's head1 outputs to be the rows [klo, K) in order; otherwise pa = 0: thread
+    // 1 runs all of head1 and kmid = klo.
     head2_klo_.assign(size_t(C_), 0);
+    head2_kmid_.assign(size_t(C_), 0);
+    head1_pa_.assign(size_t(C_), 0);
     if (!split_ && threads_ > 1) {
       bool ranges = true;
       for (int c = 1; c < C_; ++c)
         for (int c2 = c; c2 < C_; ++c2)
           for (int o : head1_[size_t(c2)].outs) ranges &= o >= head2_[size_t(c) - 1].B.K;
       for (int c = 1; ranges && c < C_; ++c) head2_klo_[size_t(c)] = head2_[size_t(c) - 1].B.K;
+      for (int c = 0; c < C_; ++c) {
+        const ColourProduct& H1 = head1_[size_t(c)];
+        const int klo = head2_klo_[size_t(c)];
+        bool in_order = int(H1.outs.size()) == head2_[size_t(c)].B.K - klo;
+        for (size_t k = 0; in_order && k < H1.outs.size(); ++k) in_order = H1.outs[k] == klo + int(k);
+        head1_pa_[size_t(c)] = in_order ? H1.B.panels() / 2 : 0;
+        head2_kmid_[size_t(c)] = klo + std::min(int(H1.outs.size()), head1_pa_[size_t(c)] * H1.B.full());
+      }
       head2_low_.resize(size_t(C_));
       head2_own_.resize(size_t(C_));
+      head2_own_b_.resize(size_t(C_));
       for (int c = 0; c < C_; ++c)
         jobs.push_back([&, c] {
           const ColourProduct& P = head2_[size_t(c)];
-          const int klo = head2_klo_[size_t(c)];
+          const int klo = head2_klo_[size_t(c)], kmid = head2_kmid_[size_t(c)], N = int(P.outs.size());
           auto w = [&](int k0) { return [&, k0](int k, int n) { return h2->weight(P.outs[size_t(n)], k0 + k); }; };
-          head2_low_[size_t(c)] = sampler_gemm::pack(
-              klo, int(P.outs.size()), w(0), [](int) { return 0.f; }, row_nv);
+          auto none = [](int) { return 0.f; };
+          head2_low_[size_t(c)] = sampler_gemm::pack(klo, N, w(0), none, row_nv);
           head2_own_[size_t(c)] = sampler_gemm::pack(
-              P.B.K - klo, int(P.outs.size()), w(klo), [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; }, row_nv);
+              kmid - klo, N, w(klo), [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; }, row_nv);
+          head2_own_b_[size_t(c)] = sampler_gemm::pack(P.B.K - kmid, N, w(kmid), none, row_nv);
         });
     }
     const int S = S_, p = p_;
@@ -485,6 +502,13 @@ class CachedSampler {
     head1_cur_.init(n, 1, 1, H1_);
     logits_.assign(size_t(n) * kLevels, 0.f);
     logits_low_.assign(2 * size_t(n) * kLevels, 0.f);
+    logits_b_.assign(size_t(n) * kLevels, 0.f);
+    b_compact_.assign(size_t(n) * H1_, 0.f);
+    b_kidx_.assign(size_t(H1_), 0);
+    b_relu_.assign(size_t(n) * p_, 0.f);
+    int h1cols = 0;
+    for (const ColourProduct& H1 : head1_) h1cols = std::max(h1cols, H1.B.cols());
+    b_tmp_.assign(size_t(n) * (size_t(h1cols) + sampler_gemm::kNR), 0.f);
     // Workers and their scratch (nothing is allocated per step).
     const int W = split_ ? std::min(threads_, n) : 1;
     if (split_) threads_ = W;
@@ -533,6 +557,7 @@ class CachedSampler {
     zero(head1_cur_.v);
     zero(logits_);
     zero(logits_low_);
+    for (auto* v : {&logits_b_, &b_compact_, &b_relu_, &b_tmp_}) zero(*v);
     for (auto& layer : hpre_)
       for (auto& v : layer) zero(v);
     for (Worker& wk : workers_) {
@@ -541,8 +566,9 @@ class CachedSampler {
     }
     barrier_count_ = 0, barrier_gen_ = 0;
     own_open_ = 0, low_open_ = 0, hpre_open_ = 0, hpre0_open_ = 0;
-    own_next_ = 0, low_next_ = 0;
-    low_nk_ = -1;
+    own_next_ = 0, low_next_ = 0, b_next_ = 0;
+    b_open_ = 0, chain_open_ = 0;
+    low_nk_ = -1, b_nk_ = -1;
   }
 
   int threads() const { return threads_; }
@@ -559,8 +585,10 @@ class CachedSampler {
   // nt); in a team the logits are complete when it returns.
   void pixel_logits(int w, int i, int j, int c, int tid, int nt, SamplerProfile* prof) {
     Worker& wk = workers_[size_t(w)];
-    const int b0 = wk.b0, M = wk.b1 - wk.b0, p = p_, L = int(h_.size());
+    const int b0 = wk.b0, M = wk.b1 - wk.b0, L = int(h_.size());
+    const long step = (long(i) * S_ + j) * C_ + c + 1;  // this call's number (team flags start at 0)
     const int klo = head2_klo_[size_t(c)], khi = head2_[size_t(c)].B.K;
+    const int kmid = nt > 1 ? head2_kmid_[size_t(c)] : khi;
     const Packed& own = head2_own_.empty() ? head2_[size_t(c)].B : head2_own_[size_t(c)];
     Clock clk(tid == 0 ? prof : nullptr);
     if (tid == 0) {
@@ -622,18 +650,11 @@ class CachedSampler {
         clk.lap(&SamplerProfile::link_res);
       }
       // Head: relu -> head1 (colour c's outputs) -> relu -> head2 (colour c's 256 logits).
-      const ColourProduct& H1 = head1_[size_t(c)];
-      for (int m = 0; m < M; ++m) {
-        const float* h = hrow_[size_t(L)].at(b0 + m, 0, hpl_ + j);
-        for (int k = 0; k < H1.B.K; ++k) wk.relu[size_t(m) * p + k] = std::max(0.f, h[k]);
-      }
-      gemm(wk.relu.data(), p, M, H1.B, wk.tmp.data(), wide(H1));
-      for (int m = 0; m < M; ++m) {
-        float* o = head1_cur_.at(b0 + m, 0, 0);
-        const float* t = wk.tmp.data() + size_t(m) * wide(H1);
-        for (size_t k = 0; k < H1.outs.size(); ++k) o[H1.outs[k]] = std::max(0.f, t[k]);
-      }
-      wk.nk = nonzero_inputs(b0, M, klo, khi, wk.kidx.data(), wk.compact.data());
+      // A team: thread 1 runs head1's panels from pa on (it waits for the chain's end).
+      if (nt > 1) chain_open_.store(step, std::memory_order_release);
+      const int pa = nt > 1 ? head1_pa_[size_t(c)] : head1_[size_t(c)].B.panels();
+      head1_part(c, b0, M, j, 0, pa, wk.relu.data(), wk.tmp.data());
+      wk.nk = nonzero_inputs(b0, M, klo, kmid, wk.kidx.data(), wk.compact.data());
       clk.lap(&SamplerProfile::head);
     }
     float* out = logits_.data() + size_t(b0) * kLevels;
@@ -646,18 +667,24 @@ class CachedSampler {
       clk.lap(&SamplerProfile::head2);
       return;
     }
-    // A team: head2's panels are claimed one at a time from two lists. The low part (rows of the
-    // inputs final before colour c: head1's colours < c, which thread 0 does not write now) is
+    // A team: head2's panels are claimed one at a time from three lists. The low part (rows of
+    // the inputs final before colour c: head1's colours < c, which thread 0 does not write now) is
     // open from the start: thread 1 gathers its non-zero inputs and opens it while thread 0 runs
-    // the chain. The own part opens when thread 0 has gathered colour c's head1 outputs. Every
-    // thread takes what is open, so neither waits for the other's share.
-    const long step = (long(i) * S_ + j) * C_ + c + 1;  // this call's number (flags start at 0)
+    // the chain. Colour c's own rows are two lists: thread 0's half of head1 (opened when thread 0
+    // has run and gathered it) and thread 1's (the same, on thread 1, from the chain's end). Every
+    // thread takes what is open first, so neither waits long for the other's share.
     float* low_out = logits_low_.data() + (size_t(step & 1) * n_ + size_t(b0)) * kLevels;
     const Packed& low = head2_low_.empty() ? own : head2_low_[size_t(c)];
     auto low_panel = [&](int q) {
       if (low_nk_ >= 0)
         gemm_panel(q, wk.low_compact.data(), H1_, M, low, low_out, kLevels, wk.low_kidx.data(), low_nk_);
       else gemm_panel(q, head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, low, low_out, kLevels);
+    };
+    const Packed& own_b = head2_own_b_[size_t(c)];
+    float* b_out = logits_b_.data() + size_t(b0) * kLevels;
+    auto b_panel = [&](int q) {
+      if (b_nk_ >= 0) gemm_panel(q, b_compact_.data(), H1_, M, own_b, b_out, kLevels, b_kidx_.data(), b_nk_);
+      else gemm_panel(q, head1_cur_.at(b0, 0, 0) + kmid, head1_cur_.image_stride(), M, own_b, b_out, kLevels);
     };
     auto take = [](std::atomic<int>& next, int panels, auto&& run) {
       for (int q; (q = next.fetch_add(1, std::memory_order_relaxed)) < panels;) run(q);
@@ -666,6 +693,8 @@ class CachedSampler {
       own_next_.store(0, std::memory_order_relaxed);
       own_open_.store(step, std::memory_order_release);
       take(own_next_, own.panels(), own_panel);
+      wait_for(b_open_, step);
+      take(b_next_, own_b.panels(), b_panel);
       if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
     } else {
       if (tid == 1 && !h_cur_.empty()) {
@@ -698,8 +727,21 @@ class CachedSampler {
         }
         take(low_next_, low.panels(), low_panel);
       }
-      wait_for(own_open_, step);
-      take(own_next_, own.panels(), own_panel);
+      if (tid == 1) {  // head1's other panels, and their rows of head2 (head2_own_b_)
+        wait_for(chain_open_, step);
+        head1_part(c, b0, M, j, head1_pa_[size_t(c)], head1_[size_t(c)].B.panels(), b_relu_.data(), b_tmp_.data());
+        b_nk_ = nonzero_inputs(b0, M, kmid, khi, b_kidx_.data(), b_compact_.data());
+        b_next_.store(0, std::memory_order_relaxed);
+        b_open_.store(step, std::memory_order_release);
+        take(b_next_, own_b.panels(), b_panel);
+        wait_for(own_open_, step);
+        take(own_next_, own.panels(), own_panel);
+      } else {
+        wait_for(own_open_, step);
+        take(own_next_, own.panels(), own_panel);
+        wait_for(b_open_, step);
+        take(b_next_, own_b.panels(), b_panel);
+      }
     }
     clk.lap(&SamplerProfile::head2);
     sync(nt);
@@ -707,6 +749,8 @@ class CachedSampler {
   }
 
   const float* logits(int b) const { return logits_.data() + size_t(b) * kLevels; }
+  // head2's rows of thread 1's half of head1 (a team), or nullptr.
+  const float* logits_b(int b) const { return head2_own_b_.empty() ? nullptr : logits_b_.data() + size_t(b) * kLevels; }
   // head2's low part of the last pixel_logits call (a team, colours > 0), or nullptr.
   // Two buffers, by the call's parity: thread 1 may start the next call's low part while thread
   // 0 still draws from this one (no barrier after the draw).
@@ -842,6 +886,25 @@ class CachedSampler {
     return v;
   }
 
+  // Head1's panels [q0, q1) for colour c at column j of images [b0, b0 + M): relu(h)
+  // into relu [M][p], the product into tmp, relu of it into head1_cur_ (colour c's outputs).
+  void head1_part(int c, int b0, int M, int j, int q0, int q1, float* relu, float* tmp) {
+    const ColourProduct& H1 = head1_[size_t(c)];
+    if (q0 >= q1) return;
+    const int L = int(h_.size()), p = p_, w = wide(H1);
+    for (int m = 0; m < M; ++m) {
+      const float* h = hrow_[size_t(L)].at(b0 + m, 0, hpl_ + j);
+      for (int k = 0; k < H1.B.K; ++k) relu[size_t(m) * p + k] = std::max(0.f, h[k]);
+    }
+    for (int q = q0; q < q1; ++q) gemm_panel(q, relu, p, M, H1.B, tmp, w);
+    const int k1 = std::min(int(H1.outs.size()), q1 * H1.B.full());
+    for (int m = 0; m < M; ++m) {
+      float* o = head1_cur_.at(b0 + m, 0, 0);
+      const float* t = tmp + size_t(m) * w;
+      for (int k = q0 * H1.B.full(); k < k1; ++k) o[H1.outs[size_t(k)]] = std::max(0.f, t[k]);
+    }
+  }
+
   // head2's inputs are ReLU outputs: with few images many are zero in every image, and those
   // rows of the product are left out (exactly: adding 0 * w changes no sum). Inputs [k0, k1) of
   // images [b0, b0 + M): when few enough are non-zero in some image, their positions less k0
@@ -914,6 +977,15 @@ class CachedSampler {
   std::vector<float> logits_, logits_low_;  // head2's product (own rows), its low rows (team)
   std::vector<int> head2_klo_;              // per colour: head2's rows [0, klo) run as head2_low_
   std::vector<Packed> head2_low_, head2_own_;
+  // A team: head1's panels of thread 0 per colour ([0, pa)), head2's rows of thread 1's half
+  // (from kmid; packed as head2_own_b_, into logits_b_), thread 1's scratch and gathered inputs.
+  std::vector<int> head1_pa_, head2_kmid_;
+  std::vector<Packed> head2_own_b_;
+  std::vector<float> logits_b_, b_compact_, b_relu_, b_tmp_;
+  std::vector<int> b_kidx_;
+  int b_nk_ = -1;
+  std::atomic<long> b_open_{0}, chain_open_{0};  // the call (step) whose thread-1 rows / chain are done
+  std::atomic<int> b_next_{0};
   // Team: h layers cut at the current tap ([layer][colour]); the left taps' sums
   // ([layer][colour]: [n][wide]), written by thread 1 (pixel_logits).
   std::vector<std::vector<Packed>> h_left_, h_cur_;
@@ -996,10 +1068,14 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   std::vector<double> U(size_t(HW) * C * n);
   for (double& u : U) u = double(rng() >> 11) * 0x1.0p-53;
   if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
-  // The logits l = B (+ Blow) + A of (pixel, colour) of image b.
-  auto combine = [&](int b, int p, int c, const float* B, const float* Blow, float* l) {
+  // The logits l = B (+ Bb) (+ Blow) + A of (pixel, colour) of image b.
+  auto combine = [&](int b, int p, int c, const float* B, const float* Bb, const float* Blow, float* l) {
     const float* a = Arow.data() + (size_t(b) * S + size_t(p % S)) * CK + size_t(c) * kLevels;
-    if (Blow)
+    if (Bb && Blow)
+      for (int k = 0; k < kLevels; ++k) l[k] = ((B[k] + Bb[k]) + Blow[k]) + a[k];
+    else if (Bb)
+      for (int k = 0; k < kLevels; ++k) l[k] = (B[k] + Bb[k]) + a[k];
+    else if (Blow)
       for (int k = 0; k < kLevels; ++k) l[k] = (B[k] + Blow[k]) + a[k];
     else
       for (int k = 0; k < kLevels; ++k) l[k] = B[k] + a[k];
@@ -1011,8 +1087,8 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   };
   auto uniform = [&](int b, int p, int c) { return U[(size_t(p) * C + c) * n + b]; };
   // Combine B + A for (pixel, colour) of image b, draw, record.
-  auto draw_one = [&](int b, int p, int c, const float* B, const float* Blow, float* l) -> int {
-    combine(b, p, c, B, Blow, l);
+  auto draw_one = [&](int b, int p, int c, const float* B, const float* Bb, const float* Blow, float* l) -> int {
+    combine(b, p, c, B, Bb, Blow, l);
     const int v = draw(l, opt.mode, opt.temperature, uniform(b, p, c));
     record(b, p, c, l, v);
     return v;
@@ -1044,7 +1120,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
             const int px = i * S + j;
             if (tid == 0)  // the team's other threads go on to the next call's work meanwhile
               for (int b = cs.first_image(w); b < cs.end_image(w); ++b) {
-                const int v = draw_one(b, px, c, cs.logits(b), cs.logits_low(b, i, j, c), l);
+                const int v = draw_one(b, px, c, cs.logits(b), cs.logits_b(b), cs.logits_low(b, i, j, c), l);
                 cs.set_y(b, i, j, c, float(v) / 127.5f - 1.f);
               }
             if (pr) pr->draw += now_seconds() - t0;
@@ -1075,7 +1151,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
       device_download(m.device(), B.data(), b->data, B.size() * sizeof(float));
       for (int img = 0; img < n; ++img) {
         for (int k = 0; k < kLevels; ++k) Bp[size_t(k)] = B[((size_t(img) * C + c) * kLevels + k) * HW + p];
-        const int v = draw_one(img, p, c, Bp.data(), nullptr, l.data());
+        const int v = draw_one(img, p, c, Bp.data(), nullptr, nullptr, l.data());
         yn[(size_t(img) * C + c) * HW + p] = float(v) / 127.5f - 1.f;
       }
     }

@@ -161,9 +161,10 @@ TEST_CASE("sampler: a team (fewer images than threads) == naive in every decodin
   // layer ahead of thread 0, colour c + 1's during colour c) and only the current tap on thread
   // 0, and draws on thread 0 while thread 1 goes on.
   // 1 image on 2 and 3 threads (head2's inputs gathered: the zero-skipping path), 5 images on 6
-  // threads (all inputs: the dense path).
+  // threads (all inputs: the dense path). A head of 200 (66-67 outputs per colour: 3 or 5 panels)
+  // so that head1's panels are cut between threads 0 and 1 (head2's own rows in two halves).
   ModelConfig cfg = sampler_config(3, 8, 3);
-  cfg.head = 40;
+  cfg.head = 200;
   Model<float> m(cfg, Device::Cpu);
   m.init(17);
   scale_params(m, 0.85f);
