@@ -79,6 +79,9 @@ void check_cacheable(const Model<float>& model);
 // logits[best]) / t) for the 256 levels, +0 where the exponent is below -746, computed as
 // model/sampler_kernels.h's draw_exp (4 at a time where the CPU has AVX2 and FMA: the same bits).
 void draw_exponentials(const float* logits, int best, double t, double* p);
+// The sampled level from the exponentials p (draw_exponentials), the best level and a uniform
+// u in [0, 1): gpu_sampler::finish_draw's kSample, bit for bit, by bisection of the prefix sums.
+int sample_level(const double* p, int best, double u);
 
 // x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
 // A model trained with loss "l2" has no prior: it returns its regression, rounded.

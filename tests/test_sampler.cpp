@@ -356,3 +356,44 @@ TEST_CASE("sampler: the draw's exponentials are exp within 2 ulp, +0 below -746,
   CHECK(cut > 0);
   CHECK(worst > 0);  // not libm itself
 }
+
+TEST_CASE("sampler: sample_level draws finish_draw's level from the same exponentials and uniform") {
+  // Random exponentials (runs of +0, ties, tiny and large values, a NaN), uniforms from 0 to just
+  // below 1, and uniforms that put the target exactly on a prefix sum (the first level past it).
+  std::mt19937_64 rng(29);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::vector<double> p(kLevels);
+  long checked = 0, mismatched = 0, on_sum = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int best = int(rng() % kLevels), kind = trial % 5;
+    for (int l = 0; l < kLevels; ++l) {
+      const double r = unit(rng);
+      p[size_t(l)] = kind == 0   ? r
+                     : kind == 1 ? (r < 0.9 ? 0.0 : r)        // mostly +0
+                     : kind == 2 ? std::exp(-700 * r)         // tiny to 1
+                     : kind == 3 ? double(int(r * 4)) / 4     // ties and zero runs
+                                 : (l % 3 == 0 ? 1.0 : 0.0);  // equal steps
+    }
+    p[size_t(best)] = 1.0;
+    if (trial % 97 == 0) p[size_t(rng() % kLevels)] = std::nan("");
+    double u = unit(rng);
+    if (trial % 4 == 1) u = std::nextafter(1.0, 0.0);
+    if (trial % 4 == 2) u = 0.0;
+    if (trial % 4 == 3) {  // u * sum == a prefix sum, where the division lets it
+      double sum = 0, cum = 0;
+      for (double v : p) sum += v;
+      const int k = int(rng() % kLevels);
+      for (int l = 0; l <= k; ++l) cum += p[size_t(l)];
+      u = cum / sum;
+      on_sum += u < 1 && u * sum == cum;
+    }
+    if (!(u < 1)) continue;
+    const int a = sample_level(p.data(), best, u),
+              b = gpu_sampler::finish_draw(p.data(), best, gpu_sampler::kSample, u);
+    mismatched += a != b;
+    ++checked;
+  }
+  CHECK(mismatched == 0);
+  CHECK(checked > 2900);
+  CHECK(on_sum > 200);  // the exact-boundary case was exercised
+}
