@@ -544,7 +544,8 @@ class CachedSampler {
       wk.patch.assign(size_t(M) * S * kmax, 0.f);
       wk.vout.assign(size_t(M) * S * std::max(nmax, 2 * p) + sampler_gemm::kNR, 0.f);
       wk.tmp.assign(size_t(M) * (wide + sampler_gemm::kNR), 0.f);
-      wk.tmp2.assign(size_t(M) * (wide + sampler_gemm::kNR), 0.f);
+      // (the horizontal gate: q + 2q floats in whole vectors, q <= p, and reads past them)
+      wk.tmp2.assign(size_t(M) * (wide + sampler_gemm::kNR) + 3 * size_t(p) + 4 * sampler_gemm::kVec, 0.f);
       wk.relu.assign(size_t(M) * p, 0.f);
       wk.compact.assign(size_t(M) * H1_, 0.f);
       wk.kidx.assign(size_t(H1_), 0);
@@ -650,10 +651,19 @@ class CachedSampler {
           } else {
             for (int k = 0; k < 2 * q; ++k) z[k] += lk[k];
           }
-          // Whole vectors (no scalar remainder): past q they read tmp's padding, not kept.
-          for (int k0 = 0; k0 < q; k0 += sampler_gemm::kVec)
+          // tanh(a) sigmoid(b) as (2 sigmoid(2a) - 1) sigmoid(b): one sigmoid over the 2q
+          // contiguous pre-activations (22 of 24 lanes at C = 3, p = 32), not a tanh and a
+          // sigmoid of q each in whole vectors (32 lanes, and tanh's polynomial for small a).
+          // Exact to float rounding (absolute); the chain's gate is on the critical path.
+          // Whole vectors (no scalar remainder): past 2q they read tmp's padding, not kept.
+          constexpr int V = sampler_gemm::kVec;
+          float* sg = g + (q + V - 1) / V * V;  // the sigmoids, after the gate's whole vectors
+          for (int k0 = 0; k0 < 2 * q; k0 += V)
 #pragma omp simd
-            for (int k = k0; k < k0 + sampler_gemm::kVec; ++k) g[k] = tanh_f(z[k]) * sigmoid_f(z[k + q]);
+            for (int k = k0; k < k0 + V; ++k) sg[k] = sigmoid_f(k < q ? 2.f * z[k] : z[k]);
+          for (int k0 = 0; k0 < q; k0 += V)
+#pragma omp simd
+            for (int k = k0; k < k0 + V; ++k) g[k] = (2.f * sg[k] - 1.f) * sg[k + q];
           float* gl = gate_[size_t(l)].at(b0 + m, 0, 0);
           for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
         }
