@@ -41,9 +41,10 @@ constexpr int kRowNV = 4;                // vectors per panel of a product of on
 // padding (22 columns: 24, not 32).
 struct Packed {
   int K = 0, N = 0, nv = kNV;
+  int np = 0;                             // panels (set by pack: no division per product)
   std::vector<float> data;                // the panels: [bias: width][K][width]
   int full() const { return nv * kVec; }  // a full panel's width
-  int panels() const { return (N + full() - 1) / full(); }
+  int panels() const { return np; }
   int width(int q) const { return std::min(full(), (N - q * full() + kVec - 1) / kVec * kVec); }
   int cols() const { return N == 0 ? 0 : (panels() - 1) * full() + width(panels() - 1); }  // padded
   const float* bias(int q) const { return data.data() + size_t(q) * full() * (size_t(K) + 1); }
@@ -58,6 +59,7 @@ Packed pack(int K, int N, W w, Bias bias, int nv = kNV) {
   p.K = K;
   p.N = N;
   p.nv = nv;
+  p.np = (N + p.full() - 1) / p.full();
   p.data.assign(size_t(p.cols()) * (size_t(K) + 1), 0.f);
   for (int n = 0; n < N; ++n) {
     const int q = n / p.full(), r = n % p.full(), wq = p.width(q);
@@ -140,15 +142,20 @@ inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const f
 // Tile t of C = bias + A x B: row block t % mblocks (kMR rows, or 1 with wider panels) of panel
 // t / mblocks. With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline int row_block(const Packed& B) { return B.nv > kNV ? 1 : kMR; }
-inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
-                      const int* kidx, int nk) {
-  const int mr = row_block(B), q = t / mblocks, m0 = (t % mblocks) * mr, rows = std::min(mr, M - m0);
+// Rows [m0, m0 + rows) of C, panel q's columns.
+inline void panel_rows(int q, int m0, int rows, const float* A, long lda, const Packed& B, float* C, long ldc,
+                       const int* kidx, int nk) {
   const int ncols = std::min(B.full(), B.N - q * B.full()), nv = B.width(q) / kVec;
   const float* Bq = B.panel(q);
   const float* bias = B.bias(q);
   float* Cq = C + m0 * ldc + q * B.full();
   if (kidx) tile_rows<true>(rows, nv, nk, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, kidx);
   else tile_rows<false>(rows, nv, B.K, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, nullptr);
+}
+inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
+                      const int* kidx, int nk) {
+  const int mr = row_block(B), q = t / mblocks, m0 = (t % mblocks) * mr;
+  panel_rows(q, m0, std::min(mr, M - m0), A, lda, B, C, ldc, kidx, nk);
 }
 
 // C[m][n] = bias[n] + sum_k A[m][k] * B[k][n] for m < M, n < B.N (lda, ldc in floats). The
@@ -157,6 +164,10 @@ inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const
 // With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, long ldc, int tid = 0, int nthr = 1,
                  const int* kidx = nullptr, int nk = 0) {
+  if (nthr == 1 && M <= row_block(B)) {  // one row block (the chain at batch 1): no tile arithmetic
+    for (int q = 0; q < B.panels(); ++q) panel_rows(q, 0, M, A, lda, B, C, ldc, kidx, nk);
+    return;
+  }
   const int mblocks = (M + row_block(B) - 1) / row_block(B), tiles = mblocks * B.panels();
   const int t0 = int(long(tiles) * tid / nthr), t1 = int(long(tiles) * (tid + 1) / nthr);
   for (int t = t0; t < t1; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
@@ -166,6 +177,7 @@ inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, lon
 // a time.
 inline void gemm_panel(int q, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
                        const int* kidx = nullptr, int nk = 0) {
+  if (M <= row_block(B)) return panel_rows(q, 0, M, A, lda, B, C, ldc, kidx, nk);
   const int mblocks = (M + row_block(B) - 1) / row_block(B);
   for (int t = q * mblocks; t < (q + 1) * mblocks; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
 }
