@@ -607,7 +607,8 @@ class CachedSampler {
   void pixel_logits(int w, int i, int j, int c, int tid, int nt, SamplerProfile* prof) {
     Worker& wk = workers_[size_t(w)];
     const int b0 = wk.b0, M = wk.b1 - wk.b0, L = int(h_.size());
-    const long step = (long(i) * S_ + j) * C_ + c + 1;  // this call's number (team flags start at 0)
+    const long px = long(i) * S_ + j;   // the pixel's number
+    const long step = px * C_ + c + 1;  // this call's number (team flags start at 0)
     const int klo = head2_klo_[size_t(c)], khi = head2_[size_t(c)].B.K;
     const int kmid = nt > 1 ? head2_kmid_[size_t(c)] : khi;
     const Packed& own = head2_own_.empty() ? head2_[size_t(c)].B : head2_own_[size_t(c)];
@@ -621,7 +622,6 @@ class CachedSampler {
         scatter(wk.tmp.data(), wide(P), P.outs, hrow_[0], b0, M, hpl_ + j);
       }
       const bool pre = !h_cur_.empty();  // the left taps' and the link's sums are in hpre_
-      const long px = long(i) * S_ + j;
       long ready = 0;  // colour 0: hpre0_open_ as last read (layers of pixel px ready: ready - px * L)
       if (pre && c > 0) {
         clk.lap(&SamplerProfile::horizontal);
@@ -688,10 +688,7 @@ class CachedSampler {
       clk.lap(&SamplerProfile::head);
     }
     float* out = logits_.data() + size_t(b0) * kLevels;
-    auto own_panel = [&](int q) {
-      if (wk.nk >= 0) gemm_panel(q, wk.compact.data(), H1_, M, own, out, kLevels, wk.kidx.data(), wk.nk);
-      else gemm_panel(q, head1_cur_.at(b0, 0, 0) + klo, head1_cur_.image_stride(), M, own, out, kLevels);
-    };
+    auto own_panel = [&](int q) { head2_panel(q, own, out, b0, M, klo, wk.nk, wk.kidx.data(), wk.compact.data()); };
     if (nt == 1) {  // a worker alone
       for (int q = 0; q < own.panels(); ++q) own_panel(q);
       clk.lap(&SamplerProfile::head2);
@@ -706,16 +703,11 @@ class CachedSampler {
     float* low_out = logits_low_.data() + (size_t(step & 1) * n_ + size_t(b0)) * kLevels;
     const Packed& low = head2_low_.empty() ? own : head2_low_[size_t(c)];
     auto low_panel = [&](int q) {
-      if (low_nk_ >= 0)
-        gemm_panel(q, wk.low_compact.data(), H1_, M, low, low_out, kLevels, wk.low_kidx.data(), low_nk_);
-      else gemm_panel(q, head1_cur_.at(b0, 0, 0), head1_cur_.image_stride(), M, low, low_out, kLevels);
+      head2_panel(q, low, low_out, b0, M, 0, low_nk_, wk.low_kidx.data(), wk.low_compact.data());
     };
     const Packed& own_b = head2_own_b_[size_t(c)];
     float* b_out = logits_b_.data() + size_t(b0) * kLevels;
-    auto b_panel = [&](int q) {
-      if (b_nk_ >= 0) gemm_panel(q, b_compact_.data(), H1_, M, own_b, b_out, kLevels, b_kidx_.data(), b_nk_);
-      else gemm_panel(q, head1_cur_.at(b0, 0, 0) + kmid, head1_cur_.image_stride(), M, own_b, b_out, kLevels);
-    };
+    auto b_panel = [&](int q) { head2_panel(q, own_b, b_out, b0, M, kmid, b_nk_, b_kidx_.data(), b_compact_.data()); };
     auto take = [](std::atomic<int>& next, int panels, auto&& run) {
       for (int q; (q = next.fetch_add(1, std::memory_order_relaxed)) < panels;) run(q);
     };
@@ -723,7 +715,7 @@ class CachedSampler {
       own_next_.store(0, std::memory_order_relaxed);
       own_open_.store(step, std::memory_order_release);
       take(own_next_, own.panels(), own_panel);
-      wait_for(b_open_, step);
+      wait_until(b_open_, step);
       take(b_next_, own_b.panels(), b_panel);
       if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
     } else {
@@ -731,7 +723,6 @@ class CachedSampler {
         // The left taps' and the link's sums of every h layer: colour 0's at colour 0, each
         // layer opened as it is done (thread 0 waits for them layer by layer); colour c + 1's at
         // colour c (thread 0 waits for them all when colour c + 1 starts).
-        const long px = long(i) * S_ + j;
         for (int c2 = c == 0 ? 0 : c + 1; c2 <= c + 1 && c2 < C_; ++c2) {
           for (int l = 0; l < L; ++l) {
             const int w = wide(h_[size_t(l)][size_t(c2)]), n2 = int(h_[size_t(l)][size_t(c2)].outs.size());
@@ -753,23 +744,23 @@ class CachedSampler {
           low_next_.store(0, std::memory_order_relaxed);
           low_open_.store(step, std::memory_order_release);
         } else {
-          wait_for(low_open_, step);
+          wait_until(low_open_, step);
         }
         take(low_next_, low.panels(), low_panel);
       }
       if (tid == 1) {  // head1's other panels, and their rows of head2 (head2_own_b_)
-        wait_for(chain_open_, step);
+        wait_until(chain_open_, step);
         head1_part(c, b0, M, j, head1_pa_[size_t(c)], head1_[size_t(c)].B.panels(), b_relu_.data(), b_tmp_.data());
         b_nk_ = nonzero_inputs(b0, M, kmid, khi, b_kidx_.data(), b_compact_.data());
         b_next_.store(0, std::memory_order_relaxed);
         b_open_.store(step, std::memory_order_release);
         take(b_next_, own_b.panels(), b_panel);
-        wait_for(own_open_, step);
+        wait_until(own_open_, step);
         take(own_next_, own.panels(), own_panel);
       } else {
-        wait_for(own_open_, step);
+        wait_until(own_open_, step);
         take(own_next_, own.panels(), own_panel);
-        wait_for(b_open_, step);
+        wait_until(b_open_, step);
         take(b_next_, own_b.panels(), b_panel);
       }
     }
@@ -905,15 +896,20 @@ class CachedSampler {
   std::atomic<long> own_open_{0}, low_open_{0};
   std::atomic<int> own_next_{0}, low_next_{0};
   int low_nk_ = -1;
-  // Spins briefly, then yields (as sync), until flag == value.
-  static void wait_for(const std::atomic<long>& flag, long value) {
-    for (int spin = 0; flag.load(std::memory_order_acquire) != value; ++spin) backoff(spin);
-  }
-  // The same for a counter that only grows, until flag >= value; returns the value it read.
+  // Spins briefly, then yields (as sync), until flag >= value (every flag only grows within a
+  // call: a pixel's, a layer's or a call's number); returns the value it read.
   static long wait_until(const std::atomic<long>& flag, long value) {
     long v;
     for (int spin = 0; (v = flag.load(std::memory_order_acquire)) < value; ++spin) backoff(spin);
     return v;
+  }
+
+  // Panel q of a part of head2 (P: head2's rows from k0) into out [M][kLevels]: from the
+  // gathered non-zero inputs (nk of them, nonzero_inputs) or, with nk < 0, from head1_cur_.
+  void head2_panel(int q, const Packed& P, float* out, int b0, int M, int k0, int nk, const int* kidx,
+                   const float* compact) {
+    if (nk >= 0) gemm_panel(q, compact, H1_, M, P, out, kLevels, kidx, nk);
+    else gemm_panel(q, head1_cur_.at(b0, 0, 0) + k0, head1_cur_.image_stride(), M, P, out, kLevels);
   }
 
   // Head1's panels [q0, q1) for colour c at column j of images [b0, b0 + M): relu(h)
