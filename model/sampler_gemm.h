@@ -164,7 +164,7 @@ inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const
 // With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, long ldc, int tid = 0, int nthr = 1,
                  const int* kidx = nullptr, int nk = 0) {
-  if (nthr == 1 && M <= row_block(B)) {  // one row block (the chain at batch 1): no tile arithmetic
+  if (nthr == 1 && M >= 1 && M <= row_block(B)) {  // one row block (the chain at batch 1): no tile arithmetic
     for (int q = 0; q < B.panels(); ++q) panel_rows(q, 0, M, A, lda, B, C, ldc, kidx, nk);
     return;
   }
@@ -177,7 +177,7 @@ inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, lon
 // a time.
 inline void gemm_panel(int q, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
                        const int* kidx = nullptr, int nk = 0) {
-  if (M <= row_block(B)) return panel_rows(q, 0, M, A, lda, B, C, ldc, kidx, nk);
+  if (M >= 1 && M <= row_block(B)) return panel_rows(q, 0, M, A, lda, B, C, ldc, kidx, nk);
   const int mblocks = (M + row_block(B) - 1) / row_block(B);
   for (int t = q * mblocks; t < (q + 1) * mblocks; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
 }

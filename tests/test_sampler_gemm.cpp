@@ -93,6 +93,11 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
     std::fill(C.begin(), C.end(), 7.f);
     gemm(As.data(), lda, c.M, P, C.data(), ldc, 0, 1, kept.data(), int(kept.size()));
     check_close(C, ldc, refs, c.M, c.N, scale);
+    // No rows (a worker whose share of a row is empty): nothing is computed or written.
+    std::fill(C.begin(), C.end(), 7.f);
+    gemm(A.data(), lda, 0, P, C.data(), ldc);
+    for (int q = 0; q < P.panels(); ++q) gemm_panel(q, A.data(), lda, 0, P, C.data(), ldc);
+    CHECK(std::count(C.begin(), C.end(), 7.f) == long(C.size()));
     ++checked;
   }
   CHECK(checked == int(cases.size()));
