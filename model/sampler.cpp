@@ -322,9 +322,10 @@ std::vector<ColourProduct> pack_by_colour(const LayerWeights& L, int C, bool wei
 struct ImageBuf {
   int rows = 0, cols = 0, ch = 0;
   std::vector<float> v;
+  // (One panel of slack past the end: gemm_init reads its init rows in whole panels.)
   void init(int n, int r, int c, int k, float fill = 0.f) {
     rows = r, cols = c, ch = k;
-    v.assign(size_t(n) * r * c * k, fill);
+    v.assign(size_t(n) * r * c * k + size_t(sampler_gemm::kRowNV) * sampler_gemm::kVec, fill);
   }
   long image_stride() const { return long(rows) * cols * ch; }
   float* at(int b, int r, int c) { return v.data() + size_t(b) * image_stride() + (size_t(r) * cols + c) * ch; }
@@ -633,24 +634,21 @@ class CachedSampler {
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
         const int pad = h_def_[size_t(l)]->pad_l;
         if (pre && c == 0 && ready < px * L + l + 1) ready = wait_until(hpre0_open_, px * L + l + 1);
-        if (pre)  // the current tap only
-          gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)],
-               wk.tmp.data(), wide(H));
+        // The products' sums start from what the link (and in a team the left taps) added: no
+        // pass of their own over the pre-activations (linkrow_ holds colour c's pairs as one run).
+        if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
+          sampler_gemm::gemm_init(hpre_[size_t(l)][size_t(c)].data(), wide(H), hrow_[size_t(l)].at(b0, 0, hpl_ + j),
+                                  hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)], wk.tmp.data(),
+                                  wide(H));
         else
-          gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j - pad), hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(),
-               wide(H));
+          sampler_gemm::gemm_init(linkrow_[size_t(l)].at(b0, 0, j) + link_start_[size_t(l)][size_t(c)],
+                                  linkrow_[size_t(l)].image_stride(), hrow_[size_t(l)].at(b0, 0, hpl_ + j - pad),
+                                  hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(), wide(H));
         const int q = int(H.outs.size()) / 2;
         const int* outs = H.outs.data();
         for (int m = 0; m < M; ++m) {
           float* z = wk.tmp.data() + size_t(m) * wide(H);
-          const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j) + link_start_[size_t(l)][size_t(c)];
           float* g = wk.tmp2.data();
-          if (pre) {
-            const float* hp = hpre_[size_t(l)][size_t(c)].data() + size_t(m) * wide(H);
-            for (int k = 0; k < 2 * q; ++k) z[k] += hp[k];
-          } else {
-            for (int k = 0; k < 2 * q; ++k) z[k] += lk[k];
-          }
           // tanh(a) sigmoid(b) as (2 sigmoid(2a) - 1) sigmoid(b): one sigmoid over the 2q
           // contiguous pre-activations (22 of 24 lanes at C = 3, p = 32), not a tanh and a
           // sigmoid of q each in whole vectors (32 lanes, and tanh's polynomial for small a).
@@ -670,12 +668,20 @@ class CachedSampler {
         clk.lap(&SamplerProfile::horizontal);
         // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
         const ColourProduct& R = res_[size_t(l)][size_t(c)];
-        gemm(gate_[size_t(l)].at(b0, 0, 0), gate_[size_t(l)].image_stride(), M, R.B, wk.tmp.data(), wide(R));
-        for (int m = 0; m < M; ++m) {
-          const float* hin = hrow_[size_t(l)].at(b0 + m, 0, hpl_ + j);
-          float* hout = hrow_[size_t(l) + 1].at(b0 + m, 0, hpl_ + j);
-          const float* r = wk.tmp.data() + size_t(m) * wide(R);
-          for (size_t k = 0; k < R.outs.size(); ++k) hout[R.outs[k]] = hin[R.outs[k]] + r[k];
+        const float* gin = gate_[size_t(l)].at(b0, 0, 0);
+        if (contiguous(R.outs)) {  // h' = (h + bias) + sums, written in place: no pass of its own
+          const int r0 = R.outs.empty() ? 0 : R.outs[0];
+          sampler_gemm::gemm_init(hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l)].image_stride(), gin,
+                                  gate_[size_t(l)].image_stride(), M, R.B, hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0,
+                                  hrow_[size_t(l) + 1].image_stride());
+        } else {
+          gemm(gin, gate_[size_t(l)].image_stride(), M, R.B, wk.tmp.data(), wide(R));
+          for (int m = 0; m < M; ++m) {
+            const float* hin = hrow_[size_t(l)].at(b0 + m, 0, hpl_ + j);
+            float* hout = hrow_[size_t(l) + 1].at(b0 + m, 0, hpl_ + j);
+            const float* r = wk.tmp.data() + size_t(m) * wide(R);
+            for (size_t k = 0; k < R.outs.size(); ++k) hout[R.outs[k]] = hin[R.outs[k]] + r[k];
+          }
         }
         clk.lap(&SamplerProfile::link_res);
       }
@@ -959,6 +965,11 @@ class CachedSampler {
     return nk;
   }
   static int wide(const ColourProduct& P) { return P.B.cols(); }  // a product's padded columns
+  static bool contiguous(const std::vector<int>& outs) {  // outs[k] = outs[0] + k
+    for (size_t k = 1; k < outs.size(); ++k)
+      if (outs[k] != outs[0] + int(k)) return false;
+    return true;
+  }
 
   // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
   static void scatter(const float* t, int ld, const std::vector<int>& outs, ImageBuf& buf, int b0, int M, int col) {

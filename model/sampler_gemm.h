@@ -74,16 +74,22 @@ Packed pack(int K, int N, W w, Bias bias, int nv = kNV) {
 // ncols columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero
 // in every row were left out: adding 0 * w leaves a float sum exactly as it is). With one or two
 // rows there are too few accumulators to hide the FMA latency: the k range is then split over
-// kSplit independent partial sums, added at the end.
+// kSplit independent partial sums, added at the end. With init (row stride ldi), row m starts
+// from bias + init[m * ldi ...] (whole vectors: NV * kVec floats of each row are read): a sum
+// the caller would otherwise add to C in a pass of its own (at batch 1 that pass is on the
+// chain's critical path).
 template <int MR, int NV, bool Sparse>
 inline void tile(int K, const float* A, long lda, const float* B, const float* bias, float* C, long ldc, int ncols,
-                 const int* kidx) {
+                 const int* kidx, const float* init, long ldi) {
   constexpr int kSplit = MR > 2 ? 1 : MR == 2 || NV <= 2 ? 4 : NV == 3 ? 3 : 2;
   constexpr int kW = NV * kVec;
   vfloat acc[kSplit][MR][NV];
   for (int u = 0; u < kSplit; ++u)
     for (int m = 0; m < MR; ++m)
       for (int v = 0; v < NV; ++v) acc[u][m][v] = u == 0 ? *reinterpret_cast<const vfloat*>(bias + v * kVec) : vfloat{};
+  if (init)
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) acc[0][m][v] += *reinterpret_cast<const vfloat*>(init + m * ldi + v * kVec);
   auto step = [&](int u, int k) {
     const float* b = B + size_t(Sparse ? kidx[k] : k) * kW;
     vfloat w[NV];
@@ -116,11 +122,11 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
 // rows x one panel of nv vectors (nv > kNV: one row only).
 template <bool Sparse>
 inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const float* B, const float* bias, float* C,
-                      long ldc, int ncols, const int* kidx) {
+                      long ldc, int ncols, const int* kidx, const float* init, long ldi) {
   if (nv == 1) {
     switch (rows) {
 #define PRSR_TILE(R) \
-  case R: return tile<(R <= kMR ? R : 1), 1, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+  case R: return tile<(R <= kMR ? R : 1), 1, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
       PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
 #undef PRSR_TILE
     }
@@ -128,14 +134,14 @@ inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const f
   if (nv == 2) {
     switch (rows) {
 #define PRSR_TILE(R) \
-  case R: return tile<(R <= kMR ? R : 1), 2, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+  case R: return tile<(R <= kMR ? R : 1), 2, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
       PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
 #undef PRSR_TILE
     }
   }
   if (rows != 1) throw std::logic_error("sampler_gemm: a panel wider than kNR columns takes one row at a time");
-  if (nv == 3) return tile<1, 3, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
-  if (nv == 4) return tile<1, 4, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx);
+  if (nv == 3) return tile<1, 3, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
+  if (nv == 4) return tile<1, 4, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
   throw std::logic_error("sampler_gemm: panels of 1-4 vectors only");
 }
 
@@ -143,14 +149,16 @@ inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const f
 // t / mblocks. With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline int row_block(const Packed& B) { return B.nv > kNV ? 1 : kMR; }
 // Rows [m0, m0 + rows) of C, panel q's columns.
+// With init: the rows' starting sums (see tile), init[m * ldi + n] for column n.
 inline void panel_rows(int q, int m0, int rows, const float* A, long lda, const Packed& B, float* C, long ldc,
-                       const int* kidx, int nk) {
+                       const int* kidx, int nk, const float* init = nullptr, long ldi = 0) {
   const int ncols = std::min(B.full(), B.N - q * B.full()), nv = B.width(q) / kVec;
   const float* Bq = B.panel(q);
   const float* bias = B.bias(q);
   float* Cq = C + m0 * ldc + q * B.full();
-  if (kidx) tile_rows<true>(rows, nv, nk, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, kidx);
-  else tile_rows<false>(rows, nv, B.K, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, nullptr);
+  const float* iq = init ? init + m0 * ldi + q * B.full() : nullptr;
+  if (kidx) tile_rows<true>(rows, nv, nk, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, kidx, iq, ldi);
+  else tile_rows<false>(rows, nv, B.K, A + m0 * lda, lda, Bq, bias, Cq, ldc, ncols, nullptr, iq, ldi);
 }
 inline void gemm_tile(int t, int mblocks, const float* A, long lda, int M, const Packed& B, float* C, long ldc,
                       const int* kidx, int nk) {
@@ -171,6 +179,17 @@ inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, lon
   const int mblocks = (M + row_block(B) - 1) / row_block(B), tiles = mblocks * B.panels();
   const int t0 = int(long(tiles) * tid / nthr), t1 = int(long(tiles) * (tid + 1) / nthr);
   for (int t = t0; t < t1; ++t) gemm_tile(t, mblocks, A, lda, M, B, C, ldc, kidx, nk);
+}
+
+// C = init + bias + A x B on one thread (init: M rows, row stride ldi, each read up to B.cols()
+// floats: whole vectors, so a row's padding past B.N must be readable; its values only reach
+// C's padding, which is not written). The sum added in the accumulators' start instead of a
+// pass over C afterwards.
+inline void gemm_init(const float* init, long ldi, const float* A, long lda, int M, const Packed& B, float* C,
+                      long ldc) {
+  const int mr = row_block(B);
+  for (int q = 0; q < B.panels(); ++q)
+    for (int m0 = 0; m0 < M; m0 += mr) panel_rows(q, m0, std::min(mr, M - m0), A, lda, B, C, ldc, nullptr, 0, init, ldi);
 }
 
 // The same product, columns of panel q only (all M rows): for workers that claim panels one at

@@ -1,7 +1,7 @@
 // The cached sampler's small products (model/sampler_gemm.h) against a double-precision reference
 // on random inputs: every panel width (1 to kRowNV vectors, the last panel narrower), rows from 1
 // to past one row block, the dense and the sparse (kidx) forms, whole products, a share of the
-// tiles and single panels.
+// tiles and single panels, and products started from per-row sums (gemm_init).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -93,9 +93,22 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
     std::fill(C.begin(), C.end(), 7.f);
     gemm(As.data(), lda, c.M, P, C.data(), ldc, 0, 1, kept.data(), int(kept.size()));
     check_close(C, ldc, refs, c.M, c.N, scale);
+    // Started from per-row sums (gemm_init): init + bias + A x B; init rows are read in whole
+    // panels (ldi >= cols), C is written only up to N.
+    const int ldi = P.cols() + 5;
+    std::vector<float> I(size_t(c.M) * ldi);
+    for (float& v : I) v = U(rng);
+    auto refi = ref;
+    for (int m = 0; m < c.M; ++m)
+      for (int n = 0; n < c.N; ++n) refi[size_t(m) * c.N + n] += I[size_t(m) * ldi + n];
+    std::fill(C.begin(), C.end(), 7.f);
+    gemm_init(I.data(), ldi, A.data(), lda, c.M, P, C.data(), ldc);
+    check_close(C, ldc, refi, c.M, c.N, scale + 1);
+    CHECK(C[size_t(c.M - 1) * ldc + c.N] == 7.f);
     // No rows (a worker whose share of a row is empty): nothing is computed or written.
     std::fill(C.begin(), C.end(), 7.f);
     gemm(A.data(), lda, 0, P, C.data(), ldc);
+    gemm_init(I.data(), ldi, A.data(), lda, 0, P, C.data(), ldc);
     for (int q = 0; q < P.panels(); ++q) gemm_panel(q, A.data(), lda, 0, P, C.data(), ldc);
     CHECK(std::count(C.begin(), C.end(), 7.f) == long(C.size()));
     ++checked;
