@@ -207,14 +207,18 @@ std::vector<float> normalise_low(const uint8_t* x, int n, int C, int L) {
   return out;
 }
 
-// A(x) in evaluation mode, on the model's device, returned to the host: [n, C*256 or C, S, S],
-// valid until this thread's next call. On the CPU the graph and the host copy are kept between
-// calls (one of each per thread): a fresh graph paid the first-touch page faults of its memory
-// on every call (about 130 MB at batch 16: 90-1200 ms per call on the 2 vCPU EPYC VM, whose host
-// backs guest memory lazily, for about 30 ms of arithmetic; docs/performance.md). A GPU graph is
-// made per call (device memory is not faulted in, and no CUDA buffer should outlive main()).
+// A(x) in evaluation mode, on the model's device, returned to the host pixel-major: [n][S*S][K]
+// (K = C*256 logits, or C for an l2 model), one sub-pixel's logits contiguous (the draw reads
+// one at a time), valid until this thread's next call. The graph's [n][K][S*S] is transposed in
+// blocks of 32 pixels x 16 channels on every thread (was: a plain copy, then a strided
+// transpose of each row on thread 0 when the row started, ~40 us a row at batch 1). On the CPU
+// the graph and the host copy are kept between calls (one of each per thread): a fresh graph
+// paid the first-touch page faults of its memory on every call (about 130 MB at batch 16: 90-1200
+// ms per call on the 2 vCPU EPYC VM, whose host backs guest memory lazily, for about 30 ms of
+// arithmetic; docs/performance.md). A GPU graph is made per call (device memory is not faulted
+// in, and no CUDA buffer should outlive main()).
 const std::vector<float>& conditioning_logits(Model<float>& m, const std::vector<float>& xn, int n) {
-  thread_local std::vector<float> out;
+  thread_local std::vector<float> out, staged;
   thread_local std::unique_ptr<Graph<float>> cpu_graph;
   std::unique_ptr<Graph<float>> per_call;
   Graph<float>* g = nullptr;
@@ -232,8 +236,26 @@ const std::vector<float>& conditioning_logits(Model<float>& m, const std::vector
   Tensor<float>* x = g->tensor({n, cfg.colors, L, L}, false, "x");
   device_upload(m.device(), x->data, xn.data(), xn.size() * sizeof(float));
   Tensor<float>* a = m.conditioning(*g, x, false);
+  const float* src = a->data;
+  if (m.device() != Device::Cpu) {
+    staged.resize(a->numel());
+    device_download(m.device(), staged.data(), a->data, staged.size() * sizeof(float));
+    src = staged.data();
+  }
   out.resize(a->numel());  // zero-fills only when it grows
-  device_download(m.device(), out.data(), a->data, out.size() * sizeof(float));
+  const long K = a->shape.c, HW = long(a->shape.h) * a->shape.w;
+  constexpr long kP = 32, kK = 16;  // a block: 32 pixels x 16 channels
+  const long pblocks = (HW + kP - 1) / kP;
+  float* dst = out.data();
+#pragma omp parallel for schedule(static)
+  for (long t = 0; t < n * pblocks; ++t) {
+    const long b = t / pblocks, p0 = (t % pblocks) * kP, p1 = std::min(HW, p0 + kP);
+    for (long k0 = 0; k0 < K; k0 += kK) {
+      const long k1 = std::min(K, k0 + kK);
+      for (long p = p0; p < p1; ++p)
+        for (long k = k0; k < k1; ++k) dst[(b * HW + p) * K + k] = src[(b * K + k) * HW + p];
+    }
+  }
   return out;
 }
 
@@ -1082,24 +1104,11 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   const std::vector<float>& A = conditioning_logits(m, xn, n);
   std::vector<uint8_t> out(size_t(n) * HW * C);
   if (!cfg.has_prior()) {  // ResNet-L2: the regression is the (mean) prediction
-    for (int b = 0; b < n; ++b)
-      for (int c = 0; c < C; ++c)
-        for (int p = 0; p < HW; ++p) out[(size_t(b) * HW + p) * C + c] = to_byte(A[(size_t(b) * C + c) * HW + p]);
+    for (size_t k = 0; k < out.size(); ++k) out[k] = to_byte(A[k]);  // both [n][S*S][C]
     if (opt.progress) opt.progress(S, S);
     return out;
   }
-  // A's logits of one row, contiguous per sub-pixel: Arow[b][column][colour][256], filled at the
-  // start of each row from A [n][C*256][S*S] (runs of S floats: A is never read with a stride
-  // of S*S floats per level).
   const int CK = C * kLevels;
-  std::vector<float> Arow(size_t(n) * S * CK);
-  auto fill_arow = [&](int i, int b) {
-    for (int k = 0; k < CK; ++k) {
-      const float* src = A.data() + (size_t(b) * CK + k) * HW + size_t(i) * S;
-      float* dst = Arow.data() + size_t(b) * S * CK + k;
-      for (int j = 0; j < S; ++j) dst[size_t(j) * CK] = src[j];
-    }
-  };
   // The uniforms in the order they are drawn: (pixel, colour, image), one per sub-pixel.
   std::mt19937_64 rng(opt.seed);
   std::vector<double> U(size_t(HW) * C * n);
@@ -1107,7 +1116,7 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   if (opt.logits_out) opt.logits_out->assign(size_t(HW) * C * n * kLevels, 0.f);
   // The logits l = B (+ Bb) (+ Blow) + A of (pixel, colour) of image b.
   auto combine = [&](int b, int p, int c, const float* B, const float* Bb, const float* Blow, float* l) {
-    const float* a = Arow.data() + (size_t(b) * S + size_t(p % S)) * CK + size_t(c) * kLevels;
+    const float* a = A.data() + (size_t(b) * HW + size_t(p)) * CK + size_t(c) * kLevels;
     if (Bb && Blow)
       for (int k = 0; k < kLevels; ++k) l[k] = ((B[k] + Bb[k]) + Blow[k]) + a[k];
     else if (Bb)
@@ -1144,8 +1153,6 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
         SamplerProfile* pr = t == 0 ? prof : nullptr;
         float l[kLevels];
         bool stop = false;
-        if (tid == 0)
-          for (int b = cs.first_image(w); b < cs.end_image(w); ++b) fill_arow(i, b);
         for (int j = 0; j < S && !stop; ++j)
           for (int c = 0; c < C; ++c) {
             if (long(i * S + j) * C + c >= limit) {
@@ -1177,8 +1184,6 @@ std::vector<uint8_t> sample_images(Model<float>& m, const uint8_t* x, int n, con
   g.grad_enabled = false;
   long drawn = 0;
   for (int p = 0; p < HW; ++p) {
-    if (p % S == 0)
-      for (int b = 0; b < n; ++b) fill_arow(p / S, b);
     for (int c = 0; c < C; ++c) {
       if (drawn++ >= limit) return out;
       g.reset();

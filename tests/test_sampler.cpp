@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <random>
 #include <string>
 
+#include "engine/graph.h"
 #include "model/sampler.h"
 #include "model/sampler_kernels.h"
 #include "tests/sampler_fixture.h"
@@ -292,17 +294,89 @@ TEST_CASE("sampler: argmax and mean decoding agree between cached and naive and 
   CHECK_THROWS_AS(parse_decode_mode("median"), Error);
 }
 
-TEST_CASE("sampler: the l2 baseline returns its regression") {
-  ModelConfig cfg = sampler_config(1, 8, 3);
-  cfg.loss = "l2";
+// The model's own forward pass on the normalised low-res x: A(x) as [n][K][S][S] (host).
+static std::vector<float> forward_conditioning(Model<float>& m, const std::vector<uint8_t>& x, int n) {
+  const ModelConfig& cfg = m.config();
+  const int C = cfg.colors, L = cfg.low();
+  Graph<float> g(Device::Cpu);
+  g.grad_enabled = false;
+  Tensor<float>* xt = g.tensor({n, C, L, L}, false, "x");
+  for (int b = 0; b < n; ++b)
+    for (int c = 0; c < C; ++c)
+      for (int q = 0; q < L * L; ++q)
+        xt->data[(size_t(b) * C + c) * L * L + q] = float(x[(size_t(b) * L * L + q) * C + c]) / 127.5f - 1.f;
+  Tensor<float>* a = m.conditioning(g, xt, false);
+  return std::vector<float>(a->data, a->data + a->numel());
+}
+
+TEST_CASE("sampler: the l2 baseline returns its regression, rounded to bytes, for every pixel and colour") {
+  for (int C : {1, 3}) {
+    ModelConfig cfg = sampler_config(C, 8, 3);
+    cfg.loss = "l2";
+    Model<float> m(cfg, Device::Cpu);
+    m.init(3);
+    const int n = 2, HW = 64;
+    const auto x = random_low(n, cfg.low(), C, 2);
+    SampleOptions o;
+    const auto y = sample_images(m, x.data(), n, o);
+    REQUIRE(y.size() == size_t(n * HW * C));
+    const auto a = forward_conditioning(m, x, n);
+    long wrong = 0;
+    for (int b = 0; b < n; ++b)
+      for (int c = 0; c < C; ++c)
+        for (int q = 0; q < HW; ++q) {
+          const double v = a[(size_t(b) * C + c) * HW + q];
+          const int want = std::clamp(int(std::floor((v + 1.0) * 127.5 + 0.5)), 0, 255);
+          wrong += y[(size_t(b) * HW + q) * C + c] != want;
+        }
+    CHECK(wrong == 0);
+    o.seed = 99;
+    CHECK(sample_images(m, x.data(), n, o) == y);
+  }
+}
+
+// Every drawn sub-pixel's logits are A(x) + B(y) of the model's own forward pass on the finished
+// image (the prior is causal: B at a sub-pixel reads only the sub-pixels drawn before it), for
+// both samplers: checks what the sampler takes from A(x) (its layout included), which cached ==
+// naive cannot (both read the same A).
+TEST_CASE("sampler: the drawn logits are A(x) + B(y) of the full forward pass on the sampled image") {
+  ModelConfig cfg = sampler_config(3, 8, 3);
   Model<float> m(cfg, Device::Cpu);
-  m.init(3);
-  const auto x = random_low(2, cfg.low(), 1, 2);
-  SampleOptions o;
-  const auto y = sample_images(m, x.data(), 2, o);
-  CHECK(y.size() == size_t(2 * 8 * 8));
-  o.seed = 99;
-  CHECK(sample_images(m, x.data(), 2, o) == y);
+  m.init(8);
+  scale_params(m, 0.85f);
+  const int n = 2, C = 3, S = cfg.size, HW = S * S;
+  const auto x = random_low(n, cfg.low(), C, 11);
+  const auto a = forward_conditioning(m, x, n);
+  for (bool cached : {true, false}) {
+    INFO("cached " << cached);
+    SampleOptions o;
+    o.seed = 5;
+    o.cached = cached;
+    std::vector<float> logits;
+    o.logits_out = &logits;
+    const auto y = sample_images(m, x.data(), n, o);
+    REQUIRE(logits.size() == size_t(HW) * C * n * kLevels);
+    Graph<float> g(Device::Cpu);
+    g.grad_enabled = false;
+    Tensor<float>* yt = g.tensor({n, C, S, S}, false, "y");
+    for (int b = 0; b < n; ++b)
+      for (int c = 0; c < C; ++c)
+        for (int q = 0; q < HW; ++q)
+          yt->data[(size_t(b) * C + c) * HW + q] = float(y[(size_t(b) * HW + q) * C + c]) / 127.5f - 1.f;
+    const Tensor<float>* B = m.prior(g, yt);
+    double worst = 0, top = 1;
+    for (int q = 0; q < HW; ++q)
+      for (int c = 0; c < C; ++c)
+        for (int b = 0; b < n; ++b)
+          for (int k = 0; k < kLevels; ++k) {
+            const size_t ch = (size_t(b) * C + c) * kLevels + k;
+            const double want = double(a[ch * HW + q]) + B->data[ch * HW + q];
+            const double got = logits[((size_t(q) * C + c) * n + b) * kLevels + k];
+            worst = std::max(worst, std::fabs(got - want));
+            top = std::max(top, std::fabs(want));
+          }
+    CHECK(worst <= 2e-5 * top);
+  }
 }
 
 // The draw's exponentials (model/sampler_kernels.h draw_exp; 4 at a time in draw_exponentials
