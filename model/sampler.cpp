@@ -383,6 +383,30 @@ struct ImageBuf {
 float sigmoid_f(float x) { return cpu::simd::sigmoid(x); }
 float tanh_f(float x) { return cpu::simd::tanh(x); }
 
+// y = sigmoid(s x) lane by lane, one vector (a loop of exactly kVec lanes: one vector body, no
+// remainder; the gate's loops over a runtime range of lanes compiled into vector, half-vector and
+// scalar paths with branches between them: ~200 TSC cycles per layer on the chain).
+inline void sigmoid_vector(const float* x, const float* s, float* y) {
+#pragma omp simd
+  for (int k = 0; k < sampler_gemm::kVec; ++k) y[k] = sigmoid_f(s[k] * x[k]);
+}
+
+// The chain's gate at one position: g[k] = tanh(z[k]) sigmoid(z[q + k]) for k < q (z: colour c's
+// pairs, the tanh halves first), as (2 sigmoid(2 z[k]) - 1) sigmoid(z[q + k]): one sigmoid over
+// the 2q contiguous pre-activations (22 of 24 lanes at C = 3, p = 32), not a tanh and a sigmoid
+// of q each in whole vectors (32 lanes, and tanh's polynomial for small a). Exact to float
+// rounding (absolute). scale: 2 for k < q, 1 after, in whole vectors. In whole vectors: past 2q
+// (sg) and q (g) the lanes are padding, not kept; sg holds ceil(2q / kVec) vectors, g
+// ceil(q / kVec), and sg[q + k] is read up to k = ceil(q / kVec) kVec.
+inline void chain_gate(const float* z, int q, const float* scale, float* sg, float* g) {
+  constexpr int V = sampler_gemm::kVec;
+  for (int k0 = 0; k0 < 2 * q; k0 += V) sigmoid_vector(z + k0, scale + k0, sg + k0);
+  for (int k0 = 0; k0 < q; k0 += V) {
+#pragma omp simd
+    for (int k = 0; k < V; ++k) g[k0 + k] = (2.f * sg[k0 + k] - 1.f) * sg[q + k0 + k];
+  }
+}
+
 // Runs independent jobs on the OpenMP threads (largest first: the caller orders them), then
 // rethrows the first job's exception, if any (none may leave a parallel region).
 void run_jobs(const std::vector<std::function<void()>>& jobs) {
@@ -476,6 +500,19 @@ class CachedSampler {
         need(paired, G.h, "each tanh/sigmoid pair of the gate must be one colour");
       }
     }
+    // The chain's gate (chain_gate): per layer and colour, the scale of its sigmoid's inputs and
+    // whether its outputs (the tanh halves' channels) are one run of the gate's buffer.
+    gate_scale_.assign(size_t(L), std::vector<std::vector<float>>(size_t(C_)));
+    gate_runs_.assign(size_t(L), std::vector<bool>(size_t(C_)));
+    for (int l = 0; l < L; ++l)
+      for (int c = 0; c < C_; ++c) {
+        const std::vector<int>& outs = h_[size_t(l)][size_t(c)].outs;
+        const int q = int(outs.size()) / 2, V = sampler_gemm::kVec;
+        std::vector<float>& scale = gate_scale_[size_t(l)][size_t(c)];
+        scale.assign(size_t((2 * q + V - 1) / V * V), 1.f);
+        std::fill_n(scale.begin(), q, 2.f);
+        gate_runs_[size_t(l)][size_t(c)] = contiguous(std::vector<int>(outs.begin(), outs.begin() + q));
+      }
     p_ = m.first_h.co();
     H1_ = m.head1.co();
     jobs.clear();
@@ -698,21 +735,13 @@ class CachedSampler {
         for (int m = 0; m < M; ++m) {
           float* z = wk.tmp.data() + size_t(m) * wide(H);
           float* g = wk.tmp2.data();
-          // tanh(a) sigmoid(b) as (2 sigmoid(2a) - 1) sigmoid(b): one sigmoid over the 2q
-          // contiguous pre-activations (22 of 24 lanes at C = 3, p = 32), not a tanh and a
-          // sigmoid of q each in whole vectors (32 lanes, and tanh's polynomial for small a).
-          // Exact to float rounding (absolute); the chain's gate is on the critical path.
-          // Whole vectors (no scalar remainder): past 2q they read tmp's padding, not kept.
-          constexpr int V = sampler_gemm::kVec;
-          float* sg = g + (q + V - 1) / V * V;  // the sigmoids, after the gate's whole vectors
-          for (int k0 = 0; k0 < 2 * q; k0 += V)
-#pragma omp simd
-            for (int k = k0; k < k0 + V; ++k) sg[k] = sigmoid_f(k < q ? 2.f * z[k] : z[k]);
-          for (int k0 = 0; k0 < q; k0 += V)
-#pragma omp simd
-            for (int k = k0; k < k0 + V; ++k) g[k] = (2.f * sg[k] - 1.f) * sg[k + q];
+          float* sg = g + (q + sampler_gemm::kVec - 1) / sampler_gemm::kVec * sampler_gemm::kVec;
+          chain_gate(z, q, gate_scale_[size_t(l)][size_t(c)].data(), sg, g);
           float* gl = gate_[size_t(l)].at(b0 + m, 0, 0);
-          for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
+          if (gate_runs_[size_t(l)][size_t(c)])  // colour c's gate channels are one run
+            for (int k = 0; k < q; ++k) gl[outs[0] + k] = g[k];
+          else
+            for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
         }
         clk.lap(&SamplerProfile::horizontal);
         // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
@@ -1057,6 +1086,8 @@ class CachedSampler {
   // link_'s outputs: the h layer's, colour by colour ([layer]: output channels; [layer][colour]:
   // where that colour's run starts), as linkrow_ holds them.
   std::vector<std::vector<int>> link_order_, link_start_;
+  std::vector<std::vector<std::vector<float>>> gate_scale_;  // [layer][colour]: see chain_gate
+  std::vector<std::vector<bool>> gate_runs_;                 // [layer][colour]: outputs in one run
   std::vector<std::vector<ColourProduct>> h_, res_;
   ImageBuf yring_, head1_cur_;
   std::vector<ImageBuf> vring_, hrow_, linkrow_, gate_;
