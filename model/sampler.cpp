@@ -9,9 +9,6 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#include <x86intrin.h>
-static unsigned long long g_cyc[3][4], g_cnt[3];
-static struct CycPrint { ~CycPrint() { for (int c = 0; c < 3; ++c) if (g_cnt[c]) fprintf(stderr, "colour %d per layer: product %.0f gate %.0f res %.0f\n", c, double(g_cyc[c][0])/g_cnt[c], double(g_cyc[c][1])/g_cnt[c], double(g_cyc[c][2])/g_cnt[c]); } } g_cycprint;
 #endif
 
 #include <algorithm>
@@ -723,7 +720,6 @@ class CachedSampler {
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
         const int pad = h_def_[size_t(l)]->pad_l;
         if (pre && c == 0 && ready < px * L + l + 1) ready = wait_until(hpre0_open_, px * L + l + 1);
-        const unsigned long long T0 = __rdtsc();
         // The products' sums start from what the link (and in a team the left taps) added: no
         // pass of their own over the pre-activations (linkrow_ holds colour c's pairs as one run).
         if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
@@ -734,7 +730,6 @@ class CachedSampler {
           sampler_gemm::gemm_init(linkrow_[size_t(l)].at(b0, 0, j) + link_start_[size_t(l)][size_t(c)],
                                   linkrow_[size_t(l)].image_stride(), hrow_[size_t(l)].at(b0, 0, hpl_ + j - pad),
                                   hrow_[size_t(l)].image_stride(), M, H.B, wk.tmp.data(), wide(H));
-        const unsigned long long T1 = __rdtsc();
         const int q = int(H.outs.size()) / 2;
         const int* outs = H.outs.data();
         for (int m = 0; m < M; ++m) {
@@ -748,7 +743,6 @@ class CachedSampler {
           else
             for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
         }
-        const unsigned long long T2 = __rdtsc();
         clk.lap(&SamplerProfile::horizontal);
         // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
         const ColourProduct& R = res_[size_t(l)][size_t(c)];
@@ -767,8 +761,6 @@ class CachedSampler {
             for (size_t k = 0; k < R.outs.size(); ++k) hout[R.outs[k]] = hin[R.outs[k]] + r[k];
           }
         }
-        const unsigned long long T3 = __rdtsc();
-        if (M == 1 && !prof) { g_cyc[c][0] += T1 - T0; g_cyc[c][1] += T2 - T1; g_cyc[c][2] += T3 - T2; ++g_cnt[c]; }
         clk.lap(&SamplerProfile::link_res);
       }
       // Head: relu -> head1 (colour c's outputs) -> relu -> head2 (colour c's 256 logits).
