@@ -104,7 +104,8 @@ namespace {
 // for that target whatever the build's, and used where the CPU has it (draw_exponentials).
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define PRSR_DRAW_EXP_AVX2 1
-__attribute__((target("avx2,fma"))) void draw_exponentials_avx2(const float* logits, int best, double t, double* p) {
+__attribute__((target("avx2,fma"))) void draw_exponentials_avx2(const float* logits, int best, double t, double* p,
+                                                                double* cum) {
   using namespace gpu_sampler::draw_exp_constants;
   const __m256d top = _mm256_set1_pd(double(logits[best])), vt = _mm256_set1_pd(t), zero = _mm256_setzero_pd();
   const __m256d cut = _mm256_set1_pd(kCut), log2e = _mm256_set1_pd(kLog2e);
@@ -123,26 +124,46 @@ __attribute__((target("avx2,fma"))) void draw_exponentials_avx2(const float* log
                                      1.0,
                                      1.0};
   const __m128i bias = _mm_set1_epi32(1023), zi = _mm_setzero_si128();
+  double sum = 0;
   for (int l = 0; l < kLevels; l += 4) {
     __m256d z = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(logits + l)), top);
     if (t != 1.0) z = _mm256_div_pd(z, vt);  // (z / 1 is z: the same bits)
     const __m256d below = _mm256_cmp_pd(z, cut, _CMP_LT_OQ), nan = _mm256_cmp_pd(z, z, _CMP_UNORD_Q);
-    // zc = z clamped to [-746, 0] (NaN lanes: anything, replaced at the end)
-    const __m256d zc = _mm256_min_pd(_mm256_max_pd(z, cut), zero);
+    // zc = z clamped to [-746, 0]; 0 where z < -746 (those lanes are replaced by +0 at the end:
+    // exp(-746) would be computed as a subnormal, and a subnormal product costs the FPU a slow
+    // assist: an untrained model's draw, with most levels past the cut, took 2-3x as long).
+    // NaN lanes: anything, replaced at the end.
+    const __m256d zc = _mm256_blendv_pd(_mm256_min_pd(_mm256_max_pd(z, cut), zero), zero, below);
     const __m256d n = _mm256_round_pd(_mm256_mul_pd(zc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256d r = _mm256_fnmadd_pd(n, ln2lo, _mm256_fnmadd_pd(n, ln2hi, zc));
     __m256d q = _mm256_set1_pd(0x1.6124613a86d09p-33);
     for (double c : kCoef) q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(c));
-    // 2^(ni - n1) and 2^n1, n1 = ni / 2 (towards zero; ni <= 0): -((-ni) >> 1)
-    const __m128i ni = _mm256_cvtpd_epi32(n);
-    const __m128i n1 = _mm_sub_epi32(zi, _mm_srli_epi32(_mm_sub_epi32(zi, ni), 1)), n2 = _mm_sub_epi32(ni, n1);
     auto pow2 = [&](__m128i k) {
       return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(k, bias)), 52));
     };
-    __m256d e = _mm256_mul_pd(_mm256_mul_pd(q, pow2(n2)), pow2(n1));
+    // A subnormal result (q 2^n < 2^-1022) without a subnormal product (which costs the FPU a slow
+    // assist: ~2x the draw's time where some levels land there, an untrained model's): it is q 2^n
+    // rounded to the grid of 2^-1074 (draw_exp's last multiply rounds once, to nearest even), i.e.
+    // m 2^-1074 with m = the integer nearest t = q 2^(n + 1074) (exact: t is normal), and t + 2^52
+    // rounds t to that integer (the doubles in [2^52, 2^53) are the integers), whose bits minus
+    // 2^52's are m: the subnormal's bits (m = 2^52: the smallest normal's).
+    const __m128i ni = _mm256_cvtpd_epi32(n);
+    const __m128i k = _mm_min_epi32(_mm_max_epi32(_mm_add_epi32(ni, _mm_set1_epi32(1074)), _mm_set1_epi32(-60)),
+                                    _mm_set1_epi32(60));
+    const __m256d t = _mm256_mul_pd(q, pow2(k)), two52 = _mm256_set1_pd(0x1p52);
+    const __m256d sub = _mm256_cmp_pd(t, two52, _CMP_LT_OQ);
+    const __m256d esub = _mm256_castsi256_pd(
+        _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(t, two52)), _mm256_castpd_si256(two52)));
+    // Elsewhere 2^(ni - n1) and 2^n1, n1 = ni / 2 (towards zero; ni <= 0): -((-ni) >> 1); in the
+    // subnormal lanes n = 0 (their value is esub).
+    const __m128i nn = _mm256_cvtpd_epi32(_mm256_blendv_pd(n, zero, sub));
+    const __m128i n1 = _mm_sub_epi32(zi, _mm_srli_epi32(_mm_sub_epi32(zi, nn), 1)), n2 = _mm_sub_epi32(nn, n1);
+    __m256d e = _mm256_blendv_pd(_mm256_mul_pd(_mm256_mul_pd(q, pow2(n2)), pow2(n1)), esub, sub);
     e = _mm256_blendv_pd(e, zero, below);
     e = _mm256_blendv_pd(e, z, nan);
     _mm256_storeu_pd(p + l, e);
+    if (cum)  // the running sum's chain of dependent adds runs under the next levels' exponentials
+      for (int i = l; i < l + 4; ++i) cum[i] = sum += p[i];
   }
 }
 #endif
@@ -154,10 +175,8 @@ __attribute__((target("avx2,fma"))) void draw_exponentials_avx2(const float* log
 // with cum_l > u * sum is found by bisection (the prefix sums of p >= 0 never decrease): one
 // chain of 256 dependent adds, not up to two (0.1-0.2 us per sub-pixel). A NaN makes the sum
 // and the target NaN: no comparison holds, the best level (as finish_draw).
-int sample_level(const double* p, int best, double u) {
-  double cum[kLevels], sum = 0;
-  for (int l = 0; l < kLevels; ++l) cum[l] = sum += p[l];
-  const double target = u * sum;
+int sample_level_from_sums(const double* cum, int best, double u) {
+  const double target = u * cum[kLevels - 1];
   if (!(cum[kLevels - 1] > target)) return best;
   int lo = 0, hi = kLevels - 1;  // cum[hi] > target
   while (lo < hi) {
@@ -168,12 +187,43 @@ int sample_level(const double* p, int best, double u) {
   return lo;
 }
 
-void draw_exponentials(const float* logits, int best, double t, double* p) {
+int sample_level(const double* p, int best, double u) {
+  double cum[kLevels], sum = 0;
+  for (int l = 0; l < kLevels; ++l) cum[l] = sum += p[l];
+  return sample_level_from_sums(cum, best, u);
+}
+
+void draw_exponentials(const float* logits, int best, double t, double* p, double* cum) {
 #ifdef PRSR_DRAW_EXP_AVX2
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return draw_exponentials_avx2(logits, best, t, p);
+  if (avx2) return draw_exponentials_avx2(logits, best, t, p, cum);
 #endif
-  for (int l = 0; l < kLevels; ++l) p[l] = gpu_sampler::draw_exp((double(logits[l]) - logits[best]) / t);
+  double sum = 0;
+  for (int l = 0; l < kLevels; ++l) {
+    p[l] = gpu_sampler::draw_exp((double(logits[l]) - logits[best]) / t);
+    if (cum) cum[l] = sum += p[l];
+  }
+}
+
+// The first level with the largest logit, as the scan "best = l where logits[l] > logits[best]"
+// finds it (a NaN is never greater nor exceeded: a NaN at level 0 stays best, NaNs elsewhere are
+// passed over; -0 and +0 tie), in whole vectors: the largest value by the same comparison lane
+// by lane, then its first level. The scan was a chain of 256 dependent max operations (~0.25 us
+// per sub-pixel, on thread 0's critical path at batch 1).
+int best_level(const float* logits) {
+  using sampler_gemm::kVec;
+  using sampler_gemm::vfloat;
+  if (!(logits[0] == logits[0])) return 0;
+  vfloat top = vfloat{} + logits[0];
+  for (int l = 0; l < kLevels; l += kVec) {
+    const vfloat v = *reinterpret_cast<const vfloat*>(logits + l);
+    top = v > top ? v : top;
+  }
+  float m = top[0];
+  for (int e = 1; e < kVec; ++e) m = top[e] > m ? top[e] : m;
+  int l = 0;
+  while (!(logits[l] == m)) ++l;  // m is one of the logits
+  return l;
 }
 
 namespace {
@@ -183,14 +233,15 @@ namespace {
 // the GPU sampler's draw (model/sampler_kernels.h: draw_exp, finish_draw), so every sampler
 // draws the same level from the same logits.
 int draw(const float* logits, DecodeMode mode, float tau, double u) {
-  int best = 0;
-  for (int l = 1; l < kLevels; ++l)
-    if (logits[l] > logits[best]) best = l;
+  const int best = best_level(logits);
   if (mode == DecodeMode::Argmax) return best;
-  double p[kLevels];
-  draw_exponentials(logits, best, mode == DecodeMode::Mean ? 1.0 : double(tau), p);
-  if (mode == DecodeMode::Mean) return gpu_sampler::finish_draw(p, best, gpu_sampler::kMean, u);
-  return sample_level(p, best, u);
+  double p[kLevels], cum[kLevels];
+  if (mode == DecodeMode::Mean) {
+    draw_exponentials(logits, best, 1.0, p);
+    return gpu_sampler::finish_draw(p, best, gpu_sampler::kMean, u);
+  }
+  draw_exponentials(logits, best, double(tau), p, cum);
+  return sample_level_from_sums(cum, best, u);
 }
 
 uint8_t to_byte(float v) {  // [-1, 1] -> 0..255, rounded half up

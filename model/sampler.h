@@ -75,13 +75,20 @@ struct SampleOptions {
 // head layers, gated layers 2p wide on a p-wide stack). sample_images checks it when cached.
 void check_cacheable(const Model<float>& model);
 
-// The draw's exponentials (every sampler's draw; exposed for tests): p[l] = exp((logits[l] -
-// logits[best]) / t) for the 256 levels, +0 where the exponent is below -746, computed as
-// model/sampler_kernels.h's draw_exp (4 at a time where the CPU has AVX2 and FMA: the same bits).
-void draw_exponentials(const float* logits, int best, double t, double* p);
+// The steps of the CPU samplers' draw (exposed for tests).
+// The first level with the largest logit, as the scan "best = l where logits[l] > logits[best]"
+// from level 0 (a NaN at level 0 is best; NaNs elsewhere never are).
+int best_level(const float* logits);
+// The draw's exponentials: p[l] = exp((logits[l] - logits[best]) / t) for the 256 levels, +0
+// where the exponent is below -746, computed as model/sampler_kernels.h's draw_exp (4 at a time
+// where the CPU has AVX2 and FMA: the same bits). With cum, also their running sums in level
+// order: cum[l] = ((p[0] + p[1]) + ...) + p[l].
+void draw_exponentials(const float* logits, int best, double t, double* p, double* cum = nullptr);
 // The sampled level from the exponentials p (draw_exponentials), the best level and a uniform
-// u in [0, 1): gpu_sampler::finish_draw's kSample, bit for bit, by bisection of the prefix sums.
+// u in [0, 1): gpu_sampler::finish_draw's kSample, bit for bit, by bisection of the prefix sums;
+// sample_level_from_sums takes those sums (draw_exponentials' cum).
 int sample_level(const double* p, int best, double u);
+int sample_level_from_sums(const double* cum, int best, double u);
 
 // x: n low-res images, uint8 HWC (s/4 x s/4 x C). Returns n high-res images, uint8 HWC.
 // A model trained with loss "l2" has no prior: it returns its regression, rounded.

@@ -389,7 +389,7 @@ TEST_CASE("sampler: the draw's exponentials are exp within 2 ulp, +0 below -746,
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::vector<float> logits(kLevels);
   std::vector<double> p(kLevels);
-  long checked = 0, bad_bits = 0, bad_value = 0, subnormal = 0, cut = 0;
+  long checked = 0, bad_bits = 0, bad_value = 0, subnormal = 0, cut = 0, bad_sums = 0;
   double worst = 0;
   for (int trial = 0; trial < 600; ++trial) {
     const double t = trial % 3 == 0 ? 1.0 : std::exp(6 * unit(rng) - 3);  // 0.05 .. 20
@@ -401,6 +401,15 @@ TEST_CASE("sampler: the draw's exponentials are exp within 2 ulp, +0 below -746,
     if (trial % 7 == 0)                                              // around the cut
       for (int l = 0; l < 8; ++l) logits[size_t((best + 2 + l) % kLevels)] = float(top - 746.0 * t + (l - 4) * 0.01);
     draw_exponentials(logits.data(), best, t, p.data());
+    // With the running sums: the same exponentials, and sums added one by one in level order.
+    std::vector<double> p2(kLevels), cum(kLevels);
+    draw_exponentials(logits.data(), best, t, p2.data(), cum.data());
+    double run = 0;
+    for (int l = 0; l < kLevels; ++l) {
+      run += p[size_t(l)];
+      bad_sums += std::memcmp(&p2[size_t(l)], &p[size_t(l)], sizeof run) != 0 ||
+                  std::memcmp(&cum[size_t(l)], &run, sizeof run) != 0;
+    }
     for (int l = 0; l < kLevels; ++l) {
       const double z = (double(logits[size_t(l)]) - logits[size_t(best)]) / t, v = p[size_t(l)];
       const double s = gpu_sampler::draw_exp(z);
@@ -426,6 +435,7 @@ TEST_CASE("sampler: the draw's exponentials are exp within 2 ulp, +0 below -746,
   INFO("checked " << checked << " (" << subnormal << " subnormal, " << cut << " cut); worst relative error " << worst);
   CHECK(bad_bits == 0);
   CHECK(bad_value == 0);
+  CHECK(bad_sums == 0);
   CHECK(subnormal > 0);
   CHECK(cut > 0);
   CHECK(worst > 0);  // not libm itself
@@ -464,10 +474,50 @@ TEST_CASE("sampler: sample_level draws finish_draw's level from the same exponen
     if (!(u < 1)) continue;
     const int a = sample_level(p.data(), best, u),
               b = gpu_sampler::finish_draw(p.data(), best, gpu_sampler::kSample, u);
-    mismatched += a != b;
+    std::vector<double> cum(kLevels);
+    double run = 0;
+    for (int l = 0; l < kLevels; ++l) cum[size_t(l)] = run += p[size_t(l)];
+    mismatched += a != b || sample_level_from_sums(cum.data(), best, u) != b;
     ++checked;
   }
   CHECK(mismatched == 0);
   CHECK(checked > 2900);
   CHECK(on_sum > 200);  // the exact-boundary case was exercised
+}
+
+TEST_CASE("sampler: best_level is the scan's first largest logit, NaNs, ties, signed zeros and infinities included") {
+  auto scan = [](const std::vector<float>& x) {
+    int best = 0;
+    for (int l = 1; l < kLevels; ++l)
+      if (x[size_t(l)] > x[size_t(best)]) best = l;
+    return best;
+  };
+  std::mt19937_64 rng(41);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> x(kLevels);
+  long mismatched = 0, nan_first = 0, not_zero = 0;
+  for (int trial = 0; trial < 4000; ++trial) {
+    const int kind = trial % 6;
+    for (int l = 0; l < kLevels; ++l) {
+      const float r = unit(rng);
+      x[size_t(l)] = kind == 0   ? r * 1000
+                     : kind == 1 ? float(int(r * 3))            // many ties
+                     : kind == 2 ? (r < 0 ? -0.f : 0.f)         // only signed zeros
+                     : kind == 3 ? (r < 0.9f ? -inf : r)        // mostly -inf
+                     : kind == 4 ? (r < -0.98f ? inf : r * 10)  // a few +inf
+                                 : r;
+    }
+    if (trial % 7 == 0) x[size_t(rng() % kLevels)] = nan;
+    if (trial % 11 == 0) x[size_t(rng() % kLevels)] = nan, x[size_t(rng() % kLevels)] = nan;
+    if (trial % 13 == 0) x[0] = nan;
+    if (trial % 17 == 0) x[size_t(kLevels - 1)] = 1e30f;  // the largest in the last lane
+    const int want = scan(x), got = best_level(x.data());
+    mismatched += got != want;
+    nan_first += x[0] != x[0];
+    not_zero += want != 0;
+  }
+  CHECK(mismatched == 0);
+  CHECK(nan_first > 100);
+  CHECK(not_zero > 2500);
 }
