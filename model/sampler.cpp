@@ -726,7 +726,7 @@ class CachedSampler {
     barrier_count_ = 0, barrier_gen_ = 0;
     own_open_ = 0, low_open_ = 0, hpre_open_ = 0, hpre0_open_ = 0;
     own_next_ = 0, low_next_ = 0, b_next_ = 0;
-    b_open_ = 0, chain_open_ = 0;
+    b_open_ = 0, chain_open_ = 0, b_claim_ = 0;
     low_nk_ = -1, b_nk_ = -1;
   }
 
@@ -846,13 +846,31 @@ class CachedSampler {
     auto take = [](std::atomic<int>& next, int panels, auto&& run) {
       for (int q; (q = next.fetch_add(1, std::memory_order_relaxed)) < panels;) run(q);
     };
+    // head1's panels from pa on, their non-zero outputs gathered (b_*), and head2_own_b_'s list
+    // opened: run by whichever of threads 0 and 1 claims it first in this call (thread 1 once the
+    // chain has ended and it is done with the low part; thread 0 once it is done with its own
+    // half and the low part's open panels: at colour 2 it waited up to ~3 us a sub-pixel for
+    // thread 1, busy with the 682 low rows). The same products either way: the same bits.
+    auto head1_b = [&] {
+      long claimed = b_claim_.load(std::memory_order_acquire);
+      if (claimed >= step || !b_claim_.compare_exchange_strong(claimed, step)) return;
+      head1_part(c, b0, M, j, head1_pa_[size_t(c)], head1_[size_t(c)].B.panels(), b_relu_.data(), b_tmp_.data());
+      b_nk_ = nonzero_inputs(b0, M, kmid, khi, b_kidx_.data(), b_compact_.data());
+      b_next_.store(0, std::memory_order_relaxed);
+      b_open_.store(step, std::memory_order_release);
+    };
+    auto low_if_open = [&] {
+      if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
+    };
     if (tid == 0) {
       own_next_.store(0, std::memory_order_relaxed);
       own_open_.store(step, std::memory_order_release);
       take(own_next_, own.panels(), own_panel);
+      low_if_open();
+      if (b_open_.load(std::memory_order_acquire) != step) head1_b();
       wait_until(b_open_, step);
       take(b_next_, own_b.panels(), b_panel);
-      if (klo > 0 && low_open_.load(std::memory_order_acquire) == step) take(low_next_, low.panels(), low_panel);
+      low_if_open();
     } else {
       if (tid == 1 && !h_cur_.empty()) {
         // The left taps' and the link's sums of every h layer: colour 0's at colour 0, each
@@ -883,12 +901,10 @@ class CachedSampler {
         }
         take(low_next_, low.panels(), low_panel);
       }
-      if (tid == 1) {  // head1's other panels, and their rows of head2 (head2_own_b_)
+      if (tid == 1) {  // head1's other panels (unless thread 0 took them), and head2_own_b_'s
         wait_until(chain_open_, step);
-        head1_part(c, b0, M, j, head1_pa_[size_t(c)], head1_[size_t(c)].B.panels(), b_relu_.data(), b_tmp_.data());
-        b_nk_ = nonzero_inputs(b0, M, kmid, khi, b_kidx_.data(), b_compact_.data());
-        b_next_.store(0, std::memory_order_relaxed);
-        b_open_.store(step, std::memory_order_release);
+        head1_b();
+        wait_until(b_open_, step);
         take(b_next_, own_b.panels(), b_panel);
         wait_until(own_open_, step);
         take(own_next_, own.panels(), own_panel);
@@ -1153,6 +1169,7 @@ class CachedSampler {
   std::vector<int> b_kidx_;
   int b_nk_ = -1;
   std::atomic<long> b_open_{0}, chain_open_{0};  // the call (step) whose thread-1 rows / chain are done
+  std::atomic<long> b_claim_{0};                  // the last call whose head1_b was claimed
   std::atomic<int> b_next_{0};
   // Team: h layers cut at the current tap ([layer][colour]); the left taps' sums
   // ([layer][colour]: [n][wide]), written by thread 1 (pixel_logits).
