@@ -798,7 +798,7 @@ class CachedSampler {
         // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
         const ColourProduct& R = res_[size_t(l)][size_t(c)];
         const float* gin = gate_[size_t(l)].at(b0, 0, 0);
-        if (contiguous(R.outs)) {  // h' = (h + bias) + sums, written in place: no pass of its own
+        if (contiguous(R.outs)) {  // h' = (bias + sums) + h, written in place: no pass of its own
           const int r0 = R.outs.empty() ? 0 : R.outs[0];
           sampler_gemm::gemm_init(hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l)].image_stride(), gin,
                                   gate_[size_t(l)].image_stride(), M, R.B, hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0,

@@ -74,10 +74,10 @@ Packed pack(int K, int N, W w, Bias bias, int nv = kNV) {
 // ncols columns kept. Sparse: A's column j pairs with B's row kidx[j] (the inputs that are zero
 // in every row were left out: adding 0 * w leaves a float sum exactly as it is). With one or two
 // rows there are too few accumulators to hide the FMA latency: the k range is then split over
-// kSplit independent partial sums, added at the end. With init (row stride ldi), row m starts
-// from bias + init[m * ldi ...] (whole vectors: NV * kVec floats of each row are read): a sum
-// the caller would otherwise add to C in a pass of its own (at batch 1 that pass is on the
-// chain's critical path).
+// kSplit independent partial sums, added at the end. With init (row stride ldi), row m's sums
+// get init[m * ldi ...] added (whole vectors: NV * kVec floats of each row are read): a sum the
+// caller would otherwise add to C in a pass of its own (at batch 1 that pass is on the chain's
+// critical path).
 template <int MR, int NV, bool Sparse>
 inline void tile(int K, const float* A, long lda, const float* B, const float* bias, float* C, long ldc, int ncols,
                  const int* kidx, const float* init, long ldi) {
@@ -87,9 +87,6 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
   for (int u = 0; u < kSplit; ++u)
     for (int m = 0; m < MR; ++m)
       for (int v = 0; v < NV; ++v) acc[u][m][v] = u == 0 ? *reinterpret_cast<const vfloat*>(bias + v * kVec) : vfloat{};
-  if (init)
-    for (int m = 0; m < MR; ++m)
-      for (int v = 0; v < NV; ++v) acc[0][m][v] += *reinterpret_cast<const vfloat*>(init + m * ldi + v * kVec);
   auto step = [&](int u, int k) {
     const float* b = B + size_t(Sparse ? kidx[k] : k) * kW;
     vfloat w[NV];
@@ -108,6 +105,9 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
         for (int v = 0; v < NV; ++v) acc[0][m][v] += acc[u][m][v];
   }
   for (; k < K; ++k) step(0, k);
+  if (init)  // added last: its load (at batch 1 often a line another core wrote) overlaps the products
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) acc[0][m][v] += *reinterpret_cast<const vfloat*>(init + m * ldi + v * kVec);
   // A partial panel: its whole vectors, then the last one's lanes one by one (not a copy through
   // an array: taking acc's address kept every accumulator in memory, and the copy was a memcpy
   // call, ~100 TSC cycles per product of one row on the chain at batch 1).
