@@ -312,12 +312,12 @@ void pixel_major(const float* src, float* dst, long n, long K, long HW) {
 // (K = C*256 logits, or C for an l2 model), one sub-pixel's logits contiguous (the draw reads
 // one at a time), valid until this thread's next call. The graph's [n][K][S*S] is transposed
 // once (pixel_major; was: a plain copy, then a strided transpose of each row on thread 0 when
-// the row started, ~40 us a row at batch 1). On the CPU
-// the graph and the host copy are kept between calls (one of each per thread): a fresh graph
-// paid the first-touch page faults of its memory on every call (about 130 MB at batch 16: 90-1200
-// ms per call on the 2 vCPU EPYC VM, whose host backs guest memory lazily, for about 30 ms of
-// arithmetic; docs/performance.md). A GPU graph is made per call (device memory is not faulted
-// in, and no CUDA buffer should outlive main()).
+// the row started, ~40 us a row at batch 1). On the CPU the graph and the host copy are kept
+// between calls (one of each per thread): a fresh graph paid the first-touch page faults of its
+// memory on every call (about 130 MB at batch 16: 90-1200 ms per call on the 2 vCPU EPYC VM,
+// whose host backs guest memory lazily, for about 30 ms of arithmetic; docs/performance.md). A
+// GPU graph is made per call (device memory is not faulted in, and no CUDA buffer should outlive
+// main()).
 const std::vector<float>& conditioning_logits(Model<float>& m, const std::vector<float>& xn, int n) {
   thread_local std::vector<float> out, staged;
   thread_local std::unique_ptr<Graph<float>> cpu_graph;
@@ -782,8 +782,9 @@ class CachedSampler {
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
         const int pad = h_def_[size_t(l)]->pad_l;
         if (pre && c == 0 && ready < px * L + l + 1) ready = wait_until(hpre0_open_, px * L + l + 1);
-        // The products' sums start from what the link (and in a team the left taps) added: no
-        // pass of their own over the pre-activations (linkrow_ holds colour c's pairs as one run).
+        // The products' sums get what the link (and in a team the left taps) added in the
+        // product itself: no pass of its own over the pre-activations (linkrow_ holds colour c's
+        // pairs as one run).
         if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
           sampler_gemm::gemm_init(hpre_[size_t(l)][size_t(c)].data(), wide(H), hrow_[size_t(l)].at(b0, 0, hpl_ + j),
                                   hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)], wk.tmp.data(),
@@ -812,8 +813,8 @@ class CachedSampler {
         if (contiguous(R.outs)) {  // h' = (bias + sums) + h, written in place: no pass of its own
           const int r0 = R.outs.empty() ? 0 : R.outs[0];
           sampler_gemm::gemm_init(hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l)].image_stride(), gin,
-                                  gate_[size_t(l)].image_stride(), M, R.B, hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0,
-                                  hrow_[size_t(l) + 1].image_stride());
+                                  gate_[size_t(l)].image_stride(), M, R.B,
+                                  hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l) + 1].image_stride());
         } else {
           gemm(gin, gate_[size_t(l)].image_stride(), M, R.B, wk.tmp.data(), wide(R));
           for (int m = 0; m < M; ++m) {
@@ -1128,7 +1129,7 @@ class CachedSampler {
     return nk;
   }
   static int wide(const ColourProduct& P) { return P.B.cols(); }  // a product's padded columns
-  static bool contiguous(const std::vector<int>& outs) {  // outs[k] = outs[0] + k
+  static bool contiguous(const std::vector<int>& outs) {          // outs[k] = outs[0] + k
     for (size_t k = 1; k < outs.size(); ++k)
       if (outs[k] != outs[0] + int(k)) return false;
     return true;

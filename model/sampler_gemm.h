@@ -11,7 +11,6 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -109,8 +108,8 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
     for (int m = 0; m < MR; ++m)
       for (int v = 0; v < NV; ++v) acc[0][m][v] += *reinterpret_cast<const vfloat*>(init + m * ldi + v * kVec);
   // A partial panel: its whole vectors, then the last one's lanes one by one (not a copy through
-  // an array: taking acc's address kept every accumulator in memory, and the copy was a memcpy
-  // call, ~100 TSC cycles per product of one row on the chain at batch 1).
+  // an array: taking acc's address kept the accumulators in memory, and the copy was a memcpy
+  // call; ~5-10 TSC cycles per product of one row on the chain at batch 1).
   const int whole = ncols / kVec;
   for (int m = 0; m < MR; ++m) {
     float* c = C + m * ldc;
@@ -154,7 +153,7 @@ inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const f
 // t / mblocks. With kidx (nk entries), A holds only the columns kidx[0..nk) (see tile).
 inline int row_block(const Packed& B) { return B.nv > kNV ? 1 : kMR; }
 // Rows [m0, m0 + rows) of C, panel q's columns.
-// With init: the rows' starting sums (see tile), init[m * ldi + n] for column n.
+// With init: added to the rows' sums (see tile), init[m * ldi + n] to column n.
 inline void panel_rows(int q, int m0, int rows, const float* A, long lda, const Packed& B, float* C, long ldc,
                        const int* kidx, int nk, const float* init = nullptr, long ldi = 0) {
   const int ncols = std::min(B.full(), B.N - q * B.full()), nv = B.width(q) / kVec;
@@ -188,13 +187,14 @@ inline void gemm(const float* A, long lda, int M, const Packed& B, float* C, lon
 
 // C = init + bias + A x B on one thread (init: M rows, row stride ldi, each read up to B.cols()
 // floats: whole vectors, so a row's padding past B.N must be readable; its values only reach
-// C's padding, which is not written). The sum added in the accumulators' start instead of a
-// pass over C afterwards.
+// C's padding, which is not written). init is added to the accumulators before they are stored,
+// instead of in a pass over C afterwards.
 inline void gemm_init(const float* init, long ldi, const float* A, long lda, int M, const Packed& B, float* C,
                       long ldc) {
   const int mr = row_block(B);
   for (int q = 0; q < B.panels(); ++q)
-    for (int m0 = 0; m0 < M; m0 += mr) panel_rows(q, m0, std::min(mr, M - m0), A, lda, B, C, ldc, nullptr, 0, init, ldi);
+    for (int m0 = 0; m0 < M; m0 += mr)
+      panel_rows(q, m0, std::min(mr, M - m0), A, lda, B, C, ldc, nullptr, 0, init, ldi);
 }
 
 // The same product, columns of panel q only (all M rows): for workers that claim panels one at
