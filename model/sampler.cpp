@@ -615,10 +615,11 @@ class CachedSampler {
           const int klo = head2_klo_[size_t(c)], kmid = head2_kmid_[size_t(c)], N = int(P.outs.size());
           auto w = [&](int k0) { return [&, k0](int k, int n) { return h2->weight(P.outs[size_t(n)], k0 + k); }; };
           auto none = [](int) { return 0.f; };
-          head2_low_[size_t(c)] = sampler_gemm::pack(klo, N, w(0), none, row_nv);
+          const int h2nv = n == 1 ? sampler_gemm::kWideNV : row_nv;  // (one row: wide panels)
+          head2_low_[size_t(c)] = sampler_gemm::pack(klo, N, w(0), none, h2nv);
           head2_own_[size_t(c)] = sampler_gemm::pack(
-              kmid - klo, N, w(klo), [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; }, row_nv);
-          head2_own_b_[size_t(c)] = sampler_gemm::pack(P.B.K - kmid, N, w(kmid), none, row_nv);
+              kmid - klo, N, w(klo), [&](int n) { return h2->b[size_t(P.outs[size_t(n)])]; }, h2nv);
+          head2_own_b_[size_t(c)] = sampler_gemm::pack(P.B.K - kmid, N, w(kmid), none, h2nv);
         });
     }
     const int S = S_, p = p_;

@@ -29,6 +29,7 @@ constexpr int kNV = 2;                   // vectors per panel of a product of se
 constexpr int kNR = kNV * kVec;          // its columns
 constexpr int kMR = kVec == 16 ? 8 : 6;  // rows per tile: 16 accumulators (AVX-512) or 12 (AVX2/SSE)
 constexpr int kRowNV = 4;                // vectors per panel of a product of one row (pack(..., kRowNV))
+constexpr int kWideNV = 8;               // ... of head2 at batch 1 (see below)
 
 // B [K][N] packed in panels of nv vectors (nv * kVec columns; the last panel only as many
 // vectors as its columns need): panel q holds its bias (zero padded past N) and then its columns
@@ -37,7 +38,10 @@ constexpr int kRowNV = 4;                // vectors per panel of a product of on
 // a separate vector was one more cache miss per tile: batch 1 1-5% slower, docs/performance.md).
 // nv = kNV for products of several rows (kMR x kNR tiles); a product of one row has too few
 // accumulators for the FMA latency anyway, and packs kRowNV vectors: fewer, wider panels, less
-// padding (22 columns: 24, not 32).
+// padding (22 columns: 24, not 32). head2 at batch 1 (a matrix-vector product streaming ~1 MB of
+// weights per pixel from L3, its zero inputs' rows skipped) packs kWideNV: each kept row is one
+// run of 256 bytes (AVX2), not 128, and a list has half as many panels to claim (batch 1 1-3%
+// faster in 11 of 12 alternating rounds); one accumulator per vector is enough there.
 struct Packed {
   int K = 0, N = 0, nv = kNV;
   int np = 0;                             // panels (set by pack: no division per product)
@@ -80,7 +84,7 @@ Packed pack(int K, int N, W w, Bias bias, int nv = kNV) {
 template <int MR, int NV, bool Sparse>
 inline void tile(int K, const float* A, long lda, const float* B, const float* bias, float* C, long ldc, int ncols,
                  const int* kidx, const float* init, long ldi) {
-  constexpr int kSplit = MR > 2 ? 1 : MR == 2 || NV <= 2 ? 4 : NV == 3 ? 3 : 2;
+  constexpr int kSplit = MR > 2 || NV >= kWideNV ? 1 : MR == 2 || NV <= 2 ? 4 : NV == 3 ? 3 : 2;
   constexpr int kW = NV * kVec;
   vfloat acc[kSplit][MR][NV];
   for (int u = 0; u < kSplit; ++u)
@@ -123,7 +127,8 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
   }
 }
 
-// rows x one panel of nv vectors (nv > kNV: one row only).
+// rows x one panel of nv vectors (nv > kNV: one row only; the last panel of a kRowNV or kWideNV
+// packing may be narrower than the others).
 template <bool Sparse>
 inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const float* B, const float* bias, float* C,
                       long ldc, int ncols, const int* kidx, const float* init, long ldi) {
@@ -144,9 +149,14 @@ inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const f
     }
   }
   if (rows != 1) throw std::logic_error("sampler_gemm: a panel wider than kNR columns takes one row at a time");
-  if (nv == 3) return tile<1, 3, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
-  if (nv == 4) return tile<1, 4, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
-  throw std::logic_error("sampler_gemm: panels of 1-4 vectors only");
+  static_assert(kWideNV == 8, "tile_rows: one case per panel width up to kWideNV");
+  switch (nv) {
+#define PRSR_TILE(V) \
+  case V: return tile<1, V, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
+    PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
+#undef PRSR_TILE
+  }
+  throw std::logic_error("sampler_gemm: panels of 1 to kWideNV vectors only");
 }
 
 // Tile t of C = bias + A x B: row block t % mblocks (kMR rows, or 1 with wider panels) of panel

@@ -1,7 +1,8 @@
 // The cached sampler's small products (model/sampler_gemm.h) against a double-precision reference
-// on random inputs: every panel width (1 to kRowNV vectors, the last panel narrower), rows from 1
-// to past one row block, the dense and the sparse (kidx) forms, whole products, a share of the
-// tiles and single panels, and products started from per-row sums (gemm_init).
+// on random inputs: every panel width (1 to kRowNV and kWideNV vectors, the last panel narrower:
+// 1 to kWideNV), rows from 1 to past one row block, the dense and the sparse (kidx) forms, whole
+// products, a share of the tiles and single panels, and products with per-row sums added
+// (gemm_init).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -48,8 +49,9 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
   std::uniform_real_distribution<float> U(-1.f, 1.f);
   const int V = kVec;
   std::vector<Case> cases;
-  for (int nv = 1; nv <= kRowNV; ++nv)
-    for (int N : {1, V - 1, V, V + 3, 2 * V, 2 * V + 6, 3 * V, 4 * V - 1, 4 * V + 5, 11 * V + 5})
+  for (int nv : {1, 2, 3, 4, kWideNV})
+    for (int N : {1, V - 1, V, V + 3, 2 * V, 2 * V + 6, 3 * V, 4 * V - 1, 4 * V + 5, 5 * V + 2, 6 * V + 1, 8 * V,
+                  11 * V + 5, 16 * V + 3})
       for (int K : {1, 3, 7, 22, 75})
         for (int M : {1, 2, 5, kMR + 3}) {
           if (nv > kNV && M > 1) continue;  // wider panels: one row
