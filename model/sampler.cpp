@@ -653,6 +653,15 @@ class CachedSampler {
       }
     }
     run_jobs(jobs);
+    // The chain's products of one row (one image per worker or team) as RowProducts where they
+    // are one panel: the current tap (a team) and res.
+    h_cur_row_.assign(size_t(L), std::vector<sampler_gemm::RowProduct>(size_t(C_)));
+    res_row_.assign(size_t(L), std::vector<sampler_gemm::RowProduct>(size_t(C_)));
+    for (int l = 0; l < L; ++l)
+      for (int c = 0; c < C_; ++c) {
+        if (!h_cur_.empty()) h_cur_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(h_cur_[size_t(l)][size_t(c)]);
+        res_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(res_[size_t(l)][size_t(c)].B);
+      }
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
     yring_.init(n, m.first_v.kh(), ypl_ + S + m.first_v.pad_r, C_, 0.f);
@@ -789,7 +798,10 @@ class CachedSampler {
         // The products' sums get what the link (and in a team the left taps) added in the
         // product itself: no pass of its own over the pre-activations (linkrow_ holds colour c's
         // pairs as one run).
-        if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
+        const sampler_gemm::RowProduct& cur = pre ? h_cur_row_[size_t(l)][size_t(c)] : sampler_gemm::RowProduct{};
+        if (M == 1 && cur)  // (tmp is a scratch row of wide(H) floats: its padding may be written)
+          cur(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hpre_[size_t(l)][size_t(c)].data(), wk.tmp.data(), true);
+        else if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
           sampler_gemm::gemm_init(hpre_[size_t(l)][size_t(c)].data(), wide(H), hrow_[size_t(l)].at(b0, 0, hpl_ + j),
                                   hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)], wk.tmp.data(),
                                   wide(H));
@@ -816,9 +828,13 @@ class CachedSampler {
         const float* gin = gate_[size_t(l)].at(b0, 0, 0);
         if (contiguous(R.outs)) {  // h' = (bias + sums) + h, written in place: no pass of its own
           const int r0 = R.outs.empty() ? 0 : R.outs[0];
-          sampler_gemm::gemm_init(hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l)].image_stride(), gin,
-                                  gate_[size_t(l)].image_stride(), M, R.B,
-                                  hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l) + 1].image_stride());
+          const sampler_gemm::RowProduct& rp = res_row_[size_t(l)][size_t(c)];
+          if (M == 1 && rp)
+            rp(gin, hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0);
+          else
+            sampler_gemm::gemm_init(hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l)].image_stride(), gin,
+                                    gate_[size_t(l)].image_stride(), M, R.B,
+                                    hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l) + 1].image_stride());
         } else {
           gemm(gin, gate_[size_t(l)].image_stride(), M, R.B, wk.tmp.data(), wide(R));
           for (int m = 0; m < M; ++m) {
@@ -1198,6 +1214,7 @@ class CachedSampler {
   // Team: h layers cut at the current tap ([layer][colour]); the left taps' sums
   // ([layer][colour]: [n][wide]), written by thread 1 (pixel_logits).
   std::vector<std::vector<Packed>> h_left_, h_cur_;
+  std::vector<std::vector<sampler_gemm::RowProduct>> h_cur_row_, res_row_;  // [layer][colour], M = 1
   std::vector<std::vector<std::vector<float>>> hpre_;
   alignas(64) std::atomic<long> hpre_open_{0};   // (i * S + j) * C + c + 1: hpre_ of colours <= c complete
   alignas(64) std::atomic<long> hpre0_open_{0};  // (i * S + j) * L + l + 1: hpre_ of colour 0, layers <= l, ready

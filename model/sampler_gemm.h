@@ -207,6 +207,40 @@ inline void gemm_init(const float* init, long ldi, const float* A, long lda, int
       panel_rows(q, m0, std::min(mr, M - m0), A, lda, B, C, ldc, nullptr, 0, init, ldi);
 }
 
+// One row times a product of one panel, its tile chosen once: the chain at batch 1 runs two of
+// these per layer and sub-pixel, and going through gemm_init / panel_rows / tile_rows (the
+// panel's shape read again, a switch, two calls) was ~30-40 TSC cycles of each product's
+// ~150-250. Points into B's panel: valid while B is neither moved nor repacked.
+struct RowProduct {
+  using Fn = void (*)(int, const float*, long, const float*, const float*, float*, long, int, const int*, const float*,
+                      long);
+  Fn fn = nullptr;
+  const float* panel = nullptr;
+  const float* bias = nullptr;
+  int K = 0, N = 0, width = 0;
+  explicit operator bool() const { return fn != nullptr; }
+  // C[n] = init[n] + bias[n] + sum_k A[k] B[k][n] for n < N (init may be null; read up to width);
+  // whole_vectors: C has room for the panel's width, and its padding lanes are written too (a
+  // scratch row: the next whole-vector loads then forward from one store each).
+  void operator()(const float* A, const float* init, float* C, bool whole_vectors = false) const {
+    fn(K, A, 0, panel, bias, C, 0, whole_vectors ? width : N, nullptr, init, 0);
+  }
+};
+inline RowProduct row_product(const Packed& B) {
+  RowProduct r;
+  if (B.panels() != 1) return r;
+  switch (B.width(0) / kVec) {
+#define PRSR_ROW(V) \
+  case V: r.fn = &tile<1, V, false>; break;
+    PRSR_ROW(1)
+    PRSR_ROW(2) PRSR_ROW(3) PRSR_ROW(4) PRSR_ROW(5) PRSR_ROW(6) PRSR_ROW(7) PRSR_ROW(8)
+#undef PRSR_ROW
+        default : return r;
+  }
+  r.panel = B.panel(0), r.bias = B.bias(0), r.K = B.K, r.N = B.N, r.width = B.width(0);
+  return r;
+}
+
 // The same product, columns of panel q only (all M rows): for workers that claim panels one at
 // a time.
 inline void gemm_panel(int q, const float* A, long lda, int M, const Packed& B, float* C, long ldc,

@@ -1,8 +1,8 @@
 // The cached sampler's small products (model/sampler_gemm.h) against a double-precision reference
 // on random inputs: every panel width (1 to kRowNV and kWideNV vectors, the last panel narrower:
 // 1 to kWideNV), rows from 1 to past one row block, the dense and the sparse (kidx) forms, whole
-// products, a share of the tiles and single panels, and products with per-row sums added
-// (gemm_init).
+// products, a share of the tiles and single panels, products with per-row sums added
+// (gemm_init), and one row through a RowProduct.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -57,7 +57,7 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
           if (nv > kNV && M > 1) continue;  // wider panels: one row
           cases.push_back({M, K, N, nv});
         }
-  int checked = 0;
+  int checked = 0, row_products = 0;
   for (const Case& c : cases) {
     INFO("M " << c.M << " K " << c.K << " N " << c.N << " nv " << c.nv);
     std::vector<float> B(size_t(c.K) * c.N), bias(size_t(c.N));
@@ -107,6 +107,21 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
     gemm_init(I.data(), ldi, A.data(), lda, c.M, P, C.data(), ldc);
     check_close(C, ldc, refi, c.M, c.N, scale + 1);
     CHECK(C[size_t(c.M - 1) * ldc + c.N] == 7.f);
+    // One row and one panel: the same product through a RowProduct (exactly N columns written,
+    // or the panel's whole width); more panels: none.
+    const RowProduct rp = row_product(P);
+    CHECK(bool(rp) == (P.panels() == 1));
+    if (rp && c.M == 1) {
+      std::fill(C.begin(), C.end(), 7.f);
+      rp(A.data(), I.data(), C.data());
+      check_close(C, ldc, refi, 1, c.N, scale + 1);
+      CHECK(C[size_t(c.N)] == 7.f);
+      std::fill(C.begin(), C.end(), 7.f);
+      rp(A.data(), nullptr, C.data(), true);
+      check_close(C, ldc, ref, 1, c.N, scale);
+      CHECK(long(std::count(C.begin(), C.begin() + P.cols(), 7.f)) == 0);  // the padding too
+      ++row_products;
+    }
     // No rows (a worker whose share of a row is empty): nothing is computed or written.
     std::fill(C.begin(), C.end(), 7.f);
     gemm(A.data(), lda, 0, P, C.data(), ldc);
@@ -116,5 +131,6 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
     ++checked;
   }
   CHECK(checked == int(cases.size()));
+  CHECK(row_products >= 50);
   CHECK(checked >= 400);
 }
