@@ -654,12 +654,16 @@ class CachedSampler {
     }
     run_jobs(jobs);
     // The chain's products of one row (one image per worker or team) as RowProducts where they
-    // are one panel: the current tap (a team) and res.
+    // are one panel: the current tap and the left taps (a team), and res.
     h_cur_row_.assign(size_t(L), std::vector<sampler_gemm::RowProduct>(size_t(C_)));
+    h_left_row_ = h_cur_row_;
     res_row_.assign(size_t(L), std::vector<sampler_gemm::RowProduct>(size_t(C_)));
     for (int l = 0; l < L; ++l)
       for (int c = 0; c < C_; ++c) {
-        if (!h_cur_.empty()) h_cur_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(h_cur_[size_t(l)][size_t(c)]);
+        if (!h_cur_.empty()) {
+          h_cur_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(h_cur_[size_t(l)][size_t(c)]);
+          h_left_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(h_left_[size_t(l)][size_t(c)]);
+        }
         res_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(res_[size_t(l)][size_t(c)].B);
       }
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
@@ -910,14 +914,16 @@ class CachedSampler {
         // colour c (thread 0 waits for them all when colour c + 1 starts).
         for (int c2 = c == 0 ? 0 : c + 1; c2 <= c + 1 && c2 < C_; ++c2) {
           for (int l = 0; l < L; ++l) {
-            const int w = wide(h_[size_t(l)][size_t(c2)]), n2 = int(h_[size_t(l)][size_t(c2)].outs.size());
+            // hpre = (bias + the left taps' sums) + the link's row (added in the product).
+            const int w = wide(h_[size_t(l)][size_t(c2)]);
             float* hp = hpre_[size_t(l)][size_t(c2)].data();
-            gemm(hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l), hrow_[size_t(l)].image_stride(), M,
-                 h_left_[size_t(l)][size_t(c2)], hp, w);
-            for (int m = 0; m < M; ++m) {
-              const float* lk = linkrow_[size_t(l)].at(b0 + m, 0, j) + link_start_[size_t(l)][size_t(c2)];
-              for (int k = 0; k < n2; ++k) hp[size_t(m) * w + k] += lk[k];
-            }
+            const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
+            const float* lk = linkrow_[size_t(l)].at(b0, 0, j) + link_start_[size_t(l)][size_t(c2)];
+            const sampler_gemm::RowProduct& lp = h_left_row_[size_t(l)][size_t(c2)];
+            if (M == 1 && lp) lp(A, lk, hp, true);  // (hpre_'s rows are w floats: the padding may be written)
+            else
+              sampler_gemm::gemm_init(lk, linkrow_[size_t(l)].image_stride(), A, hrow_[size_t(l)].image_stride(), M,
+                                      h_left_[size_t(l)][size_t(c2)], hp, w);
             if (c2 == 0) hpre0_open_.store(px * L + l + 1, std::memory_order_release);
           }
           hpre_open_.store(px * C_ + c2 + 1, std::memory_order_release);
@@ -1214,7 +1220,7 @@ class CachedSampler {
   // Team: h layers cut at the current tap ([layer][colour]); the left taps' sums
   // ([layer][colour]: [n][wide]), written by thread 1 (pixel_logits).
   std::vector<std::vector<Packed>> h_left_, h_cur_;
-  std::vector<std::vector<sampler_gemm::RowProduct>> h_cur_row_, res_row_;  // [layer][colour], M = 1
+  std::vector<std::vector<sampler_gemm::RowProduct>> h_cur_row_, h_left_row_, res_row_;  // [layer][colour], M = 1
   std::vector<std::vector<std::vector<float>>> hpre_;
   alignas(64) std::atomic<long> hpre_open_{0};   // (i * S + j) * C + c + 1: hpre_ of colours <= c complete
   alignas(64) std::atomic<long> hpre0_open_{0};  // (i * S + j) * L + l + 1: hpre_ of colour 0, layers <= l, ready
