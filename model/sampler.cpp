@@ -562,10 +562,12 @@ class CachedSampler {
         need(paired, G.h, "each tanh/sigmoid pair of the gate must be one colour");
       }
     }
-    // The chain's gate (chain_gate): per layer and colour, the scale of its sigmoid's inputs and
-    // whether its outputs (the tanh halves' channels) are one run of the gate's buffer.
+    // The chain's gate (chain_gate): per layer and colour, the scale of its sigmoid's inputs, and
+    // where its outputs (the tanh halves' channels) and res's start when each is one run of
+    // channels (-1: not one run).
     gate_scale_.assign(size_t(L), std::vector<std::vector<float>>(size_t(C_)));
-    gate_runs_.assign(size_t(L), std::vector<bool>(size_t(C_)));
+    gate_run_.assign(size_t(L), std::vector<int>(size_t(C_)));
+    res_run_ = gate_run_;
     for (int l = 0; l < L; ++l)
       for (int c = 0; c < C_; ++c) {
         const std::vector<int>& outs = h_[size_t(l)][size_t(c)].outs;
@@ -573,7 +575,8 @@ class CachedSampler {
         std::vector<float>& scale = gate_scale_[size_t(l)][size_t(c)];
         scale.assign(size_t((2 * q + V - 1) / V * V), 1.f);
         std::fill_n(scale.begin(), q, 2.f);
-        gate_runs_[size_t(l)][size_t(c)] = contiguous(std::vector<int>(outs.begin(), outs.begin() + q));
+        gate_run_[size_t(l)][size_t(c)] = run_start(std::vector<int>(outs.begin(), outs.begin() + q));
+        res_run_[size_t(l)][size_t(c)] = run_start(res_[size_t(l)][size_t(c)].outs);
       }
     p_ = m.first_h.co();
     H1_ = m.head1.co();
@@ -802,9 +805,9 @@ class CachedSampler {
         // The products' sums get what the link (and in a team the left taps) added in the
         // product itself: no pass of its own over the pre-activations (linkrow_ holds colour c's
         // pairs as one run).
-        const sampler_gemm::RowProduct& cur = pre ? h_cur_row_[size_t(l)][size_t(c)] : sampler_gemm::RowProduct{};
-        if (M == 1 && cur)  // (tmp is a scratch row of wide(H) floats: its padding may be written)
-          cur(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hpre_[size_t(l)][size_t(c)].data(), wk.tmp.data(), true);
+        if (pre && M == 1 && h_cur_row_[size_t(l)][size_t(c)])  // (tmp: a scratch row, its padding may be written)
+          h_cur_row_[size_t(l)][size_t(c)](hrow_[size_t(l)].at(b0, 0, hpl_ + j), hpre_[size_t(l)][size_t(c)].data(),
+                                           wk.tmp.data(), true);
         else if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
           sampler_gemm::gemm_init(hpre_[size_t(l)][size_t(c)].data(), wide(H), hrow_[size_t(l)].at(b0, 0, hpl_ + j),
                                   hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)], wk.tmp.data(),
@@ -821,8 +824,8 @@ class CachedSampler {
           float* sg = g + (q + sampler_gemm::kVec - 1) / sampler_gemm::kVec * sampler_gemm::kVec;
           chain_gate(z, q, gate_scale_[size_t(l)][size_t(c)].data(), sg, g);
           float* gl = gate_[size_t(l)].at(b0 + m, 0, 0);
-          if (gate_runs_[size_t(l)][size_t(c)])  // colour c's gate channels are one run
-            for (int k = 0; k < q; ++k) gl[outs[0] + k] = g[k];
+          if (const int g0 = gate_run_[size_t(l)][size_t(c)]; g0 >= 0)  // colour c's gate channels: one run
+            for (int k = 0; k < q; ++k) gl[g0 + k] = g[k];
           else
             for (int k = 0; k < q; ++k) gl[outs[k]] = g[k];
         }
@@ -830,8 +833,7 @@ class CachedSampler {
         // h' = h + res(gate): res reads the gate of groups <= c at this pixel.
         const ColourProduct& R = res_[size_t(l)][size_t(c)];
         const float* gin = gate_[size_t(l)].at(b0, 0, 0);
-        if (contiguous(R.outs)) {  // h' = (bias + sums) + h, written in place: no pass of its own
-          const int r0 = R.outs.empty() ? 0 : R.outs[0];
+        if (const int r0 = res_run_[size_t(l)][size_t(c)]; r0 >= 0) {  // h' = (bias + sums) + h, in place
           const sampler_gemm::RowProduct& rp = res_row_[size_t(l)][size_t(c)];
           if (M == 1 && rp)
             rp(gin, hrow_[size_t(l)].at(b0, 0, hpl_ + j) + r0, hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j) + r0);
@@ -1155,10 +1157,11 @@ class CachedSampler {
     return nk;
   }
   static int wide(const ColourProduct& P) { return P.B.cols(); }  // a product's padded columns
-  static bool contiguous(const std::vector<int>& outs) {          // outs[k] = outs[0] + k
+  // outs[0] when outs[k] = outs[0] + k for every k (0 for none), else -1.
+  static int run_start(const std::vector<int>& outs) {
     for (size_t k = 1; k < outs.size(); ++k)
-      if (outs[k] != outs[0] + int(k)) return false;
-    return true;
+      if (outs[k] != outs[0] + int(k)) return -1;
+    return outs.empty() ? 0 : outs[0];
   }
 
   // out[o] at column `col` of row buffer `buf` = product column q, for q over `outs`.
@@ -1199,7 +1202,7 @@ class CachedSampler {
   // where that colour's run starts), as linkrow_ holds them.
   std::vector<std::vector<int>> link_order_, link_start_;
   std::vector<std::vector<std::vector<float>>> gate_scale_;  // [layer][colour]: see chain_gate
-  std::vector<std::vector<bool>> gate_runs_;                 // [layer][colour]: outputs in one run
+  std::vector<std::vector<int>> gate_run_, res_run_;         // [layer][colour]: run_start of outputs
   std::vector<std::vector<ColourProduct>> h_, res_;
   ImageBuf yring_, head1_cur_;
   std::vector<ImageBuf> vring_, hrow_, linkrow_, gate_;

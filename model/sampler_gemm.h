@@ -127,36 +127,46 @@ inline void tile(int K, const float* A, long lda, const float* B, const float* b
   }
 }
 
-// rows x one panel of nv vectors (nv > kNV: one row only; the last panel of a kRowNV or kWideNV
-// packing may be narrower than the others).
+// The tile of `rows` rows (1 to kMR) and a panel of nv vectors (1 to kNV; one row: 1 to
+// kWideNV, the last panel of a kRowNV or kWideNV packing may be narrower than the others), or
+// null for any other shape.
+using TileFn = void (*)(int, const float*, long, const float*, const float*, float*, long, int, const int*,
+                        const float*, long);
+template <int NV, bool Sparse>
+inline TileFn rows_tile(int rows) {
+  static_assert(kMR <= 8, "rows_tile: one case per row count up to kMR");
+  switch (rows) {
+#define PRSR_TILE(R) \
+  case R: return R <= kMR ? &tile<(R <= kMR ? R : 1), NV, Sparse> : nullptr;
+    PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
+#undef PRSR_TILE
+  }
+  return nullptr;
+}
+template <bool Sparse>
+inline TileFn tile_fn(int rows, int nv) {
+  static_assert(kNV == 2 && kWideNV == 8, "tile_fn: one case per panel width");
+  if (rows == 1) switch (nv) {
+#define PRSR_TILE(V) \
+  case V: return &tile<1, V, Sparse>;
+      PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
+#undef PRSR_TILE
+    }
+  if (nv == 1) return rows_tile<1, Sparse>(rows);
+  if (nv == 2) return rows_tile<2, Sparse>(rows);
+  return nullptr;
+}
+
+// rows x one panel of nv vectors (see tile_fn).
 template <bool Sparse>
 inline void tile_rows(int rows, int nv, int K, const float* A, long lda, const float* B, const float* bias, float* C,
                       long ldc, int ncols, const int* kidx, const float* init, long ldi) {
-  if (nv == 1) {
-    switch (rows) {
-#define PRSR_TILE(R) \
-  case R: return tile<(R <= kMR ? R : 1), 1, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
-      PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
-#undef PRSR_TILE
-    }
-  }
-  if (nv == 2) {
-    switch (rows) {
-#define PRSR_TILE(R) \
-  case R: return tile<(R <= kMR ? R : 1), 2, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
-      PRSR_TILE(1) PRSR_TILE(2) PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
-#undef PRSR_TILE
-    }
-  }
-  if (rows != 1) throw std::logic_error("sampler_gemm: a panel wider than kNR columns takes one row at a time");
-  static_assert(kWideNV == 8, "tile_rows: one case per panel width up to kWideNV");
-  switch (nv) {
-#define PRSR_TILE(V) \
-  case V: return tile<1, V, Sparse>(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
-    PRSR_TILE(3) PRSR_TILE(4) PRSR_TILE(5) PRSR_TILE(6) PRSR_TILE(7) PRSR_TILE(8)
-#undef PRSR_TILE
-  }
-  throw std::logic_error("sampler_gemm: panels of 1 to kWideNV vectors only");
+  const TileFn f = tile_fn<Sparse>(rows, nv);
+  if (!f)
+    throw std::logic_error(
+        "sampler_gemm: a tile of 1 to kMR rows and 1 to kNV vectors, or of one row and 1 to "
+        "kWideNV vectors");
+  f(K, A, lda, B, bias, C, ldc, ncols, kidx, init, ldi);
 }
 
 // Tile t of C = bias + A x B: row block t % mblocks (kMR rows, or 1 with wider panels) of panel
@@ -212,9 +222,7 @@ inline void gemm_init(const float* init, long ldi, const float* A, long lda, int
 // panel's shape read again, a switch, two calls) was ~30-40 TSC cycles of each product's
 // ~150-250. Points into B's panel: valid while B is neither moved nor repacked.
 struct RowProduct {
-  using Fn = void (*)(int, const float*, long, const float*, const float*, float*, long, int, const int*, const float*,
-                      long);
-  Fn fn = nullptr;
+  TileFn fn = nullptr;
   const float* panel = nullptr;
   const float* bias = nullptr;
   int K = 0, N = 0, width = 0;
@@ -229,15 +237,8 @@ struct RowProduct {
 inline RowProduct row_product(const Packed& B) {
   RowProduct r;
   if (B.panels() != 1) return r;
-  switch (B.width(0) / kVec) {
-#define PRSR_ROW(V) \
-  case V: r.fn = &tile<1, V, false>; break;
-    PRSR_ROW(1)
-    PRSR_ROW(2) PRSR_ROW(3) PRSR_ROW(4) PRSR_ROW(5) PRSR_ROW(6) PRSR_ROW(7) PRSR_ROW(8)
-#undef PRSR_ROW
-        default : return r;
-  }
-  r.panel = B.panel(0), r.bias = B.bias(0), r.K = B.K, r.N = B.N, r.width = B.width(0);
+  r.fn = tile_fn<false>(1, B.width(0) / kVec);
+  if (r.fn) r.panel = B.panel(0), r.bias = B.bias(0), r.K = B.K, r.N = B.N, r.width = B.width(0);
   return r;
 }
 

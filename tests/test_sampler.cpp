@@ -294,18 +294,23 @@ TEST_CASE("sampler: argmax and mean decoding agree between cached and naive and 
   CHECK_THROWS_AS(parse_decode_mode("median"), Error);
 }
 
+// n images of side s, uint8 HWC, into a graph input [n][C][s][s] in [-1, 1], as the samplers see them.
+static Tensor<float>* image_input(Graph<float>& g, const std::vector<uint8_t>& x, int n, int C, int s) {
+  Tensor<float>* t = g.tensor({n, C, s, s}, false, "x");
+  const int HW = s * s;
+  for (int b = 0; b < n; ++b)
+    for (int c = 0; c < C; ++c)
+      for (int q = 0; q < HW; ++q)
+        t->data[(size_t(b) * C + c) * HW + q] = float(x[(size_t(b) * HW + q) * C + c]) / 127.5f - 1.f;
+  return t;
+}
+
 // The model's own forward pass on the normalised low-res x: A(x) as [n][K][S][S] (host).
 static std::vector<float> forward_conditioning(Model<float>& m, const std::vector<uint8_t>& x, int n) {
   const ModelConfig& cfg = m.config();
-  const int C = cfg.colors, L = cfg.low();
   Graph<float> g(Device::Cpu);
   g.grad_enabled = false;
-  Tensor<float>* xt = g.tensor({n, C, L, L}, false, "x");
-  for (int b = 0; b < n; ++b)
-    for (int c = 0; c < C; ++c)
-      for (int q = 0; q < L * L; ++q)
-        xt->data[(size_t(b) * C + c) * L * L + q] = float(x[(size_t(b) * L * L + q) * C + c]) / 127.5f - 1.f;
-  Tensor<float>* a = m.conditioning(g, xt, false);
+  Tensor<float>* a = m.conditioning(g, image_input(g, x, n, cfg.colors, cfg.low()), false);
   return std::vector<float>(a->data, a->data + a->numel());
 }
 
@@ -358,12 +363,7 @@ TEST_CASE("sampler: the drawn logits are A(x) + B(y) of the full forward pass on
     REQUIRE(logits.size() == size_t(HW) * C * n * kLevels);
     Graph<float> g(Device::Cpu);
     g.grad_enabled = false;
-    Tensor<float>* yt = g.tensor({n, C, S, S}, false, "y");
-    for (int b = 0; b < n; ++b)
-      for (int c = 0; c < C; ++c)
-        for (int q = 0; q < HW; ++q)
-          yt->data[(size_t(b) * C + c) * HW + q] = float(y[(size_t(b) * HW + q) * C + c]) / 127.5f - 1.f;
-    const Tensor<float>* B = m.prior(g, yt);
+    const Tensor<float>* B = m.prior(g, image_input(g, y, n, C, S));
     double worst = 0, top = 1;
     for (int q = 0; q < HW; ++q)
       for (int c = 0; c < C; ++c)
