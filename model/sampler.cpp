@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -24,6 +25,7 @@
 #include "engine/cpu/simd_math.h"
 #include "engine/graph.h"
 #include "engine/ops.h"
+#include "model/sampler_chain.h"
 #include "model/sampler_gemm.h"
 #include "model/sampler_gpu.h"
 #include "model/sampler_kernels.h"
@@ -637,9 +639,21 @@ class CachedSampler {
     if (!split_ && threads_ > 1) {
       h_left_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
       h_cur_.assign(size_t(L), std::vector<Packed>(size_t(C_)));
-      hpre_.resize(size_t(L));
+      // hpre_[l][c]: each on cache lines of its own (thread 1 writes colour c + 1's while thread 0
+      // reads colour c's: 96-byte vectors side by side in the heap shared lines).
+      std::vector<size_t> at;
+      size_t total = 0;
+      for (int l = 0; l < L; ++l)
+        for (int c = 0; c < C_; ++c) {
+          at.push_back(total);
+          total += (size_t(n) * wide(h_[size_t(l)][size_t(c)]) + 15) / 16 * 16;
+        }
+      hpre_buf_.assign(total + 16, 0.f);
+      float* base = hpre_buf_.data() + (16 - reinterpret_cast<uintptr_t>(hpre_buf_.data()) / sizeof(float) % 16) % 16;
+      hpre_.assign(size_t(L), std::vector<float*>(size_t(C_)));
+      for (int l = 0; l < L; ++l)
+        for (int c = 0; c < C_; ++c) hpre_[size_t(l)][size_t(c)] = base + at[size_t(l) * C_ + size_t(c)];
       for (int l = 0; l < L; ++l) {
-        for (int c = 0; c < C_; ++c) hpre_[size_t(l)].emplace_back(size_t(n) * wide(h_[size_t(l)][size_t(c)]), 0.f);
         jobs.push_back([&, l] {
           const LayerWeights hw(*h_def_[size_t(l)], P, M);
           const int kcur = h_def_[size_t(l)]->pad_l * h_def_[size_t(l)]->ci();
@@ -668,6 +682,22 @@ class CachedSampler {
           h_left_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(h_left_[size_t(l)][size_t(c)]);
         }
         res_row_[size_t(l)][size_t(c)] = sampler_gemm::row_product(res_[size_t(l)][size_t(c)].B);
+      }
+    // One image in a team: each layer of the chain as one fused step (sampler_chain::GatedStep,
+    // AVX2) where its shapes fit: colour c's gate and res channels one run [g0, g0 + q), both
+    // products reading the channels [0, g0 + q) of the current pixel.
+    chain_.assign(size_t(L), std::vector<sampler_chain::GatedStep>(size_t(C_)));
+    for (int l = 0; l < L && team && n == 1; ++l)
+      for (int c = 0; c < C_; ++c) {
+        const Packed& cur = h_cur_[size_t(l)][size_t(c)];
+        const ColourProduct& R = res_[size_t(l)][size_t(c)];
+        const int q = int(h_[size_t(l)][size_t(c)].outs.size()) / 2, g0 = gate_run_[size_t(l)][size_t(c)];
+        if (g0 < 0 || res_run_[size_t(l)][size_t(c)] != g0 || cur.K != g0 + q || R.B.K != g0 + q ||
+            int(R.outs.size()) != q || cur.N != 2 * q || !sampler_chain::GatedStep::fits(q))
+          continue;
+        chain_[size_t(l)][size_t(c)] = sampler_chain::GatedStep::make(
+            q, g0, [&](int k, int o) { return cur.weight(k, o); }, [&](int k, int o) { return R.B.weight(k, o); },
+            [&](int o) { return R.B.bias_of(o); });
       }
     // y (normalised) in a ring of first_v's rows, padded for first_v and first_h.
     ypl_ = std::max(m.first_v.pad_l, m.first_h.pad_l);
@@ -748,8 +778,7 @@ class CachedSampler {
     zero(logits_);
     zero(logits_low_);
     for (auto* v : {&logits_b_, &b_compact_, &b_relu_, &b_tmp_}) zero(*v);
-    for (auto& layer : hpre_)
-      for (auto& v : layer) zero(v);
+    zero(hpre_buf_);
     for (Worker& wk : workers_) {
       for (auto* v : {&wk.patch, &wk.vout, &wk.tmp, &wk.tmp2, &wk.relu, &wk.compact, &wk.low_compact}) zero(*v);
       wk.nk = -1;
@@ -797,19 +826,40 @@ class CachedSampler {
         wait_until(hpre_open_, px * C_ + c + 1);
         clk.lap(&SamplerProfile::wait);
       }
+      // hpre_'s rows were written by thread 1: each is a line or two in its cache, and a layer
+      // needed its own ~250 core cycles after it started. Fetched here all at once (colour 0: as
+      // its layers open).
+      int fetched = 0;  // layers of hpre_ prefetched
+      auto fetch_hpre = [&](int upto) {
+        for (; fetched < upto; ++fetched) {
+          const char* b = reinterpret_cast<const char*>(hpre_[size_t(fetched)][size_t(c)]);
+          const size_t bytes = size_t(M) * wide(h_[size_t(fetched)][size_t(c)]) * sizeof(float);
+          for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(b + o, 0, 3);
+        }
+      };
+      if (pre && c > 0) fetch_hpre(L);
       for (int l = 0; l < L; ++l) {
         // h_pre = Hconv(h) + link(down_shift(v_pre)) for colour c's pairs, then the gate.
         const ColourProduct& H = h_[size_t(l)][size_t(c)];
         const int pad = h_def_[size_t(l)]->pad_l;
-        if (pre && c == 0 && ready < px * L + l + 1) ready = wait_until(hpre0_open_, px * L + l + 1);
+        if (pre && c == 0 && ready < px * L + l + 1) {
+          ready = wait_until(hpre0_open_, px * L + l + 1);
+          fetch_hpre(int(std::min<long>(L, ready - px * L)));
+        }
+        if (const sampler_chain::GatedStep& step1 = chain_[size_t(l)][size_t(c)]; pre && M == 1 && step1) {
+          step1(hrow_[size_t(l)].at(b0, 0, hpl_ + j), hpre_[size_t(l)][size_t(c)], gate_[size_t(l)].at(b0, 0, 0),
+                hrow_[size_t(l) + 1].at(b0, 0, hpl_ + j));
+          clk.lap(&SamplerProfile::horizontal);
+          continue;
+        }
         // The products' sums get what the link (and in a team the left taps) added in the
         // product itself: no pass of its own over the pre-activations (linkrow_ holds colour c's
         // pairs as one run).
         if (pre && M == 1 && h_cur_row_[size_t(l)][size_t(c)])  // (tmp: a scratch row, its padding may be written)
-          h_cur_row_[size_t(l)][size_t(c)](hrow_[size_t(l)].at(b0, 0, hpl_ + j), hpre_[size_t(l)][size_t(c)].data(),
+          h_cur_row_[size_t(l)][size_t(c)](hrow_[size_t(l)].at(b0, 0, hpl_ + j), hpre_[size_t(l)][size_t(c)],
                                            wk.tmp.data(), true);
         else if (pre)  // the current tap only, from hpre_ (the left taps, the link, the bias)
-          sampler_gemm::gemm_init(hpre_[size_t(l)][size_t(c)].data(), wide(H), hrow_[size_t(l)].at(b0, 0, hpl_ + j),
+          sampler_gemm::gemm_init(hpre_[size_t(l)][size_t(c)], wide(H), hrow_[size_t(l)].at(b0, 0, hpl_ + j),
                                   hrow_[size_t(l)].image_stride(), M, h_cur_[size_t(l)][size_t(c)], wk.tmp.data(),
                                   wide(H));
         else
@@ -918,7 +968,7 @@ class CachedSampler {
           for (int l = 0; l < L; ++l) {
             // hpre = (bias + the left taps' sums) + the link's row (added in the product).
             const int w = wide(h_[size_t(l)][size_t(c2)]);
-            float* hp = hpre_[size_t(l)][size_t(c2)].data();
+            float* hp = hpre_[size_t(l)][size_t(c2)];
             const float* A = hrow_[size_t(l)].at(b0, 0, hpl_ + j - h_def_[size_t(l)]->pad_l);
             const float* lk = linkrow_[size_t(l)].at(b0, 0, j) + link_start_[size_t(l)][size_t(c2)];
             const sampler_gemm::RowProduct& lp = h_left_row_[size_t(l)][size_t(c2)];
@@ -1224,7 +1274,9 @@ class CachedSampler {
   // ([layer][colour]: [n][wide]), written by thread 1 (pixel_logits).
   std::vector<std::vector<Packed>> h_left_, h_cur_;
   std::vector<std::vector<sampler_gemm::RowProduct>> h_cur_row_, h_left_row_, res_row_;  // [layer][colour], M = 1
-  std::vector<std::vector<std::vector<float>>> hpre_;
+  std::vector<std::vector<sampler_chain::GatedStep>> chain_;  // [layer][colour]: fused (one image, a team), or empty
+  std::vector<float> hpre_buf_;
+  std::vector<std::vector<float*>> hpre_;        // [layer][colour]: into hpre_buf_, 64-byte aligned
   alignas(64) std::atomic<long> hpre_open_{0};   // (i * S + j) * C + c + 1: hpre_ of colours <= c complete
   alignas(64) std::atomic<long> hpre0_open_{0};  // (i * S + j) * L + l + 1: hpre_ of colour 0, layers <= l, ready
   std::vector<Worker> workers_;

@@ -53,6 +53,7 @@ struct Packed {
   const float* bias(int q) const { return data.data() + size_t(q) * full() * (size_t(K) + 1); }
   const float* panel(int q) const { return bias(q) + width(q); }
   float bias_of(int n) const { return bias(n / full())[n % full()]; }
+  float weight(int k, int n) const { return panel(n / full())[size_t(k) * width(n / full()) + n % full()]; }  // B[k][n]
 };
 
 // w(k, n) = B[k][n], bias(n); nv vectors per panel.

@@ -2,7 +2,7 @@
 // on random inputs: every panel width (1 to kRowNV and kWideNV vectors, the last panel narrower:
 // 1 to kWideNV), rows from 1 to past one row block, the dense and the sparse (kidx) forms, whole
 // products, a share of the tiles and single panels, products with per-row sums added
-// (gemm_init), and one row through a RowProduct.
+// (gemm_init), and one row through a RowProduct; and the fused gated layer of sampler_chain.h.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "model/sampler_chain.h"
 #include "model/sampler_gemm.h"
 
 using namespace prsr;
@@ -133,4 +134,67 @@ TEST_CASE("sampler_gemm: products of every panel width and row count equal a dou
   CHECK(checked == int(cases.size()));
   CHECK(row_products >= 50);
   CHECK(checked >= 400);
+}
+
+// model/sampler_chain.h: one fused gated layer (the chain at batch 1) against a double
+// reference, for every width of colour c's channels it takes (q = 1 to 16: one to four vectors of
+// z, the sigmoid half starting at every lane) and where they start (g0: the earlier colours'
+// channels read from the rows). Only colour c's channels of the gate row and of h' are written.
+TEST_CASE("sampler_chain: a fused gated layer equals a double reference") {
+  using sampler_chain::GatedStep;
+  if (!sampler_chain::kAvailable) {
+    MESSAGE("skipped: this build targets no AVX2 + FMA (-Dnative=false); the sampler runs the unfused products");
+    return;
+  }
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> U(-1.f, 1.f);
+  int checked = 0;
+  for (int q = 1; q <= sampler_chain::kMaxQ; ++q)
+    for (int g0 : {0, 3, 11, 22}) {
+      const int K = g0 + q;
+      std::vector<float> wz(size_t(K) * 2 * q), wr(size_t(K) * q), br(static_cast<size_t>(q));
+      for (float& v : wz) v = U(rng) * 0.5f;
+      for (float& v : wr) v = U(rng) * 0.5f;
+      for (float& v : br) v = U(rng);
+      const GatedStep step = GatedStep::make(
+          q, g0, [&](int k, int n) { return wz[size_t(k) * 2 * q + n]; },
+          [&](int k, int n) { return wr[size_t(k) * q + n]; }, [&](int n) { return br[size_t(n)]; });
+      REQUIRE(bool(step));
+      // h: the pixel's channels (read up to g0 + 16), hpre: z's vectors; rows with room past them.
+      const int room = g0 + 2 * sampler_chain::kMaxQ + 8;
+      std::vector<float> h(static_cast<size_t>(room)), hpre(static_cast<size_t>(room)), gate(static_cast<size_t>(room)),
+          hout(size_t(room), 7.f);
+      for (float& v : h) v = U(rng);
+      for (float& v : hpre) v = U(rng);
+      for (float& v : gate) v = U(rng);
+      const std::vector<float> gate_in = gate;
+      step(h.data(), hpre.data(), gate.data(), hout.data());
+      // The reference in double.
+      std::vector<double> g(static_cast<size_t>(q));
+      for (int i = 0; i < q; ++i) {
+        double a = hpre[size_t(i)], b = hpre[size_t(q + i)];
+        for (int k = 0; k < K; ++k) {
+          a += double(h[size_t(k)]) * wz[size_t(k) * 2 * q + i];
+          b += double(h[size_t(k)]) * wz[size_t(k) * 2 * q + q + i];
+        }
+        g[size_t(i)] = std::tanh(a) / (1 + std::exp(-b));
+      }
+      double worst = 0;
+      for (int i = 0; i < q; ++i) {
+        double r = double(h[size_t(g0 + i)]) + br[size_t(i)];
+        for (int k = 0; k < g0; ++k) r += double(gate_in[size_t(k)]) * wr[size_t(k) * q + i];
+        for (int k = 0; k < q; ++k) r += g[size_t(k)] * wr[size_t(g0 + k) * q + i];
+        worst = std::max(worst, std::fabs(gate[size_t(g0 + i)] - g[size_t(i)]));
+        worst = std::max(worst, std::fabs(hout[size_t(g0 + i)] - r));
+      }
+      CHECK(worst < 2e-5);
+      // Nothing outside colour c's channels written.
+      bool kept = true;
+      for (int k = 0; k < room; ++k)
+        if (k < g0 || k >= g0 + q) kept = kept && gate[size_t(k)] == gate_in[size_t(k)] && hout[size_t(k)] == 7.f;
+      CHECK(kept);
+      ++checked;
+    }
+  CHECK(checked == 4 * sampler_chain::kMaxQ);
+  CHECK(!GatedStep::fits(sampler_chain::kMaxQ + 1));
 }
