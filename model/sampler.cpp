@@ -502,6 +502,7 @@ class CachedSampler {
   CachedSampler(Model<float>& m, int n, int threads) : S_(m.config().size), C_(m.config().colors), n_(n) {
     check_cacheable(m);
     threads_ = std::max(1, threads);
+    done_ = std::make_unique<DoneFlag[]>(size_t(threads_));  // (threads_ only shrinks below)
     split_ = n >= threads_;
     const HostValues<float> P(m.params), M(m.masks);
     // The packing runs as independent jobs on the sampler's threads (at batch 1 it is a sizeable
@@ -787,6 +788,7 @@ class CachedSampler {
     own_open_ = 0, low_open_ = 0, hpre_open_ = 0, hpre0_open_ = 0;
     own_next_ = 0, low_next_ = 0, b_next_ = 0;
     b_open_ = 0, chain_open_ = 0, b_claim_ = 0;
+    for (int t = 0; t < threads_; ++t) done_[size_t(t)].v = 0;
     low_nk_ = -1, b_nk_ = -1;
   }
 
@@ -983,6 +985,9 @@ class CachedSampler {
       }
       if (klo > 0) {
         if (tid == 1) {
+          // The last call's panels all done (its low list and inputs are reused here).
+          for (int t = 0; t < nt; ++t)
+            if (t != 1) wait_until(done_[size_t(t)].v, step - 1);
           low_nk_ = nonzero_inputs(b0, M, 0, klo, wk.low_kidx.data(), wk.low_compact.data());
           low_next_.store(0, std::memory_order_relaxed);
           low_open_.store(step, std::memory_order_release);
@@ -1006,7 +1011,14 @@ class CachedSampler {
       }
     }
     clk.lap(&SamplerProfile::head2);
-    sync(nt);
+    // Not a barrier: only thread 0 (the draw) needs every panel done. The others go on to the
+    // next call's work (its left taps; none of it is read by this call's panels or draw), and
+    // before they gather the next low part's inputs and reset its list, thread 1 waits for this
+    // call's done_ of the others. A barrier here kept thread 1 waiting 600-1700 TSC
+    // cycles a sub-pixel for thread 0's last panel, and its two-way handshake sat before the draw.
+    done_[size_t(tid)].v.store(step, std::memory_order_release);
+    if (tid == 0)
+      for (int t = 1; t < nt; ++t) wait_until(done_[size_t(t)].v, step);
     clk.lap(&SamplerProfile::wait);
   }
 
@@ -1135,6 +1147,11 @@ class CachedSampler {
   // writes, and two on one line made every write and every claim move the line between the
   // cores for the other's reads too (~40 ns a move when the VM's two vCPUs share a core complex,
   // ~250 ns when they do not: a round trip measured 77-530 ns).
+  // A team's threads' last finished call (pixel_logits), each on a line of its own.
+  struct alignas(64) DoneFlag {
+    std::atomic<long> v{0};
+  };
+  std::unique_ptr<DoneFlag[]> done_;
   alignas(64) std::atomic<int> barrier_count_{0};
   alignas(64) std::atomic<int> barrier_gen_{0};
   // head2's panel lists in a team (pixel_logits): the call number that opened each, the next
