@@ -1147,11 +1147,10 @@ class CachedSampler {
   // writes, and two on one line made every write and every claim move the line between the
   // cores for the other's reads too (~40 ns a move when the VM's two vCPUs share a core complex,
   // ~250 ns when they do not: a round trip measured 77-530 ns).
-  // A team's threads' last finished call (pixel_logits), each on a line of its own.
   struct alignas(64) DoneFlag {
     std::atomic<long> v{0};
   };
-  std::unique_ptr<DoneFlag[]> done_;
+  std::unique_ptr<DoneFlag[]> done_;  // per thread of a team: the last call it finished (pixel_logits)
   alignas(64) std::atomic<int> barrier_count_{0};
   alignas(64) std::atomic<int> barrier_gen_{0};
   // head2's panel lists in a team (pixel_logits): the call number that opened each, the next

@@ -11,17 +11,23 @@
 
 namespace prsr::cpu::simd {
 
+// exp's constants (also model/sampler_chain.h's 8-lane copy of exp, which must match it).
+namespace exp_constants {
+constexpr float kLo = -87.3f, kHi = 88.3f;                        // the input's clamp
+constexpr float kLog2e = 1.44269504088896341f;                    // n = floor(x log2(e) + 1/2)
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln2 split in two (Cephes C1, C2)
+constexpr float kP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                         4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};  // P(r), highest first
+}  // namespace exp_constants
+
 inline float exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;  // ln2 split in two (Cephes C1, C2) for an exact reduction
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  using namespace exp_constants;
+  x = x < kLo ? kLo : (x > kHi ? kHi : x);
+  const float n = std::floor(x * kLog2e + 0.5f);
+  float r = x - n * kLn2Hi;  // an exact reduction
+  r = r - n * kLn2Lo;
+  float p = kP[0];
+  for (int i = 1; i < 6; ++i) p = p * r + kP[i];
   const float e = p * r * r + r + 1.0f;
   // 2^n, n in [-126, 127]; unsigned so that a NaN input (n = NaN) shifts without UB and the
   // NaN still propagates through e.
